@@ -1,1 +1,20 @@
+//! `ferry-common`: what the api, the worker and the CLI share.
+//!
+//! Configuration and secrets, the job model and the Redis queue engine,
+//! migrations of the Redis function libraries, fleet coordination (the shared
+//! WeChat token), the WeChat protocol, and telemetry. `api` and `worker`
+//! depend on this crate and never on each other.
 
+pub mod config;
+pub mod connection;
+pub mod job;
+pub mod keys;
+pub mod queue;
+pub mod schema;
+pub mod secret;
+pub mod telemetry;
+pub mod wechat;
+
+pub use config::{Config, ConfigError};
+pub use keys::Keys;
+pub use secret::Secret;

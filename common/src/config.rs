@@ -1,0 +1,792 @@
+//! Ferry's configuration: environment first, then an optional `ferry.toml`.
+//!
+//! Every variable name lives in [`vars`] and nowhere else. Loading either
+//! yields a complete, validated [`Config`] or one [`ConfigError`] naming the
+//! variable at fault, so nothing ever starts half-configured. Secrets are
+//! wrapped in [`Secret`] the moment they are read.
+//!
+//! `ferry.toml` (path in `FERRY_CONFIG`) accepts the same names as the
+//! environment as top-level keys (any case), plus `[providers.<name>]` tables
+//! for per-provider settings and further OpenAI-compatible endpoints.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::secret::Secret;
+
+/// Environment variable names: the one place each is spelled.
+pub mod vars {
+    pub const FERRY_CONFIG: &str = "FERRY_CONFIG";
+    pub const REDIS_URL: &str = "REDIS_URL";
+    pub const FERRY_PREFIX: &str = "FERRY_PREFIX";
+    pub const FERRY_LISTEN: &str = "FERRY_LISTEN";
+    pub const FERRY_PROVIDERS: &str = "FERRY_PROVIDERS";
+    pub const OPENAI_API_KEY: &str = "OPENAI_API_KEY";
+    pub const WECHAT_APP_ID: &str = "WECHAT_APP_ID";
+    pub const WECHAT_APP_SECRET: &str = "WECHAT_APP_SECRET";
+    pub const WECHAT_TOKEN: &str = "WECHAT_TOKEN";
+    pub const WECHAT_ENCODING_AES_KEY: &str = "WECHAT_ENCODING_AES_KEY";
+    pub const WECHAT_API_BASE: &str = "WECHAT_API_BASE";
+    pub const SECURE_CONFIG_PASSWORD: &str = "SECURE_CONFIG_PASSWORD";
+    pub const FERRY_SECRETS_FILE: &str = "FERRY_SECRETS_FILE";
+    pub const LOG_LEVEL: &str = "LOG_LEVEL";
+    pub const LOG_FILE: &str = "LOG_FILE";
+    pub const LOG_FORMAT: &str = "LOG_FORMAT";
+    pub const API_ERROR_RATE_THRESHOLD: &str = "API_ERROR_RATE_THRESHOLD";
+    pub const RESPONSE_TIME_THRESHOLD: &str = "RESPONSE_TIME_THRESHOLD";
+    pub const RATE_LIMIT_THRESHOLD: &str = "RATE_LIMIT_THRESHOLD";
+    pub const FERRY_WORKER_CONCURRENCY: &str = "FERRY_WORKER_CONCURRENCY";
+    pub const FERRY_VISIBILITY_TIMEOUT: &str = "FERRY_VISIBILITY_TIMEOUT";
+    pub const FERRY_JOB_RETENTION: &str = "FERRY_JOB_RETENTION";
+    pub const FERRY_DEDUP_TTL: &str = "FERRY_DEDUP_TTL";
+    pub const FERRY_FETCH_BATCH: &str = "FERRY_FETCH_BATCH";
+    pub const FERRY_FETCH_BLOCK_MS: &str = "FERRY_FETCH_BLOCK_MS";
+    pub const FERRY_MAX_DELIVERIES: &str = "FERRY_MAX_DELIVERIES";
+    pub const FERRY_SHUTDOWN_GRACE: &str = "FERRY_SHUTDOWN_GRACE";
+    pub const FERRY_BATCH_MIN_SHARE: &str = "FERRY_BATCH_MIN_SHARE";
+    pub const FERRY_SYSTEM_PROMPT: &str = "FERRY_SYSTEM_PROMPT";
+    pub const FERRY_MAX_BODY_BYTES: &str = "FERRY_MAX_BODY_BYTES";
+}
+
+/// A configuration value that cannot be used: start-up stops with this line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{var}: {reason}")]
+pub struct ConfigError {
+    /// The variable (or ferry.toml key) at fault.
+    pub var: String,
+    /// What is wrong and what is expected. Never contains a secret value.
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub fn new(var: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            var: var.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The wire format a provider speaks (PROVIDERS.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// `POST {base}/chat/completions`, Bearer auth.
+    OpenAi,
+    /// `POST {base}/models/{model}:generateContent`, `x-goog-api-key`.
+    Gemini,
+    /// Built in: answers with the prompt itself. For `ferry dev` and tests.
+    Echo,
+}
+
+/// One AI provider of the fallback chain.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub kind: ProviderKind,
+    pub base_url: String,
+    pub api_key: Option<Secret>,
+    pub model: String,
+    pub temperature: Option<f32>,
+    pub max_tokens: Option<u32>,
+}
+
+/// A provider Ferry knows without any configuration file.
+struct KnownProvider {
+    name: &'static str,
+    kind: ProviderKind,
+    base_url: &'static str,
+    /// `None`: the model must be configured (Doubao's endpoint ids).
+    model: Option<&'static str>,
+}
+
+/// The known providers, in the default fallback order.
+const KNOWN_PROVIDERS: &[KnownProvider] = &[
+    KnownProvider {
+        name: "deepseek",
+        kind: ProviderKind::OpenAi,
+        base_url: "https://api.deepseek.com",
+        model: Some("deepseek-chat"),
+    },
+    KnownProvider {
+        name: "qwen",
+        kind: ProviderKind::OpenAi,
+        base_url: "https://dashscope.aliyuncs.com/compatible-mode/v1",
+        model: Some("qwen-plus"),
+    },
+    KnownProvider {
+        name: "chatgpt",
+        kind: ProviderKind::OpenAi,
+        base_url: "https://api.openai.com/v1",
+        model: Some("gpt-4o-mini"),
+    },
+    KnownProvider {
+        name: "gemini",
+        kind: ProviderKind::Gemini,
+        base_url: "https://generativelanguage.googleapis.com/v1beta",
+        model: Some("gemini-2.0-flash"),
+    },
+    KnownProvider {
+        name: "zhipu",
+        kind: ProviderKind::OpenAi,
+        base_url: "https://open.bigmodel.cn/api/paas/v4",
+        model: Some("glm-4-flash"),
+    },
+    KnownProvider {
+        name: "doubao",
+        kind: ProviderKind::OpenAi,
+        base_url: "https://ark.cn-beijing.volces.com/api/v3",
+        model: None,
+    },
+];
+
+/// The name of the built-in echo provider.
+pub const ECHO_PROVIDER: &str = "echo";
+
+#[derive(Debug, Clone)]
+pub struct WeChatConfig {
+    pub app_id: Option<String>,
+    pub app_secret: Option<Secret>,
+    pub token: Option<Secret>,
+    pub encoding_aes_key: Option<Secret>,
+    pub api_base: String,
+}
+
+impl WeChatConfig {
+    /// Whether Ferry can call WeChat's APIs (token and customer service).
+    pub fn can_send(&self) -> bool {
+        self.app_id.is_some() && self.app_secret.is_some()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub level: String,
+    pub file: Option<PathBuf>,
+    /// `None`: text on a terminal, JSON otherwise.
+    pub format: Option<LogFormat>,
+}
+
+/// Alert thresholds kept from the checklist Ferry replaces.
+#[derive(Debug, Clone, Copy)]
+pub struct AlertThresholds {
+    pub error_rate: f64,
+    pub response_time: Duration,
+    pub requests_per_minute: u32,
+}
+
+/// Queue engine and worker runtime settings.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    pub concurrency: usize,
+    /// An entry idle this long is taken over by another worker.
+    pub visibility_timeout: Duration,
+    /// How long finished job records are kept.
+    pub retention: Duration,
+    /// How long a WeChat message id is remembered for dedup.
+    pub dedup_ttl: Duration,
+    pub fetch_batch: usize,
+    pub fetch_block: Duration,
+    /// A job delivered more often than this is dead-lettered.
+    pub max_deliveries: u32,
+    pub shutdown_grace: Duration,
+    /// Share of a worker's slots reserved for the batch queue.
+    pub batch_min_share: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub redis_url: Secret,
+    pub prefix: String,
+    pub listen: SocketAddr,
+    pub providers: Vec<ProviderConfig>,
+    pub system_prompt: Option<String>,
+    pub wechat: WeChatConfig,
+    pub secure_config_password: Option<Secret>,
+    pub secrets_file: Option<PathBuf>,
+    pub log: LogConfig,
+    pub alerts: AlertThresholds,
+    pub queue: QueueConfig,
+    pub max_body_bytes: usize,
+}
+
+/// Where values come from: the environment, then ferry.toml.
+struct Sources {
+    env: HashMap<String, String>,
+    file: BTreeMap<String, toml::Value>,
+    file_providers: BTreeMap<String, toml::Table>,
+}
+
+impl Sources {
+    fn new(env: HashMap<String, String>) -> Result<Self, ConfigError> {
+        let mut sources = Sources {
+            env,
+            file: BTreeMap::new(),
+            file_providers: BTreeMap::new(),
+        };
+        if let Some(path) = sources
+            .env
+            .get(vars::FERRY_CONFIG)
+            .filter(|p| !p.is_empty())
+        {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::new(vars::FERRY_CONFIG, format!("cannot read {path}: {e}"))
+            })?;
+            let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+                ConfigError::new(
+                    vars::FERRY_CONFIG,
+                    format!("{path} is not valid TOML: {}", e.message()),
+                )
+            })?;
+            for (key, value) in table {
+                if key == "providers" {
+                    let toml::Value::Table(providers) = value else {
+                        return Err(ConfigError::new(
+                            "providers",
+                            "must be a table of [providers.<name>]",
+                        ));
+                    };
+                    for (name, settings) in providers {
+                        let toml::Value::Table(settings) = settings else {
+                            return Err(ConfigError::new(
+                                format!("providers.{name}"),
+                                "must be a table",
+                            ));
+                        };
+                        sources
+                            .file_providers
+                            .insert(name.to_ascii_lowercase(), settings);
+                    }
+                } else {
+                    sources.file.insert(key.to_ascii_uppercase(), value);
+                }
+            }
+        }
+        Ok(sources)
+    }
+
+    /// The raw value of a variable, environment first. Empty means unset.
+    fn get(&self, var: &str) -> Option<String> {
+        if let Some(v) = self.env.get(var).filter(|v| !v.trim().is_empty()) {
+            return Some(v.trim().to_owned());
+        }
+        match self.file.get(var)? {
+            toml::Value::String(s) if s.trim().is_empty() => None,
+            toml::Value::String(s) => Some(s.trim().to_owned()),
+            other => Some(other.to_string()),
+        }
+    }
+
+    fn secret(&self, var: &str) -> Option<Secret> {
+        self.get(var).map(Secret::from)
+    }
+
+    fn parse<T: FromStr>(&self, var: &str, default: T, expected: &str) -> Result<T, ConfigError> {
+        match self.get(var) {
+            None => Ok(default),
+            Some(raw) => raw
+                .parse()
+                .map_err(|_| ConfigError::new(var, format!("expected {expected}, got {raw:?}"))),
+        }
+    }
+
+    fn seconds(&self, var: &str, default_secs: f64) -> Result<Duration, ConfigError> {
+        let secs: f64 = self.parse(var, default_secs, "a number of seconds")?;
+        if !(secs.is_finite() && secs >= 0.0) {
+            return Err(ConfigError::new(
+                var,
+                "expected a non-negative number of seconds",
+            ));
+        }
+        Ok(Duration::from_secs_f64(secs))
+    }
+}
+
+impl Config {
+    /// Loads from the process environment (and `FERRY_CONFIG`).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Loads from the given variables, as if they were the environment.
+    pub fn from_vars<I, K, V>(vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let env = vars
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        let s = Sources::new(env)?;
+
+        let redis_url = s
+            .get(vars::REDIS_URL)
+            .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
+        if !(redis_url.starts_with("redis://")
+            || redis_url.starts_with("rediss://")
+            || redis_url.starts_with("unix://"))
+        {
+            return Err(ConfigError::new(
+                vars::REDIS_URL,
+                "expected a redis:// or rediss:// URL",
+            ));
+        }
+        let prefix = s.get(vars::FERRY_PREFIX).unwrap_or_else(|| "ferry".into());
+        if !prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        {
+            return Err(ConfigError::new(
+                vars::FERRY_PREFIX,
+                "use letters, digits, '_', '-' or '.' only",
+            ));
+        }
+        let listen = s.parse(
+            vars::FERRY_LISTEN,
+            SocketAddr::from(([127, 0, 0, 1], 5000)),
+            "an address such as 0.0.0.0:5000",
+        )?;
+
+        let wechat = WeChatConfig {
+            app_id: s.get(vars::WECHAT_APP_ID),
+            app_secret: s.secret(vars::WECHAT_APP_SECRET),
+            token: s.secret(vars::WECHAT_TOKEN),
+            encoding_aes_key: s.secret(vars::WECHAT_ENCODING_AES_KEY),
+            api_base: url_var(&s, vars::WECHAT_API_BASE, "https://api.weixin.qq.com")?,
+        };
+        if let Some(key) = &wechat.encoding_aes_key
+            && key.expose().len() != 43
+        {
+            return Err(ConfigError::new(
+                vars::WECHAT_ENCODING_AES_KEY,
+                "expected the 43-character EncodingAESKey",
+            ));
+        }
+
+        let log = LogConfig {
+            level: s.get(vars::LOG_LEVEL).unwrap_or_else(|| "INFO".into()),
+            file: s.get(vars::LOG_FILE).map(PathBuf::from),
+            format: match s
+                .get(vars::LOG_FORMAT)
+                .map(|f| f.to_ascii_lowercase())
+                .as_deref()
+            {
+                None => None,
+                Some("json") => Some(LogFormat::Json),
+                Some("text") => Some(LogFormat::Text),
+                Some(other) => {
+                    return Err(ConfigError::new(
+                        vars::LOG_FORMAT,
+                        format!("expected json or text, got {other:?}"),
+                    ));
+                }
+            },
+        };
+        crate::telemetry::parse_level(&log.level)
+            .map_err(|reason| ConfigError::new(vars::LOG_LEVEL, reason))?;
+
+        let error_rate: f64 = s.parse(
+            vars::API_ERROR_RATE_THRESHOLD,
+            0.05,
+            "a ratio between 0 and 1",
+        )?;
+        if !(0.0..=1.0).contains(&error_rate) {
+            return Err(ConfigError::new(
+                vars::API_ERROR_RATE_THRESHOLD,
+                "expected a ratio between 0 and 1",
+            ));
+        }
+        let alerts = AlertThresholds {
+            error_rate,
+            response_time: s.seconds(vars::RESPONSE_TIME_THRESHOLD, 5.0)?,
+            requests_per_minute: s.parse(
+                vars::RATE_LIMIT_THRESHOLD,
+                100,
+                "a whole number of requests per minute",
+            )?,
+        };
+
+        let queue = QueueConfig {
+            concurrency: positive(&s, vars::FERRY_WORKER_CONCURRENCY, 32)?,
+            visibility_timeout: s.seconds(vars::FERRY_VISIBILITY_TIMEOUT, 60.0)?,
+            retention: s.seconds(vars::FERRY_JOB_RETENTION, 7.0 * 24.0 * 3600.0)?,
+            dedup_ttl: s.seconds(vars::FERRY_DEDUP_TTL, 300.0)?,
+            fetch_batch: positive(&s, vars::FERRY_FETCH_BATCH, 128)?,
+            fetch_block: Duration::from_millis(s.parse(
+                vars::FERRY_FETCH_BLOCK_MS,
+                1000,
+                "milliseconds",
+            )?),
+            max_deliveries: positive(&s, vars::FERRY_MAX_DELIVERIES, 10)?,
+            shutdown_grace: s.seconds(vars::FERRY_SHUTDOWN_GRACE, 25.0)?,
+            batch_min_share: s.parse(
+                vars::FERRY_BATCH_MIN_SHARE,
+                0.1,
+                "a ratio between 0 and 1",
+            )?,
+        };
+        if !(0.0..1.0).contains(&queue.batch_min_share) {
+            return Err(ConfigError::new(
+                vars::FERRY_BATCH_MIN_SHARE,
+                "expected a ratio in [0, 1)",
+            ));
+        }
+        if queue.visibility_timeout < Duration::from_secs(1) {
+            return Err(ConfigError::new(
+                vars::FERRY_VISIBILITY_TIMEOUT,
+                "must be at least 1 second",
+            ));
+        }
+
+        Ok(Config {
+            redis_url: Secret::from(redis_url),
+            prefix,
+            listen,
+            providers: providers(&s)?,
+            system_prompt: s.get(vars::FERRY_SYSTEM_PROMPT),
+            wechat,
+            secure_config_password: s.secret(vars::SECURE_CONFIG_PASSWORD),
+            secrets_file: s.get(vars::FERRY_SECRETS_FILE).map(PathBuf::from),
+            log,
+            alerts,
+            queue,
+            max_body_bytes: positive(&s, vars::FERRY_MAX_BODY_BYTES, 64 * 1024)?,
+        })
+    }
+
+    /// The Redis URL with any password replaced, for logs and messages.
+    pub fn redis_url_redacted(&self) -> String {
+        redact_url(self.redis_url.expose())
+    }
+}
+
+/// Replaces the password of a URL (`redis://user:pw@host`) with `***`.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "[unparsable url]".into(),
+    }
+}
+
+fn positive<T>(s: &Sources, var: &str, default: T) -> Result<T, ConfigError>
+where
+    T: FromStr + PartialOrd + Default,
+{
+    let value = s.parse(var, default, "a positive whole number")?;
+    if value <= T::default() {
+        return Err(ConfigError::new(var, "expected a positive whole number"));
+    }
+    Ok(value)
+}
+
+fn url_var(s: &Sources, var: &str, default: &str) -> Result<String, ConfigError> {
+    http_url(var, &s.get(var).unwrap_or_else(|| default.to_owned()))
+}
+
+/// Checks an http(s) URL and drops its trailing slash.
+fn http_url(var: &str, raw: &str) -> Result<String, ConfigError> {
+    let parsed =
+        url::Url::parse(raw).map_err(|e| ConfigError::new(var, format!("not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(ConfigError::new(var, "expected an http:// or https:// URL"));
+    }
+    Ok(raw.trim_end_matches('/').to_owned())
+}
+
+fn optional<T: FromStr>(s: &Sources, var: &str, expected: &str) -> Result<Option<T>, ConfigError> {
+    s.get(var)
+        .map(|raw| {
+            raw.parse()
+                .map_err(|_| ConfigError::new(var, format!("expected {expected}, got {raw:?}")))
+        })
+        .transpose()
+}
+
+/// The provider's `<NAME>_...` variable.
+fn provider_var(name: &str, suffix: &str) -> String {
+    format!("{}_{suffix}", name.to_ascii_uppercase())
+}
+
+fn providers(s: &Sources) -> Result<Vec<ProviderConfig>, ConfigError> {
+    let explicit = s.get(vars::FERRY_PROVIDERS);
+    let names: Vec<String> = match &explicit {
+        Some(list) => list
+            .split(',')
+            .map(|n| n.trim().to_ascii_lowercase())
+            .filter(|n| !n.is_empty())
+            .collect(),
+        None => KNOWN_PROVIDERS
+            .iter()
+            .map(|p| p.name.to_owned())
+            .chain(s.file_providers.keys().cloned())
+            .filter(|name| api_key(s, name).is_some())
+            .collect(),
+    };
+    let mut chain = Vec::with_capacity(names.len());
+    for name in names {
+        if chain.iter().any(|p: &ProviderConfig| p.name == name) {
+            return Err(ConfigError::new(
+                vars::FERRY_PROVIDERS,
+                format!("provider {name:?} is listed twice"),
+            ));
+        }
+        chain.push(provider(s, &name)?);
+    }
+    Ok(chain)
+}
+
+fn api_key(s: &Sources, name: &str) -> Option<Secret> {
+    s.secret(&provider_var(name, "API_KEY")).or_else(|| {
+        (name == "chatgpt")
+            .then(|| s.secret(vars::OPENAI_API_KEY))
+            .flatten()
+    })
+}
+
+fn provider(s: &Sources, name: &str) -> Result<ProviderConfig, ConfigError> {
+    if name == ECHO_PROVIDER {
+        return Ok(ProviderConfig {
+            name: name.into(),
+            kind: ProviderKind::Echo,
+            base_url: String::new(),
+            api_key: None,
+            model: "echo".into(),
+            temperature: None,
+            max_tokens: None,
+        });
+    }
+    let known = KNOWN_PROVIDERS.iter().find(|p| p.name == name);
+    let file = s.file_providers.get(name);
+    if known.is_none() && file.is_none() {
+        let names: Vec<&str> = KNOWN_PROVIDERS.iter().map(|p| p.name).collect();
+        return Err(ConfigError::new(
+            vars::FERRY_PROVIDERS,
+            format!(
+                "unknown provider {name:?}: use one of {}, echo, or declare [providers.{name}] in ferry.toml",
+                names.join(", ")
+            ),
+        ));
+    }
+    let file_str = |key: &str| -> Option<String> {
+        file.and_then(|t| t.get(key))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    let table_key = |key: &str| format!("providers.{name}.{key}");
+
+    let kind = match file_str("kind").as_deref() {
+        None => known.map_or(ProviderKind::OpenAi, |k| k.kind),
+        Some("openai") => ProviderKind::OpenAi,
+        Some("gemini") => ProviderKind::Gemini,
+        Some(other) => {
+            return Err(ConfigError::new(
+                table_key("kind"),
+                format!("expected openai or gemini, got {other:?}"),
+            ));
+        }
+    };
+    let base_var = provider_var(name, "BASE_URL");
+    let base_url = match s.get(&base_var).or_else(|| file_str("base_url")) {
+        Some(url) => http_url(&base_var, &url)?,
+        None => match known {
+            Some(k) => k.base_url.to_owned(),
+            None => {
+                return Err(ConfigError::new(
+                    base_var,
+                    format!("provider {name:?} needs a base URL"),
+                ));
+            }
+        },
+    };
+    let model_var = provider_var(name, "MODEL");
+    let model = match s
+        .get(&model_var)
+        .or_else(|| file_str("model"))
+        .or_else(|| known.and_then(|k| k.model).map(str::to_owned))
+    {
+        Some(m) => m,
+        None => {
+            return Err(ConfigError::new(
+                model_var,
+                format!("provider {name:?} needs a model (an endpoint id or model id)"),
+            ));
+        }
+    };
+    let api_key = api_key(s, name);
+    if api_key.is_none() {
+        return Err(ConfigError::new(
+            provider_var(name, "API_KEY"),
+            format!("provider {name:?} is in the chain but has no key"),
+        ));
+    }
+    let temperature = match file.and_then(|t| t.get("temperature")) {
+        None => optional(s, &provider_var(name, "TEMPERATURE"), "a number")?,
+        Some(v) => Some(
+            v.as_float()
+                .or_else(|| v.as_integer().map(|i| i as f64))
+                .ok_or_else(|| ConfigError::new(table_key("temperature"), "expected a number"))?
+                as f32,
+        ),
+    };
+    let max_tokens = match file.and_then(|t| t.get("max_tokens")) {
+        None => optional(s, &provider_var(name, "MAX_TOKENS"), "a whole number")?,
+        Some(v) => Some(
+            v.as_integer()
+                .and_then(|i| u32::try_from(i).ok())
+                .ok_or_else(|| {
+                    ConfigError::new(table_key("max_tokens"), "expected a whole number")
+                })?,
+        ),
+    };
+    Ok(ProviderConfig {
+        name: name.into(),
+        kind,
+        base_url,
+        api_key,
+        model,
+        temperature,
+        max_tokens,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn defaults_match_the_design_table() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.redis_url.expose(), "redis://127.0.0.1:6379");
+        assert_eq!(c.prefix, "ferry");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:5000");
+        assert!(c.providers.is_empty());
+        assert_eq!(c.wechat.api_base, "https://api.weixin.qq.com");
+        assert_eq!(c.log.level, "INFO");
+        assert_eq!(c.log.format, None);
+        assert_eq!(c.alerts.error_rate, 0.05);
+        assert_eq!(c.alerts.response_time, Duration::from_secs(5));
+        assert_eq!(c.alerts.requests_per_minute, 100);
+    }
+
+    #[test]
+    fn providers_default_to_every_one_with_a_key_in_order() {
+        let c = load(&[
+            ("QWEN_API_KEY", "q"),
+            ("DEEPSEEK_API_KEY", "d"),
+            ("OPENAI_API_KEY", "o"),
+        ])
+        .unwrap();
+        let names: Vec<_> = c.providers.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["deepseek", "qwen", "chatgpt"]);
+        assert_eq!(c.providers[2].api_key.as_ref().unwrap().expose(), "o");
+    }
+
+    #[test]
+    fn explicit_chain_with_overrides() {
+        let c = load(&[
+            ("FERRY_PROVIDERS", "qwen, deepseek"),
+            ("QWEN_API_KEY", "q"),
+            ("DEEPSEEK_API_KEY", "d"),
+            ("DEEPSEEK_BASE_URL", "http://127.0.0.1:9/v1/"),
+            ("DEEPSEEK_MODEL", "deepseek-reasoner"),
+        ])
+        .unwrap();
+        assert_eq!(c.providers[0].name, "qwen");
+        assert_eq!(c.providers[1].base_url, "http://127.0.0.1:9/v1");
+        assert_eq!(c.providers[1].model, "deepseek-reasoner");
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("FERRY_LISTEN", "nowhere")], "FERRY_LISTEN"),
+            (&[("REDIS_URL", "http://x")], "REDIS_URL"),
+            (&[("LOG_FORMAT", "xml")], "LOG_FORMAT"),
+            (&[("LOG_LEVEL", "loud")], "LOG_LEVEL"),
+            (
+                &[("API_ERROR_RATE_THRESHOLD", "5")],
+                "API_ERROR_RATE_THRESHOLD",
+            ),
+            (&[("RATE_LIMIT_THRESHOLD", "-1")], "RATE_LIMIT_THRESHOLD"),
+            (&[("FERRY_PROVIDERS", "nosuch")], "FERRY_PROVIDERS"),
+            (&[("FERRY_PROVIDERS", "qwen")], "QWEN_API_KEY"),
+            (&[("DOUBAO_API_KEY", "k")], "DOUBAO_MODEL"),
+            (
+                &[("WECHAT_ENCODING_AES_KEY", "short")],
+                "WECHAT_ENCODING_AES_KEY",
+            ),
+            (
+                &[("FERRY_WORKER_CONCURRENCY", "0")],
+                "FERRY_WORKER_CONCURRENCY",
+            ),
+        ];
+        for (vars, expected) in cases {
+            let err = load(vars).unwrap_err();
+            assert_eq!(err.var, *expected, "{err}");
+            assert!(err.to_string().starts_with(expected));
+        }
+    }
+
+    #[test]
+    fn secret_values_never_appear_in_errors_or_debug() {
+        let c = load(&[
+            ("DEEPSEEK_API_KEY", "sk-very-secret"),
+            ("REDIS_URL", "redis://:hunter2@h:1"),
+        ])
+        .unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("sk-very-secret") && !dbg.contains("hunter2"));
+        assert_eq!(c.redis_url_redacted(), "redis://:***@h:1");
+        let err = load(&[("WECHAT_ENCODING_AES_KEY", "leakme")]).unwrap_err();
+        assert!(!err.to_string().contains("leakme"));
+    }
+
+    #[test]
+    fn file_values_are_overridden_by_the_environment() {
+        let dir = tempfile_dir();
+        let path = dir.join("ferry.toml");
+        std::fs::write(
+            &path,
+            "ferry_prefix = \"fromfile\"\nlog_level = \"debug\"\n[providers.local]\nbase_url = \"http://127.0.0.1:8000/v1\"\nmodel = \"llama\"\ntemperature = 0.2\n",
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let c = load(&[
+            ("FERRY_CONFIG", p),
+            ("LOG_LEVEL", "warn"),
+            ("LOCAL_API_KEY", "x"),
+        ])
+        .unwrap();
+        assert_eq!(c.prefix, "fromfile");
+        assert_eq!(c.log.level, "warn");
+        assert_eq!(c.providers.len(), 1);
+        assert_eq!(c.providers[0].name, "local");
+        assert_eq!(c.providers[0].temperature, Some(0.2));
+        let err = load(&[("FERRY_CONFIG", "/nonexistent/ferry.toml")]).unwrap_err();
+        assert_eq!(err.var, "FERRY_CONFIG");
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("ferry-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}

@@ -1,0 +1,125 @@
+//! Every Redis key name Ferry uses, built here and nowhere else.
+//!
+//! All keys of one queue share the hash tag `{<prefix>:<queue>}` so every
+//! multi-key function call touches one slot and runs unchanged on Redis
+//! Cluster. Fleet-wide keys that belong to no queue share `{<prefix>}`.
+
+/// The consumer group every worker of a queue reads through.
+pub const CONSUMER_GROUP: &str = "workers";
+
+/// Key builder for one deployment (one `FERRY_PREFIX`).
+#[derive(Clone, Debug)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The keys of one queue.
+    pub fn queue(&self, queue: &str) -> QueueKeys {
+        QueueKeys {
+            tag: format!("{{{}:{}}}", self.prefix, queue),
+        }
+    }
+
+    fn global(&self, rest: &str) -> String {
+        format!("{{{}}}:{}", self.prefix, rest)
+    }
+
+    /// Hash recording the applied schema (version, checksum, when, by whom).
+    pub fn schema(&self) -> String {
+        self.global("schema")
+    }
+
+    /// Lock held by one `ferry migrate` at a time.
+    pub fn migrate_lock(&self) -> String {
+        self.global("schema:lock")
+    }
+
+    /// The fleet's one cached WeChat access token.
+    pub fn wechat_token(&self) -> String {
+        self.global("wechat:token")
+    }
+
+    /// Lock held by the one process refreshing the WeChat token.
+    pub fn wechat_token_lock(&self) -> String {
+        self.global("wechat:token:lock")
+    }
+
+    /// Sorted set of live workers, scored by their last heartbeat (ms).
+    pub fn workers(&self) -> String {
+        self.global("workers")
+    }
+
+    /// One worker's heartbeat record (expires when the worker stops beating).
+    pub fn worker(&self, worker_id: &str) -> String {
+        self.global(&format!("worker:{worker_id}"))
+    }
+
+    /// Replies the console sink recorded for one user, read by
+    /// `ferry simulate` through the dev api (only used by `ferry dev`).
+    pub fn dev_outbox(&self, openid: &str) -> String {
+        self.global(&format!("dev:outbox:{openid}"))
+    }
+}
+
+/// The keys of one queue, all under its hash tag.
+#[derive(Clone, Debug)]
+pub struct QueueKeys {
+    tag: String,
+}
+
+impl QueueKeys {
+    /// The stream of job ids waiting for, or held by, workers.
+    pub fn stream(&self) -> String {
+        format!("{}:stream", self.tag)
+    }
+
+    /// The hash holding one job's record.
+    pub fn job(&self, job_id: &str) -> String {
+        format!("{}:job:{}", self.tag, job_id)
+    }
+
+    /// Idempotency / dedup key: maps a caller's key to the job it created.
+    pub fn idempotency(&self, key: &str) -> String {
+        format!("{}:idem:{}", self.tag, key)
+    }
+
+    /// Sorted set of jobs waiting for a retry, scored by due time (ms).
+    pub fn delayed(&self) -> String {
+        format!("{}:delayed", self.tag)
+    }
+
+    /// Stream of dead-lettered jobs with their reasons.
+    pub fn dead(&self) -> String {
+        format!("{}:dead", self.tag)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_keys_share_one_hash_tag() {
+        let q = Keys::new("ferry").queue("wechat");
+        for key in [
+            q.stream(),
+            q.job("wechat:1"),
+            q.idempotency("m"),
+            q.delayed(),
+            q.dead(),
+        ] {
+            assert!(key.starts_with("{ferry:wechat}:"), "{key}");
+        }
+    }
+}

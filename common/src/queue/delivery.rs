@@ -1,0 +1,255 @@
+//! Handing jobs to workers and recording what became of them.
+//!
+//! A worker reads entries with `XREADGROUP` (the entry joins its pending
+//! list), starts them with one `ferry_start` call per batch, and records each
+//! outcome with one function call that also acknowledges and deletes the
+//! entry. Outcomes of many jobs travel in one pipeline: a job costs a fraction
+//! of a round trip.
+
+use std::time::Duration;
+
+use redis::Pipeline;
+use redis::aio::ConnectionLike;
+use redis::streams::StreamReadReply;
+
+use super::functions::{fcall, run};
+use super::{JobQueue, QueueError};
+use crate::job::{Delivery, JobId, from_millis};
+use crate::keys::CONSUMER_GROUP;
+
+/// A stream entry read for this worker, not yet started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    pub queue: String,
+    pub entry_id: String,
+    pub job_id: String,
+}
+
+/// What became of one attempt, decided by the worker's retry policy.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Succeeded {
+        result: serde_json::Value,
+    },
+    /// Try again after `delay`.
+    Retry {
+        error: String,
+        delay: Duration,
+    },
+    /// No more attempts: to the dead-letter stream with the reason.
+    Dead {
+        reason: String,
+    },
+    /// Not attempted to the end (shutdown): back to the stream at once.
+    HandBack,
+}
+
+impl JobQueue {
+    /// Reads up to `count` new entries from `queues` (in one `XREADGROUP`).
+    /// With `block`, waits up to that long for the first entry; use a
+    /// dedicated connection for that (see [`crate::connection::dedicated`]).
+    pub async fn read_new<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        consumer: &str,
+        queues: &[&str],
+        count: usize,
+        block: Option<Duration>,
+    ) -> Result<Vec<Fetched>, QueueError> {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(CONSUMER_GROUP)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(count);
+        if let Some(block) = block {
+            cmd.arg("BLOCK").arg(block.as_millis() as u64);
+        }
+        cmd.arg("STREAMS");
+        for q in queues {
+            cmd.arg(self.keys.queue(q).stream());
+        }
+        for _ in queues {
+            cmd.arg(">");
+        }
+        let reply: Option<StreamReadReply> = match cmd.query_async(conn).await {
+            // The group vanished (Redis restarted without persistence):
+            // recreate the groups and read again.
+            Err(e) if e.code() == Some("NOGROUP") => {
+                tracing::warn!("consumer group missing (Redis lost its data?): recreating it");
+                crate::schema::ensure_groups(conn, &self.keys).await?;
+                cmd.query_async(conn).await?
+            }
+            other => other?,
+        };
+        let mut fetched = Vec::new();
+        for stream in reply.map(|r| r.keys).unwrap_or_default() {
+            let queue = queues
+                .iter()
+                .find(|q| self.keys.queue(q).stream() == stream.key)
+                .map(|q| q.to_string())
+                .unwrap_or_default();
+            for entry in stream.ids {
+                fetched.push(Fetched {
+                    queue: queue.clone(),
+                    job_id: entry.get::<String>("job").unwrap_or_default(),
+                    entry_id: entry.id,
+                });
+            }
+        }
+        Ok(fetched)
+    }
+
+    /// Marks fetched jobs running and counts the attempt (one round trip for
+    /// the batch). Entries whose job is gone or already finished are
+    /// acknowledged and dropped here.
+    pub async fn start(
+        &self,
+        fetched: Vec<Fetched>,
+        worker: &str,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        if fetched.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = Pipeline::new();
+        for f in &fetched {
+            let record = self.keys.queue(&f.queue).job(&f.job_id);
+            fcall(&mut pipe, "ferry_start", &[&record]).arg(worker);
+        }
+        let mut conn = self.conn().await?;
+        let replies: Vec<Vec<Vec<redis::Value>>> = run(&mut conn, &pipe).await?;
+        let mut deliveries = Vec::with_capacity(fetched.len());
+        let mut stale = Pipeline::new();
+        for (f, reply) in fetched.into_iter().zip(replies) {
+            let fields = reply.into_iter().next().unwrap_or_default();
+            match parse_started(&f, fields) {
+                Ok(Some(d)) => deliveries.push(d),
+                Ok(None) => {
+                    let stream = self.keys.queue(&f.queue).stream();
+                    stale
+                        .cmd("XACK")
+                        .arg(&stream)
+                        .arg(CONSUMER_GROUP)
+                        .arg(&f.entry_id)
+                        .ignore();
+                    stale.cmd("XDEL").arg(&stream).arg(&f.entry_id).ignore();
+                }
+                Err(e) => {
+                    tracing::error!(job = %f.job_id, error = %e, "unreadable job record: dead-lettering it");
+                    self.add_outcome(
+                        &mut stale,
+                        &f.queue,
+                        &f.entry_id,
+                        &f.job_id,
+                        &Outcome::Dead {
+                            reason: e.to_string(),
+                        },
+                    );
+                    stale.ignore();
+                }
+            }
+        }
+        if !stale.cmd_iter().next().is_none() {
+            run::<(), _>(&mut conn, &stale).await?;
+        }
+        Ok(deliveries)
+    }
+
+    /// Records outcomes (one pipeline). Each item answers whether this call
+    /// changed the job (false: it had already finished, e.g. a duplicate).
+    pub async fn record(
+        &self,
+        outcomes: &[(&Delivery, &Outcome)],
+    ) -> Result<Vec<bool>, QueueError> {
+        if outcomes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = Pipeline::new();
+        for (d, outcome) in outcomes {
+            let job_id = d.id.to_string();
+            self.add_outcome(&mut pipe, d.id.queue(), &d.entry_id, &job_id, outcome);
+        }
+        let mut conn = self.conn().await?;
+        let changed: Vec<i32> = run(&mut conn, &pipe).await?;
+        Ok(changed.into_iter().map(|c| c == 1).collect())
+    }
+
+    fn add_outcome(
+        &self,
+        pipe: &mut Pipeline,
+        queue: &str,
+        entry_id: &str,
+        job_id: &str,
+        outcome: &Outcome,
+    ) {
+        let q = self.keys.queue(queue);
+        let (stream, record) = (q.stream(), q.job(job_id));
+        match outcome {
+            Outcome::Succeeded { result } => {
+                fcall(pipe, "ferry_complete", &[&stream, &record])
+                    .arg(CONSUMER_GROUP)
+                    .arg(entry_id)
+                    .arg(result.to_string())
+                    .arg(self.retention_secs());
+            }
+            Outcome::Retry { error, delay } => {
+                fcall(pipe, "ferry_retry", &[&stream, &record, &q.delayed()])
+                    .arg(CONSUMER_GROUP)
+                    .arg(entry_id)
+                    .arg(delay.as_millis() as u64)
+                    .arg(error);
+            }
+            Outcome::Dead { reason } => {
+                fcall(pipe, "ferry_dead_letter", &[&stream, &record, &q.dead()])
+                    .arg(CONSUMER_GROUP)
+                    .arg(entry_id)
+                    .arg(reason);
+            }
+            Outcome::HandBack => {
+                fcall(pipe, "ferry_hand_back", &[&stream, &record])
+                    .arg(CONSUMER_GROUP)
+                    .arg(entry_id);
+            }
+        }
+    }
+}
+
+/// `ferry_start`'s answer for one job: a delivery, or `None` for a stale
+/// entry (job gone or already finished).
+fn parse_started(f: &Fetched, fields: Vec<redis::Value>) -> Result<Option<Delivery>, QueueError> {
+    let corrupt = |reason: &str| QueueError::Corrupt {
+        id: f.job_id.clone(),
+        reason: reason.to_owned(),
+    };
+    let mut it = fields.into_iter();
+    let status: String = it
+        .next()
+        .map(redis::from_redis_value)
+        .transpose()?
+        .unwrap_or_default();
+    if status != "run" {
+        if status == "missing" {
+            tracing::warn!(job = %f.job_id, "job record is gone (purged or expired): dropping its entry");
+        }
+        return Ok(None);
+    }
+    let mut next = || {
+        it.next()
+            .ok_or_else(|| corrupt("short reply from ferry_start"))
+    };
+    let kind: String = redis::from_redis_value(next()?)?;
+    let payload: String = redis::from_redis_value(next()?)?;
+    let attempt: u32 = redis::from_redis_value(next()?)?;
+    let max_attempts: u32 = redis::from_redis_value(next()?)?;
+    let created_ms: i64 = redis::from_redis_value(next()?)?;
+    let id: JobId = f.job_id.parse().map_err(|_| corrupt("bad job id"))?;
+    Ok(Some(Delivery {
+        id,
+        entry_id: f.entry_id.clone(),
+        kind,
+        payload: serde_json::from_str(&payload).map_err(|_| corrupt("payload is not JSON"))?,
+        attempt,
+        max_attempts,
+        created_at: from_millis(created_ms),
+    }))
+}

@@ -1,0 +1,42 @@
+//! Calling the queue's Redis functions, surviving a Redis that lost them.
+//!
+//! Functions persist only with persistence (AOF/RDB). After a restart
+//! without it, every call fails with "Function not found": the caller loads
+//! the libraries once and tries again, instead of failing every job until an
+//! operator runs `ferry migrate`.
+
+use redis::aio::ConnectionLike;
+use redis::{FromRedisValue, Pipeline};
+
+/// Whether Redis answered that a function (library) is not loaded.
+pub fn is_function_missing(err: &redis::RedisError) -> bool {
+    err.to_string().contains("Function not found")
+}
+
+/// Runs a pipeline of `FCALL`s; reloads the libraries and retries once if
+/// they are missing. Safe because a missing function ran nothing.
+pub(crate) async fn run<T: FromRedisValue, C: ConnectionLike>(
+    conn: &mut C,
+    pipe: &Pipeline,
+) -> Result<T, redis::RedisError> {
+    match pipe.query_async(conn).await {
+        Err(e) if is_function_missing(&e) => {
+            tracing::warn!(
+                "Ferry's Redis functions are missing (Redis restarted without persistence?): reloading them"
+            );
+            crate::schema::load_libraries(conn).await?;
+            pipe.query_async(conn).await
+        }
+        other => other,
+    }
+}
+
+/// Adds `FCALL name numkeys keys...` to a pipeline; chain `.arg(..)` for
+/// the function's arguments.
+pub(crate) fn fcall<'a>(pipe: &'a mut Pipeline, name: &str, keys: &[&str]) -> &'a mut Pipeline {
+    pipe.cmd("FCALL").arg(name).arg(keys.len());
+    for k in keys {
+        pipe.arg(*k);
+    }
+    pipe
+}

@@ -1,0 +1,248 @@
+//! What operators look at: per-queue counts, job records, and the
+//! dead-letter stream (list, show, replay, purge).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use redis::Pipeline;
+use redis::streams::StreamRangeReply;
+use serde::Serialize;
+
+use super::functions::{fcall, run};
+use super::{JobQueue, QUEUES, QueueError};
+use crate::job::{JobId, JobRecord, JobState, from_millis};
+use crate::keys::CONSUMER_GROUP;
+
+/// One queue at a glance (`ferry queues`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct QueueStats {
+    pub queue: String,
+    /// Entries not yet read by any worker.
+    pub depth: u64,
+    /// Entries read and not yet acknowledged (in flight or abandoned).
+    pub pending: u64,
+    /// Jobs live workers report working on.
+    pub in_flight: u64,
+    /// Retries waiting for their due time.
+    pub delayed: u64,
+    /// Entries in the dead-letter stream.
+    pub dead: u64,
+    /// Age of the oldest entry still in the stream.
+    pub oldest_age_secs: Option<f64>,
+}
+
+/// One dead-letter entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    pub entry_id: String,
+    pub job_id: String,
+    pub reason: String,
+    pub dead_at: DateTime<Utc>,
+}
+
+/// Milliseconds part of a stream entry id (`<ms>-<seq>`).
+fn entry_millis(entry_id: &str) -> i64 {
+    entry_id
+        .split('-')
+        .next()
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or(0)
+}
+
+impl JobQueue {
+    /// Counts for every queue.
+    pub async fn stats(&self) -> Result<Vec<QueueStats>, QueueError> {
+        let mut conn = self.conn().await?;
+        let in_flight = self.in_flight_by_queue(&mut conn).await?;
+        let (now_s, now_us): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
+        let now_ms = now_s * 1000 + now_us / 1000;
+        let mut out = Vec::new();
+        for queue in QUEUES {
+            let q = self.keys.queue(queue);
+            let mut pipe = Pipeline::new();
+            pipe.cmd("XLEN").arg(q.stream());
+            pipe.cmd("XPENDING").arg(q.stream()).arg(CONSUMER_GROUP);
+            pipe.cmd("ZCARD").arg(q.delayed());
+            pipe.cmd("XLEN").arg(q.dead());
+            pipe.cmd("XRANGE")
+                .arg(q.stream())
+                .arg("-")
+                .arg("+")
+                .arg("COUNT")
+                .arg(1);
+            let (len, pending, delayed, dead, oldest): (
+                u64,
+                redis::Value,
+                u64,
+                u64,
+                StreamRangeReply,
+            ) = match pipe.query_async(&mut conn).await {
+                Ok(v) => v,
+                // No group yet: the schema was never applied here.
+                Err(e) if e.code() == Some("NOGROUP") => {
+                    (0, redis::Value::Nil, 0, 0, StreamRangeReply::default())
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let pending = match pending {
+                redis::Value::Array(items) => items
+                    .first()
+                    .and_then(|v| redis::from_redis_value::<u64>(v.clone()).ok())
+                    .unwrap_or(0),
+                _ => 0,
+            };
+            out.push(QueueStats {
+                queue: queue.to_string(),
+                depth: len.saturating_sub(pending),
+                pending,
+                in_flight: in_flight.get(*queue).copied().unwrap_or(0),
+                delayed,
+                dead,
+                oldest_age_secs: oldest
+                    .ids
+                    .first()
+                    .map(|e| (now_ms - entry_millis(&e.id)).max(0) as f64 / 1000.0),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Sum of what live workers report in flight, per queue.
+    async fn in_flight_by_queue(
+        &self,
+        conn: &mut deadpool_redis::Connection,
+    ) -> Result<HashMap<String, u64>, QueueError> {
+        let workers: Vec<String> = redis::cmd("ZRANGE")
+            .arg(self.keys.workers())
+            .arg(0)
+            .arg(-1)
+            .query_async(conn)
+            .await?;
+        let mut totals = HashMap::new();
+        for worker in workers {
+            let fields: HashMap<String, String> = redis::cmd("HGETALL")
+                .arg(self.keys.worker(&worker))
+                .query_async(conn)
+                .await?;
+            for queue in QUEUES {
+                if let Some(n) = fields
+                    .get(&format!("in_flight:{queue}"))
+                    .and_then(|n| n.parse::<u64>().ok())
+                {
+                    *totals.entry(queue.to_string()).or_default() += n;
+                }
+            }
+        }
+        Ok(totals)
+    }
+
+    /// A job's record, or `None` if it is gone (expired after retention).
+    pub async fn job(&self, id: &JobId) -> Result<Option<JobRecord>, QueueError> {
+        let mut conn = self.conn().await?;
+        let fields: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.keys.queue(id.queue()).job(&id.to_string()))
+            .query_async(&mut conn)
+            .await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        parse_record(id, &fields).map(Some)
+    }
+
+    /// The oldest `count` dead letters of a queue.
+    pub async fn dead_letters(
+        &self,
+        queue: &str,
+        count: usize,
+    ) -> Result<Vec<DeadLetter>, QueueError> {
+        let mut conn = self.conn().await?;
+        let range: StreamRangeReply = redis::cmd("XRANGE")
+            .arg(self.keys.queue(queue).dead())
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut conn)
+            .await?;
+        Ok(range
+            .ids
+            .into_iter()
+            .map(|e| DeadLetter {
+                job_id: e.get("job").unwrap_or_default(),
+                reason: e.get("reason").unwrap_or_default(),
+                dead_at: from_millis(entry_millis(&e.id)),
+                entry_id: e.id,
+            })
+            .collect())
+    }
+
+    /// Puts dead-lettered jobs back on their stream with fresh attempts.
+    pub async fn replay(&self, queue: &str, letters: &[DeadLetter]) -> Result<usize, QueueError> {
+        if letters.is_empty() {
+            return Ok(0);
+        }
+        let q = self.keys.queue(queue);
+        let mut pipe = Pipeline::new();
+        for l in letters {
+            fcall(
+                &mut pipe,
+                "ferry_replay",
+                &[&q.dead(), &q.stream(), &q.job(&l.job_id)],
+            )
+            .arg(&l.entry_id);
+        }
+        let mut conn = self.conn().await?;
+        let replayed: Vec<i32> = run(&mut conn, &pipe).await?;
+        Ok(replayed.into_iter().filter(|r| *r == 1).count())
+    }
+
+    /// Deletes dead letters and their job records for good.
+    pub async fn purge(&self, queue: &str, letters: &[DeadLetter]) -> Result<usize, QueueError> {
+        if letters.is_empty() {
+            return Ok(0);
+        }
+        let q = self.keys.queue(queue);
+        let mut pipe = Pipeline::new();
+        for l in letters {
+            pipe.cmd("XDEL").arg(q.dead()).arg(&l.entry_id);
+            pipe.cmd("DEL").arg(q.job(&l.job_id)).ignore();
+        }
+        let mut conn = self.conn().await?;
+        let deleted: Vec<i32> = pipe.query_async(&mut conn).await?;
+        Ok(deleted.into_iter().filter(|d| *d == 1).count())
+    }
+}
+
+fn parse_record(id: &JobId, f: &HashMap<String, String>) -> Result<JobRecord, QueueError> {
+    let corrupt = |reason: String| QueueError::Corrupt {
+        id: id.to_string(),
+        reason,
+    };
+    let num = |name: &str| f.get(name).and_then(|v| v.parse::<i64>().ok());
+    let time = |name: &str| num(name).map(from_millis);
+    let json = |name: &str| {
+        f.get(name)
+            .map(|v| serde_json::from_str(v).unwrap_or(serde_json::Value::String(v.clone())))
+    };
+    Ok(JobRecord {
+        id: id.clone(),
+        kind: f.get("kind").cloned().unwrap_or_default(),
+        payload: json("payload").unwrap_or_default(),
+        state: f
+            .get("state")
+            .map(|s| s.parse::<JobState>())
+            .transpose()
+            .map_err(corrupt)?
+            .ok_or_else(|| corrupt("no state".into()))?,
+        attempts: num("attempts").unwrap_or(0) as u32,
+        max_attempts: num("max_attempts").unwrap_or(0) as u32,
+        created_at: time("created_ms").unwrap_or_default(),
+        updated_at: time("updated_ms").unwrap_or_default(),
+        started_at: time("started_ms"),
+        finished_at: time("finished_ms"),
+        due_at: time("due_ms"),
+        last_error: f.get("last_error").cloned(),
+        result: json("result"),
+        worker: f.get("worker").cloned(),
+    })
+}

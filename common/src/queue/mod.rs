@@ -1,0 +1,90 @@
+//! The Redis Streams queue engine: every Redis operation on jobs lives in
+//! this module (as asynq keeps them in `rdb`), each state change one call of
+//! a function from `migrations/`.
+//!
+//! - [`enqueue`]: producers add jobs (with idempotency keys).
+//! - [`delivery`]: workers fetch, start, and record outcomes.
+//! - [`recovery`]: leases, take-over of abandoned entries, due retries.
+//! - [`inspect`]: counts and the dead-letter stream, for operators.
+
+pub mod delivery;
+pub mod enqueue;
+mod functions;
+pub mod inspect;
+pub mod recovery;
+
+use std::time::Duration;
+
+use deadpool_redis::Pool;
+
+use crate::keys::Keys;
+
+pub use delivery::{Fetched, Outcome};
+pub use functions::is_function_missing;
+
+/// Interactive WeChat replies: served first.
+pub const WECHAT: &str = "wechat";
+/// Batch submissions: served with the capacity WeChat leaves, never starved.
+pub const BATCH: &str = "batch";
+/// Every queue, in priority order.
+pub const QUEUES: &[&str] = &[WECHAT, BATCH];
+
+/// Queue names appear in keys and job ids: keep them plain.
+pub fn is_valid_queue_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("Redis is unavailable: {0}")]
+    Unavailable(#[from] deadpool_redis::PoolError),
+    #[error("Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("unexpected reply from Redis: {0}")]
+    Reply(#[from] redis::ParsingError),
+    #[error("unknown queue {0:?}")]
+    UnknownQueue(String),
+    #[error("corrupt job record {id}: {reason}")]
+    Corrupt { id: String, reason: String },
+    #[error("payload is not JSON: {0}")]
+    Payload(#[from] serde_json::Error),
+}
+
+/// The queue engine of one deployment: a connection pool and its key names.
+#[derive(Clone)]
+pub struct JobQueue {
+    pool: Pool,
+    keys: Keys,
+    /// How long finished job records are kept.
+    retention: Duration,
+}
+
+impl JobQueue {
+    pub fn new(pool: Pool, keys: Keys, retention: Duration) -> Self {
+        Self {
+            pool,
+            keys,
+            retention,
+        }
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    async fn conn(&self) -> Result<deadpool_redis::Connection, QueueError> {
+        Ok(self.pool.get().await?)
+    }
+
+    fn retention_secs(&self) -> u64 {
+        self.retention.as_secs().max(1)
+    }
+}

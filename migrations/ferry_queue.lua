@@ -1,0 +1,190 @@
+#!lua name=ferry_queue
+--[[
+Ferry's queue engine: every state change of a job is ONE call of a function
+here, so a job's record, its stream entry, its retry schedule and its
+dead-letter entry never disagree, whatever crashes in between.
+
+Job records are hashes: id, kind, queue, payload, state, attempts,
+max_attempts, created_ms, updated_ms, started_ms, finished_ms, due_ms,
+last_error, result, worker. Times are Redis server time in milliseconds (TIME),
+so the fleet agrees on one clock. All keys of a call share one hash tag.
+
+States: queued -> running -> succeeded | retrying | dead; retrying -> running.
+]]
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function finished(state)
+  return state == 'succeeded' or state == 'dead'
+end
+
+-- Acknowledge and delete a stream entry: acknowledged work leaves the stream
+-- (it is never trimmed with MAXLEN, which could drop unacknowledged work).
+local function release(stream, group, entry)
+  if entry and entry ~= '' then
+    redis.call('XACK', stream, group, entry)
+    redis.call('XDEL', stream, entry)
+  end
+end
+
+-- KEYS: stream, job record, [idempotency key]
+-- ARGV: job id, kind, queue, payload, max_attempts, idempotency ttl (s)
+-- -> {job id, 1} created, or {existing job id, 0} for a known idempotency key.
+-- The idempotency key is set in the same call as the enqueue, so a retry that
+-- arrives while the first request is still running never makes a second job.
+local function enqueue(keys, args)
+  local idem = keys[3]
+  if idem then
+    local existing = redis.call('GET', idem)
+    if existing then
+      return {existing, 0}
+    end
+  end
+  local now = now_ms()
+  redis.call('HSET', keys[2], 'id', args[1], 'kind', args[2], 'queue', args[3],
+    'payload', args[4], 'state', 'queued', 'attempts', 0, 'max_attempts', args[5],
+    'created_ms', now, 'updated_ms', now)
+  if idem then
+    redis.call('SET', idem, args[1], 'EX', args[6])
+  end
+  redis.call('XADD', keys[1], '*', 'job', args[1])
+  return {args[1], 1}
+end
+
+-- KEYS: the job records of a fetched batch
+-- ARGV: worker id
+-- -> one {status, kind, payload, attempts, max_attempts, created_ms} per key;
+--    status 'run' (now running, attempts counted), 'missing' (record gone,
+--    e.g. purged) or 'finished' (already succeeded or dead: a late duplicate).
+local function start(keys, args)
+  local now = now_ms()
+  local out = {}
+  for i, key in ipairs(keys) do
+    local r = redis.call('HMGET', key, 'state', 'kind', 'payload', 'attempts', 'max_attempts', 'created_ms')
+    if not r[1] then
+      out[i] = {'missing'}
+    elseif finished(r[1]) then
+      out[i] = {'finished'}
+    else
+      local attempts = redis.call('HINCRBY', key, 'attempts', 1)
+      redis.call('HSET', key, 'state', 'running', 'started_ms', now, 'updated_ms', now, 'worker', args[1])
+      out[i] = {'run', r[2], r[3], attempts, r[5], r[6]}
+    end
+  end
+  return out
+end
+
+-- KEYS: stream, job record
+-- ARGV: group, entry id, result, retention (s)
+-- -> 1 when this call made the job succeed, 0 when it had already finished.
+local function complete(keys, args)
+  release(keys[1], args[1], args[2])
+  local state = redis.call('HGET', keys[2], 'state')
+  if not state or finished(state) then
+    return 0
+  end
+  local now = now_ms()
+  redis.call('HSET', keys[2], 'state', 'succeeded', 'result', args[3], 'finished_ms', now, 'updated_ms', now)
+  redis.call('HDEL', keys[2], 'due_ms')
+  redis.call('EXPIRE', keys[2], args[4])
+  return 1
+end
+
+-- KEYS: stream, job record, delayed set
+-- ARGV: group, entry id, delay (ms), error
+-- -> 1 scheduled, 0 when the job had already finished.
+local function retry(keys, args)
+  release(keys[1], args[1], args[2])
+  local state = redis.call('HGET', keys[2], 'state')
+  if not state or finished(state) then
+    return 0
+  end
+  local now = now_ms()
+  local due = now + tonumber(args[3])
+  local id = redis.call('HGET', keys[2], 'id')
+  redis.call('HSET', keys[2], 'state', 'retrying', 'last_error', args[4], 'due_ms', due, 'updated_ms', now)
+  redis.call('ZADD', keys[3], due, id)
+  return 1
+end
+
+-- KEYS: stream, job record, dead-letter stream
+-- ARGV: group, entry id (may be empty), reason
+-- -> 1 dead-lettered, 0 when the job had already finished.
+local function dead_letter(keys, args)
+  release(keys[1], args[1], args[2])
+  local state = redis.call('HGET', keys[2], 'state')
+  if not state or finished(state) then
+    return 0
+  end
+  local now = now_ms()
+  local id = redis.call('HGET', keys[2], 'id')
+  redis.call('HSET', keys[2], 'state', 'dead', 'last_error', args[3], 'finished_ms', now, 'updated_ms', now)
+  redis.call('HDEL', keys[2], 'due_ms')
+  redis.call('XADD', keys[3], '*', 'job', id, 'reason', args[3])
+  return 1
+end
+
+-- KEYS: delayed set, stream
+-- ARGV: most to move
+-- -> how many due retries went back to the stream. Atomic, so every worker
+-- may run it at once: a job is moved by exactly one of them.
+local function promote(keys, args)
+  local due = redis.call('ZRANGEBYSCORE', keys[1], '-inf', now_ms(), 'LIMIT', 0, tonumber(args[1]))
+  for _, id in ipairs(due) do
+    redis.call('XADD', keys[2], '*', 'job', id)
+  end
+  if #due > 0 then
+    redis.call('ZREM', keys[1], unpack(due))
+  end
+  return #due
+end
+
+-- KEYS: dead-letter stream, stream, job record
+-- ARGV: dead-letter entry id
+-- -> 1 replayed (attempts reset, back on the stream), 0 when the job is gone.
+local function replay(keys, args)
+  local id = redis.call('HGET', keys[3], 'id')
+  redis.call('XDEL', keys[1], args[1])
+  if not id then
+    return 0
+  end
+  local now = now_ms()
+  redis.call('PERSIST', keys[3])
+  redis.call('HSET', keys[3], 'state', 'queued', 'attempts', 0, 'updated_ms', now)
+  redis.call('HDEL', keys[3], 'finished_ms', 'due_ms')
+  redis.call('XADD', keys[2], '*', 'job', id)
+  return 1
+end
+
+-- KEYS: stream, job record
+-- ARGV: group, entry id
+-- -> 1 when the job went back to the stream, 0 when it had already finished.
+-- For a worker shutting down: its unfinished jobs become available at once
+-- instead of after the visibility timeout. The abandoned attempt is not
+-- counted against the job.
+local function hand_back(keys, args)
+  release(keys[1], args[1], args[2])
+  local state = redis.call('HGET', keys[2], 'state')
+  if not state or finished(state) then
+    return 0
+  end
+  local id = redis.call('HGET', keys[2], 'id')
+  if tonumber(redis.call('HGET', keys[2], 'attempts') or '0') > 0 then
+    redis.call('HINCRBY', keys[2], 'attempts', -1)
+  end
+  redis.call('HSET', keys[2], 'state', 'queued', 'updated_ms', now_ms())
+  redis.call('XADD', keys[1], '*', 'job', id)
+  return 1
+end
+
+redis.register_function('ferry_enqueue', enqueue)
+redis.register_function('ferry_hand_back', hand_back)
+redis.register_function('ferry_start', start)
+redis.register_function('ferry_complete', complete)
+redis.register_function('ferry_retry', retry)
+redis.register_function('ferry_dead_letter', dead_letter)
+redis.register_function('ferry_promote', promote)
+redis.register_function('ferry_replay', replay)
