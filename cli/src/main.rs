@@ -1,1 +1,70 @@
-fn main() {}
+//! `ferry`: the one executable. Every subcommand is a thin shell around the
+//! libraries; errors end the process with one line that says what to do.
+
+mod app;
+mod commands;
+mod signals;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "ferry",
+    version,
+    about = "A Redis-backed job queue for AI-backed WeChat services"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the WeChat callback and health routes.
+    Api,
+    /// Consume jobs: call the AI providers, deliver replies.
+    Worker(commands::worker::Args),
+    /// Everything in one process for a newcomer: Redis (started if needed),
+    /// migrations, api and worker; replies printed to the console.
+    Dev,
+    /// Load the Redis function libraries and create the consumer groups.
+    Migrate(commands::migrate::Args),
+    /// Play WeChat: sign and post a text message, then show the reply.
+    Simulate(commands::simulate::Args),
+    /// Per queue: depth, pending, in flight, delayed, dead, oldest age.
+    Queues,
+    /// Inspect and act on the dead-letter streams.
+    Dlq(commands::dlq::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ferry: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Api => commands::api::run().await,
+            Command::Worker(args) => commands::worker::run(args).await,
+            Command::Dev => commands::dev::run().await,
+            Command::Migrate(args) => commands::migrate::run(args).await,
+            Command::Simulate(args) => commands::simulate::run(args).await,
+            Command::Queues => commands::queues::run().await,
+            Command::Dlq(args) => commands::dlq::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ferry: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -93,6 +93,21 @@ pub struct ProviderConfig {
     pub max_tokens: Option<u32>,
 }
 
+impl ProviderConfig {
+    /// The built-in echo provider (answers with the prompt).
+    pub fn echo() -> Self {
+        Self {
+            name: ECHO_PROVIDER.into(),
+            kind: ProviderKind::Echo,
+            base_url: String::new(),
+            api_key: None,
+            model: "echo".into(),
+            temperature: None,
+            max_tokens: None,
+        }
+    }
+}
+
 /// A provider Ferry knows without any configuration file.
 struct KnownProvider {
     name: &'static str,
@@ -559,15 +574,7 @@ fn api_key(s: &Sources, name: &str) -> Option<Secret> {
 
 fn provider(s: &Sources, name: &str) -> Result<ProviderConfig, ConfigError> {
     if name == ECHO_PROVIDER {
-        return Ok(ProviderConfig {
-            name: name.into(),
-            kind: ProviderKind::Echo,
-            base_url: String::new(),
-            api_key: None,
-            model: "echo".into(),
-            temperature: None,
-            max_tokens: None,
-        });
+        return Ok(ProviderConfig::echo());
     }
     let known = KNOWN_PROVIDERS.iter().find(|p| p.name == name);
     let file = s.file_providers.get(name);

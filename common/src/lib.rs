@@ -7,6 +7,8 @@
 
 pub mod config;
 pub mod connection;
+pub mod embedded_redis;
+pub mod fleet;
 pub mod job;
 pub mod keys;
 pub mod queue;

@@ -32,6 +32,8 @@ pub fn parse_level(level: &str) -> Result<EnvFilter, String> {
 
 /// Installs the global subscriber. Keep the returned guard alive for the
 /// life of the process: dropping it flushes and stops the log writer.
+pub use tracing_appender::non_blocking::WorkerGuard as LogGuard;
+
 pub fn init(config: &LogConfig) -> Result<WorkerGuard, String> {
     let filter = parse_level(&config.level)?;
     let (writer, guard, terminal) = match &config.file {

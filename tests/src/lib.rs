@@ -1,1 +1,10 @@
+//! Test support for Ferry's integration and end-to-end tests: a real
+//! `redis-server` per test, and fakes of the outside services (WeChat's API,
+//! the AI providers) speaking their exact wire formats.
 
+pub mod fake_provider;
+pub mod fake_wechat;
+pub mod redis_server;
+
+pub use fake_wechat::FakeWeChat;
+pub use redis_server::RedisServer;

@@ -174,6 +174,27 @@ impl JobQueue {
         Ok(changed.into_iter().map(|c| c == 1).collect())
     }
 
+    /// Puts held jobs back on their streams at once (a worker shutting down
+    /// before they finished). Returns how many went back.
+    pub async fn hand_back(&self, held: &[(JobId, String)]) -> Result<usize, QueueError> {
+        if held.is_empty() {
+            return Ok(0);
+        }
+        let mut pipe = Pipeline::new();
+        for (job, entry_id) in held {
+            self.add_outcome(
+                &mut pipe,
+                job.queue(),
+                entry_id,
+                &job.to_string(),
+                &Outcome::HandBack,
+            );
+        }
+        let mut conn = self.conn().await?;
+        let back: Vec<i32> = run(&mut conn, &pipe).await?;
+        Ok(back.into_iter().filter(|b| *b == 1).count())
+    }
+
     fn add_outcome(
         &self,
         pipe: &mut Pipeline,

@@ -11,6 +11,7 @@ pub mod delivery;
 pub mod enqueue;
 mod functions;
 pub mod inspect;
+pub mod notes;
 pub mod recovery;
 
 use std::time::Duration;

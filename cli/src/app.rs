@@ -1,0 +1,162 @@
+//! Building Ferry's parts from configuration: one place that knows how a
+//! `Config` becomes a queue, an api state, a worker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use ferry_common::config::{Config, vars};
+use ferry_common::fleet::{TokenCache, TokenSource};
+use ferry_common::queue::JobQueue;
+use ferry_common::wechat::MessageCrypt;
+use ferry_common::{Keys, Secret, connection, schema, telemetry};
+use ferry_worker::handler::Handlers;
+use ferry_worker::handlers::{Noop, WeChatReplyHandler, noop::NOOP};
+use ferry_worker::providers::{HttpSettings, RetryPolicy, Router, build_client};
+use ferry_worker::reply::{ConsoleSink, CustomerService, ReplySink};
+use ferry_worker::{Worker, WorkerSettings};
+
+/// What the user sees when every provider fails for good.
+pub const DEFAULT_APOLOGY: &str = "抱歉，AI 暂时无法回答，请稍后再试。";
+
+/// Loads configuration and installs logging. Keep the guard alive.
+pub fn init() -> anyhow::Result<(Config, ferry_common::telemetry::LogGuard)> {
+    let config = Config::from_env()?;
+    let guard = telemetry::init(&config.log).map_err(anyhow::Error::msg)?;
+    Ok((config, guard))
+}
+
+/// The queue engine over a fresh pool.
+pub fn job_queue(config: &Config, pool_size: usize) -> anyhow::Result<JobQueue> {
+    let pool = connection::pool(&config.redis_url, pool_size)?;
+    Ok(JobQueue::new(
+        pool,
+        Keys::new(&config.prefix),
+        config.queue.retention,
+    ))
+}
+
+/// Refuses to go on unless Redis holds this binary's schema.
+pub async fn require_schema(queue: &JobQueue, config: &Config) -> anyhow::Result<()> {
+    let mut conn = queue
+        .pool()
+        .get()
+        .await
+        .with_context(|| format!("Redis at {} is unreachable", config.redis_url_redacted()))?;
+    schema::require_current(&mut conn, queue.keys()).await?;
+    Ok(())
+}
+
+/// The api's shared state.
+pub fn api_state(
+    config: &Config,
+    queue: JobQueue,
+    dev_outbox: bool,
+) -> anyhow::Result<ferry_api::AppState> {
+    let Some(token) = config.wechat.token.clone() else {
+        bail!(
+            "{}: required by the api (the token set in the official account's server configuration)",
+            vars::WECHAT_TOKEN
+        );
+    };
+    let crypt = match (&config.wechat.encoding_aes_key, &config.wechat.app_id) {
+        (Some(key), Some(app_id)) => Some(
+            MessageCrypt::new(key.expose(), app_id)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", vars::WECHAT_ENCODING_AES_KEY))?,
+        ),
+        (Some(_), None) => bail!(
+            "{}: required with {}",
+            vars::WECHAT_APP_ID,
+            vars::WECHAT_ENCODING_AES_KEY
+        ),
+        _ => None,
+    };
+    Ok(ferry_api::AppState {
+        queue,
+        wechat: Arc::new(ferry_api::WeChatIngress {
+            token,
+            crypt,
+            dedup_ttl: config.queue.dedup_ttl,
+        }),
+        max_body_bytes: config.max_body_bytes,
+        dev_outbox,
+    })
+}
+
+/// Where the worker sends replies.
+pub enum Replies {
+    /// WeChat's customer-service API (needs WECHAT_APP_ID and _SECRET).
+    WeChat,
+    /// Print them (and keep them for `ferry simulate`).
+    Console,
+}
+
+/// A worker with every handler, ready to run.
+pub fn worker(
+    config: &Config,
+    queue: JobQueue,
+    replies: Replies,
+    settings: WorkerSettings,
+) -> anyhow::Result<Worker> {
+    if config.providers.is_empty() {
+        bail!(
+            "{}: no AI provider is configured; set a key such as DEEPSEEK_API_KEY (or FERRY_PROVIDERS=echo to test)",
+            vars::FERRY_PROVIDERS
+        );
+    }
+    let http = build_client(&HttpSettings::default())?;
+    let sink = match replies {
+        Replies::Console => {
+            ReplySink::Console(ConsoleSink::new(queue.pool().clone(), queue.keys().clone()))
+        }
+        Replies::WeChat => {
+            let (Some(app_id), Some(secret)) = (&config.wechat.app_id, &config.wechat.app_secret)
+            else {
+                bail!(
+                    "{} and {}: required for the worker to send replies through WeChat (`ferry dev` prints them instead)",
+                    vars::WECHAT_APP_ID,
+                    vars::WECHAT_APP_SECRET
+                );
+            };
+            let tokens = TokenCache::new(
+                queue.pool().clone(),
+                queue.keys().clone(),
+                http.clone(),
+                config.wechat.api_base.clone(),
+                app_id.clone(),
+                secret.clone(),
+                TokenSource::Stable,
+            );
+            ReplySink::CustomerService(CustomerService::new(
+                http.clone(),
+                config.wechat.api_base.clone(),
+                tokens,
+            ))
+        }
+    };
+    let router = Router::from_configs(&config.providers, &http, RetryPolicy::default());
+    let wechat = WeChatReplyHandler {
+        queue: queue.clone(),
+        router,
+        sink,
+        system_prompt: config.system_prompt.clone(),
+        apology: DEFAULT_APOLOGY.into(),
+        ai_budget: Duration::from_secs(60),
+    };
+    let handlers = Handlers::new()
+        .register(ferry_common::job::kinds::WECHAT_REPLY, wechat)
+        .register(NOOP, Noop);
+    Ok(Worker::new(
+        queue,
+        config.redis_url.clone(),
+        handlers,
+        settings,
+    ))
+}
+
+/// The dev token when `WECHAT_TOKEN` is unset (`ferry dev`, `ferry simulate`).
+pub const DEV_WECHAT_TOKEN: &str = "ferry-dev";
+
+pub fn dev_token() -> Secret {
+    Secret::new(DEV_WECHAT_TOKEN)
+}

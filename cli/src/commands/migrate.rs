@@ -1,0 +1,72 @@
+//! `ferry migrate [--status]`: apply (or show) the Redis schema.
+
+use anyhow::Context;
+use ferry_common::{Keys, connection, schema};
+
+use crate::app;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Show where Redis stands instead of migrating.
+    #[arg(long)]
+    status: bool,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let (config, _guard) = app::init()?;
+    let client = connection::client(&config.redis_url)?;
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .with_context(|| format!("Redis at {} is unreachable", config.redis_url_redacted()))?;
+    let keys = Keys::new(&config.prefix);
+    let status = if args.status {
+        schema::status(&mut conn, &keys).await?
+    } else {
+        let by = format!("ferry-migrate@{}", std::process::id());
+        let status = schema::migrate(&mut conn, &keys, &by).await?;
+        println!(
+            "migrated: schema version {} is applied",
+            status.required_version
+        );
+        status
+    };
+    print_status(&status, &config.prefix);
+    Ok(())
+}
+
+fn print_status(s: &schema::SchemaStatus, prefix: &str) {
+    let applied = s
+        .applied_version
+        .map_or("none".to_string(), |v| v.to_string());
+    println!("prefix:            {prefix}");
+    println!(
+        "applied version:   {applied}{}",
+        s.applied_at
+            .as_deref()
+            .map(|a| format!(" (at {a})"))
+            .unwrap_or_default()
+    );
+    println!("required version:  {}", s.required_version);
+    println!(
+        "libraries loaded:  {}",
+        if s.libraries_loaded { "yes" } else { "no" }
+    );
+    let checksum_ok = s.applied_checksum.as_deref() == Some(s.required_checksum.as_str());
+    println!(
+        "checksum:          {}",
+        if checksum_ok {
+            "matches this binary"
+        } else {
+            "differs from this binary"
+        }
+    );
+    println!(
+        "state:             {}",
+        if s.is_current() {
+            "current"
+        } else {
+            "outdated: run `ferry migrate`"
+        }
+    );
+}

@@ -1,0 +1,9 @@
+//! One file per `ferry` subcommand.
+
+pub mod api;
+pub mod dev;
+pub mod dlq;
+pub mod migrate;
+pub mod queues;
+pub mod simulate;
+pub mod worker;

@@ -1,0 +1,48 @@
+//! `ferry worker`: consume jobs until SIGTERM, then shut down gracefully.
+
+use ferry_common::queue::QUEUES;
+use ferry_worker::WorkerSettings;
+
+use crate::{app, signals};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Jobs run at once (default FERRY_WORKER_CONCURRENCY, else 32).
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Queues to serve, in priority order (default: all).
+    #[arg(long, value_delimiter = ',')]
+    queues: Vec<String>,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let (config, _guard) = app::init()?;
+    let mut settings = WorkerSettings::from_config(&config.queue);
+    if let Some(n) = args.concurrency {
+        anyhow::ensure!(n > 0, "--concurrency must be at least 1");
+        settings.concurrency = n;
+    }
+    if !args.queues.is_empty() {
+        settings.queues = args
+            .queues
+            .iter()
+            .map(|q| {
+                QUEUES
+                    .iter()
+                    .find(|known| *known == q)
+                    .copied()
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "--queues: unknown queue {q:?} (known: {})",
+                            QUEUES.join(", ")
+                        )
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+    }
+    let queue = app::job_queue(&config, settings.concurrency.clamp(8, 64))?;
+    app::require_schema(&queue, &config).await?;
+    let worker = app::worker(&config, queue, app::Replies::WeChat, settings)?;
+    worker.run(signals::shutdown_token()).await;
+    Ok(())
+}

@@ -1,0 +1,217 @@
+//! The fleet's one WeChat access token.
+//!
+//! Every process shares ONE cached token in Redis. Refreshing per process
+//! makes instances invalidate each other's tokens (the long-standing
+//! complaint in WxJava and silenceper/wechat), so one process at a time
+//! refreshes, under a lock, and a token that failed is dropped only if it is
+//! still the cached one (compare-and-swap): a worker holding a stale failure
+//! never throws away the token another worker just fetched.
+
+use std::time::Duration;
+
+use deadpool_redis::Pool;
+use serde::Deserialize;
+
+use crate::keys::Keys;
+use crate::secret::Secret;
+
+/// Which WeChat endpoint issues tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenSource {
+    /// `POST /cgi-bin/stable_token`: the same token while valid (preferred).
+    Stable,
+    /// `GET /cgi-bin/token`: each fetch replaces the previous token.
+    Classic,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("Redis is unavailable for the token cache: {0}")]
+    Pool(#[from] deadpool_redis::PoolError),
+    #[error("Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("cannot reach WeChat's token endpoint: {0}")]
+    Http(String),
+    #[error("WeChat refused the token request: errcode {errcode} ({errmsg})")]
+    WeChat { errcode: i64, errmsg: String },
+    #[error("timed out waiting for another process to refresh the WeChat token")]
+    Timeout,
+}
+
+/// Refresh the cached token this long before WeChat's expiry.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(300);
+/// A refresh lock outlives no crashed holder for longer than this.
+const LOCK_TTL: Duration = Duration::from_secs(10);
+const WAIT_FOR_OTHER: Duration = Duration::from_secs(12);
+
+#[derive(Clone)]
+pub struct TokenCache {
+    pool: Pool,
+    keys: Keys,
+    http: reqwest::Client,
+    api_base: String,
+    app_id: String,
+    app_secret: Secret,
+    source: TokenSource,
+}
+
+#[derive(Deserialize)]
+struct TokenReply {
+    access_token: Option<String>,
+    expires_in: Option<u64>,
+    #[serde(default)]
+    errcode: i64,
+    #[serde(default)]
+    errmsg: String,
+}
+
+impl TokenCache {
+    pub fn new(
+        pool: Pool,
+        keys: Keys,
+        http: reqwest::Client,
+        api_base: String,
+        app_id: String,
+        app_secret: Secret,
+        source: TokenSource,
+    ) -> Self {
+        Self {
+            pool,
+            keys,
+            http,
+            api_base,
+            app_id,
+            app_secret,
+            source,
+        }
+    }
+
+    /// The current token: from the cache, or fetched by exactly one process
+    /// while the others wait for it.
+    pub async fn get(&self) -> Result<String, TokenError> {
+        let mut conn = self.pool.get().await?;
+        let key = self.keys.wechat_token();
+        if let Some(token) = redis::cmd("GET")
+            .arg(&key)
+            .query_async::<Option<String>>(&mut conn)
+            .await?
+        {
+            return Ok(token);
+        }
+        let lock_value = ulid::Ulid::new().to_string();
+        let deadline = tokio::time::Instant::now() + WAIT_FOR_OTHER;
+        loop {
+            let won: Option<String> = redis::cmd("SET")
+                .arg(self.keys.wechat_token_lock())
+                .arg(&lock_value)
+                .arg("NX")
+                .arg("PX")
+                .arg(LOCK_TTL.as_millis() as u64)
+                .query_async(&mut conn)
+                .await?;
+            if won.is_some() {
+                let fetched = self.fetch_and_store(&mut conn).await;
+                release_lock(&mut conn, &self.keys.wechat_token_lock(), &lock_value).await;
+                return fetched;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if let Some(token) = redis::cmd("GET")
+                .arg(&key)
+                .query_async::<Option<String>>(&mut conn)
+                .await?
+            {
+                return Ok(token);
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(TokenError::Timeout);
+            }
+        }
+    }
+
+    /// Drops the cached token if it is still `failed` (WeChat answered
+    /// 40001/40014/42001 for it). Returns whether it was dropped.
+    pub async fn invalidate(&self, failed: &str) -> Result<bool, TokenError> {
+        let mut conn = self.pool.get().await?;
+        let dropped: i32 = redis::Script::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+        )
+        .key(self.keys.wechat_token())
+        .arg(failed)
+        .invoke_async(&mut conn)
+        .await?;
+        Ok(dropped == 1)
+    }
+
+    async fn fetch_and_store(
+        &self,
+        conn: &mut deadpool_redis::Connection,
+    ) -> Result<String, TokenError> {
+        // Another process may have stored one between our GET and the lock.
+        if let Some(token) = redis::cmd("GET")
+            .arg(self.keys.wechat_token())
+            .query_async::<Option<String>>(conn)
+            .await?
+        {
+            return Ok(token);
+        }
+        let request = match self.source {
+            TokenSource::Stable => self
+                .http
+                .post(format!("{}/cgi-bin/stable_token", self.api_base))
+                .json(&serde_json::json!({
+                    "grant_type": "client_credential",
+                    "appid": self.app_id,
+                    "secret": self.app_secret.expose(),
+                    "force_refresh": false,
+                })),
+            TokenSource::Classic => self
+                .http
+                .get(format!("{}/cgi-bin/token", self.api_base))
+                .query(&[
+                    ("grant_type", "client_credential"),
+                    ("appid", self.app_id.as_str()),
+                    ("secret", self.app_secret.expose()),
+                ]),
+        };
+        // reqwest errors can carry the URL, and the classic URL the secret.
+        let reply: TokenReply = request
+            .send()
+            .await
+            .map_err(|e| TokenError::Http(e.without_url().to_string()))?
+            .json()
+            .await
+            .map_err(|e| TokenError::Http(e.without_url().to_string()))?;
+        let (Some(token), 0) = (reply.access_token, reply.errcode) else {
+            return Err(TokenError::WeChat {
+                errcode: reply.errcode,
+                errmsg: reply.errmsg,
+            });
+        };
+        let expires_in = Duration::from_secs(reply.expires_in.unwrap_or(7200));
+        let ttl = expires_in
+            .saturating_sub(EXPIRY_MARGIN)
+            .max(Duration::from_secs(30));
+        redis::cmd("SET")
+            .arg(self.keys.wechat_token())
+            .arg(&token)
+            .arg("PX")
+            .arg(ttl.as_millis() as u64)
+            .query_async::<()>(conn)
+            .await?;
+        tracing::info!(source = ?self.source, ttl_secs = ttl.as_secs(), "fetched a new WeChat access token for the fleet");
+        Ok(token)
+    }
+}
+
+async fn release_lock(conn: &mut deadpool_redis::Connection, key: &str, value: &str) {
+    let released: Result<i32, _> = redis::Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+    )
+    .key(key)
+    .arg(value)
+    .invoke_async(conn)
+    .await;
+    if let Err(e) = released {
+        tracing::warn!(error = %e, "could not release the WeChat token lock; it expires by itself");
+    }
+}

@@ -1,0 +1,111 @@
+//! The registry of live workers: each worker beats every few seconds; a
+//! worker that stops beating disappears by itself (its record expires and
+//! the next beat of any worker prunes it from the index).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use deadpool_redis::Pool;
+use redis::Pipeline;
+use serde::Serialize;
+
+use crate::keys::Keys;
+
+/// How long a worker counts as alive after its last beat.
+pub const WORKER_TTL: Duration = Duration::from_secs(15);
+
+/// What a worker says about itself.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct WorkerInfo {
+    pub id: String,
+    pub host: String,
+    pub pid: u32,
+    pub queues: Vec<String>,
+    pub concurrency: usize,
+    /// Jobs in flight per queue.
+    pub in_flight: Vec<(String, usize)>,
+    pub started_at: String,
+}
+
+#[derive(Clone)]
+pub struct WorkerRegistry {
+    pool: Pool,
+    keys: Keys,
+}
+
+impl WorkerRegistry {
+    pub fn new(pool: Pool, keys: Keys) -> Self {
+        Self { pool, keys }
+    }
+
+    /// Records a heartbeat and prunes workers that stopped beating.
+    pub async fn beat(&self, info: &WorkerInfo) -> Result<(), redis::RedisError> {
+        let mut conn = self.pool.get().await.map_err(pool_error)?;
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let key = self.keys.worker(&info.id);
+        let mut pipe = Pipeline::new();
+        pipe.atomic();
+        pipe.cmd("DEL").arg(&key).ignore();
+        let cmd = pipe.cmd("HSET").arg(&key);
+        cmd.arg("host").arg(&info.host).arg("pid").arg(info.pid);
+        cmd.arg("queues").arg(info.queues.join(","));
+        cmd.arg("concurrency")
+            .arg(info.concurrency)
+            .arg("started_at")
+            .arg(&info.started_at);
+        for (queue, n) in &info.in_flight {
+            cmd.arg(format!("in_flight:{queue}")).arg(*n);
+        }
+        pipe.ignore();
+        pipe.cmd("PEXPIRE")
+            .arg(&key)
+            .arg(WORKER_TTL.as_millis() as u64)
+            .ignore();
+        pipe.cmd("ZADD")
+            .arg(self.keys.workers())
+            .arg(now_ms)
+            .arg(&info.id)
+            .ignore();
+        pipe.cmd("ZREMRANGEBYSCORE")
+            .arg(self.keys.workers())
+            .arg("-inf")
+            .arg(now_ms - WORKER_TTL.as_millis() as i64)
+            .ignore();
+        pipe.query_async::<()>(&mut conn).await
+    }
+
+    /// Removes a worker at shutdown.
+    pub async fn remove(&self, id: &str) -> Result<(), redis::RedisError> {
+        let mut conn = self.pool.get().await.map_err(pool_error)?;
+        let mut pipe = Pipeline::new();
+        pipe.cmd("DEL").arg(self.keys.worker(id)).ignore();
+        pipe.cmd("ZREM").arg(self.keys.workers()).arg(id).ignore();
+        pipe.query_async::<()>(&mut conn).await
+    }
+
+    /// Live workers' records (id -> fields).
+    pub async fn live(&self) -> Result<Vec<(String, HashMap<String, String>)>, redis::RedisError> {
+        let mut conn = self.pool.get().await.map_err(pool_error)?;
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(self.keys.workers())
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await?;
+        let mut out = Vec::new();
+        for id in ids {
+            let fields: HashMap<String, String> = redis::cmd("HGETALL")
+                .arg(self.keys.worker(&id))
+                .query_async(&mut conn)
+                .await?;
+            if !fields.is_empty() {
+                out.push((id, fields));
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn pool_error(e: deadpool_redis::PoolError) -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Io, "no Redis connection", e.to_string()))
+}

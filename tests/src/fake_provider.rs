@@ -1,0 +1,620 @@
+//! A fake AI provider (PROVIDERS.md) speaking one of the two wire formats
+//! exactly: OpenAI chat completions or Gemini's native `generateContent`.
+//!
+//! The real providers cannot be reached from tests, and a mock of Ferry's
+//! own client would prove nothing about the wire. So this is an HTTP server
+//! on a free loopback port that checks every request as the provider would
+//! (path, key header, body shape, model), answers a wrong one as the provider
+//! does (401 `invalid_api_key`, Gemini's 400 `API_KEY_INVALID`, 404 for an
+//! unknown model, 400 for a malformed body), and records what it received so
+//! tests can assert the conversation that was sent. Each valid request takes
+//! the next [`Reply`] of a script (success, an error with headers, a stall,
+//! DeepSeek's leading blank lines); with an empty script it answers with the
+//! last user message.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::Response;
+use ferry_common::Secret;
+use ferry_common::config::{ProviderConfig, ProviderKind};
+use serde_json::{Map, Value, json};
+
+/// Which wire format the fake speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FakeKind {
+    /// `POST /v1/chat/completions`, `Authorization: Bearer KEY`.
+    OpenAi,
+    /// `POST /v1beta/models/{model}:generateContent`, `x-goog-api-key: KEY`.
+    Gemini,
+}
+
+/// A message as received, whatever the format: `role` is `system`, `user`
+/// or `assistant` (Gemini's `model` and `systemInstruction` mapped back).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeMessage {
+    pub role: String,
+    pub content: String,
+}
+
+impl FakeMessage {
+    pub fn new(role: &str, content: &str) -> Self {
+        Self {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// One request the fake received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// When it arrived.
+    pub at: Instant,
+    pub method: String,
+    pub path: String,
+    /// The key header as sent: `Authorization` (OpenAI) or
+    /// `x-goog-api-key` (Gemini).
+    pub key_header: Option<String>,
+    /// An `Authorization` header on a Gemini request (there should be none).
+    pub authorization: Option<String>,
+    pub body: Value,
+    /// The model named by the body (OpenAI) or the path (Gemini).
+    pub model: Option<String>,
+    pub messages: Vec<FakeMessage>,
+    /// What was wrong with the request, if anything (it was answered with
+    /// the provider's error and took no scripted reply).
+    pub problem: Option<String>,
+}
+
+/// What to answer to one valid request.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    outcome: Outcome,
+    stall: Duration,
+    leading_blank_lines: usize,
+    headers: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+enum Outcome {
+    Echo,
+    Text {
+        text: String,
+        usage: Option<(u32, u32)>,
+        finish_reason: Option<String>,
+    },
+    Error {
+        status: u16,
+        body: Value,
+    },
+}
+
+impl Reply {
+    fn with(outcome: Outcome) -> Self {
+        Self {
+            outcome,
+            stall: Duration::ZERO,
+            leading_blank_lines: 0,
+            headers: Vec::new(),
+        }
+    }
+
+    /// Success, answering with the last user message (the default).
+    pub fn echo() -> Self {
+        Self::with(Outcome::Echo)
+    }
+
+    /// Success with this text.
+    pub fn text(text: impl Into<String>) -> Self {
+        Self::with(Outcome::Text {
+            text: text.into(),
+            usage: None,
+            finish_reason: None,
+        })
+    }
+
+    /// The usage to report (default: 10 prompt and 5 completion tokens).
+    pub fn usage(mut self, prompt: u32, completion: u32) -> Self {
+        if let Outcome::Text { usage, .. } = &mut self.outcome {
+            *usage = Some((prompt, completion));
+        }
+        self
+    }
+
+    /// The finish reason to report (default `stop` / `STOP`), e.g. Gemini's
+    /// `SAFETY` or OpenAI's `content_filter`.
+    pub fn finish_reason(mut self, reason: &str) -> Self {
+        if let Outcome::Text { finish_reason, .. } = &mut self.outcome {
+            *finish_reason = Some(reason.into());
+        }
+        self
+    }
+
+    /// An error answer with this status and JSON body.
+    pub fn error(status: u16, body: Value) -> Self {
+        Self::with(Outcome::Error { status, body })
+    }
+
+    /// An OpenAI-shaped error: `{"error":{"message","type","code"}}`.
+    pub fn openai_error(status: u16, code: &str, message: &str) -> Self {
+        Self::error(
+            status,
+            json!({"error": {"message": message, "type": code, "param": null, "code": code}}),
+        )
+    }
+
+    /// A Gemini-shaped error: `{"error":{"code","message","status","details"}}`.
+    pub fn gemini_error(
+        status: u16,
+        grpc_status: &str,
+        message: &str,
+        details: Vec<Value>,
+    ) -> Self {
+        let error = json!({
+            "code": status,
+            "message": message,
+            "status": grpc_status,
+            "details": details,
+        });
+        Self::error(status, json!({ "error": error }))
+    }
+
+    /// A response header, e.g. `Retry-After` or `retry-after-ms`.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Waits this long before answering.
+    pub fn stall(mut self, delay: Duration) -> Self {
+        self.stall = delay;
+        self
+    }
+
+    /// Sends `n` blank lines before the JSON, as DeepSeek does while it
+    /// holds a slow request open (here in the same body, after any stall).
+    pub fn leading_blank_lines(mut self, n: usize) -> Self {
+        self.leading_blank_lines = n;
+        self
+    }
+}
+
+struct Inner {
+    kind: FakeKind,
+    key: String,
+    model: String,
+    script: VecDeque<Reply>,
+    received: Vec<Received>,
+}
+
+type Shared = Arc<Mutex<Inner>>;
+
+/// A running fake provider. Clones share the same server.
+#[derive(Clone)]
+pub struct FakeProvider {
+    kind: FakeKind,
+    addr: SocketAddr,
+    inner: Shared,
+}
+
+impl FakeProvider {
+    /// Starts a fake on 127.0.0.1 (a free port) that accepts only
+    /// `expected_key` and `expected_model`.
+    pub async fn start(kind: FakeKind, expected_key: &str, expected_model: &str) -> Self {
+        let inner = Arc::new(Mutex::new(Inner {
+            kind,
+            key: expected_key.into(),
+            model: expected_model.into(),
+            script: VecDeque::new(),
+            received: Vec::new(),
+        }));
+        let app = Router::new().fallback(handle).with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.ok();
+        });
+        Self { kind, addr, inner }
+    }
+
+    /// The base URL with its version path (`<P>_BASE_URL`).
+    pub fn base_url(&self) -> String {
+        match self.kind {
+            FakeKind::OpenAi => format!("http://{}/v1", self.addr),
+            FakeKind::Gemini => format!("http://{}/v1beta", self.addr),
+        }
+    }
+
+    /// A provider configuration pointing at this fake, with its key and model.
+    pub fn provider_config(&self, name: &str) -> ProviderConfig {
+        let inner = self.inner.lock().unwrap();
+        ProviderConfig {
+            name: name.into(),
+            kind: match self.kind {
+                FakeKind::OpenAi => ProviderKind::OpenAi,
+                FakeKind::Gemini => ProviderKind::Gemini,
+            },
+            base_url: self.base_url(),
+            api_key: Some(Secret::from(inner.key.as_str())),
+            model: inner.model.clone(),
+            temperature: None,
+            max_tokens: None,
+        }
+    }
+
+    /// Queues the answer to the next valid request not yet scripted.
+    pub fn push(&self, reply: Reply) {
+        self.inner.lock().unwrap().script.push_back(reply);
+    }
+
+    /// Every request received, in arrival order.
+    pub fn requests(&self) -> Vec<Received> {
+        self.inner.lock().unwrap().received.clone()
+    }
+
+    /// How many requests were received.
+    pub fn count(&self) -> usize {
+        self.inner.lock().unwrap().received.len()
+    }
+}
+
+async fn handle(
+    State(inner): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (reply, status, json) = {
+        let mut inner = inner.lock().unwrap();
+        let received = inspect(&inner, &method, &uri, &headers, &body);
+        let reply = match &received.problem {
+            Some(_) => rejection(inner.kind, &received),
+            None => inner.script.pop_front().unwrap_or_else(Reply::echo),
+        };
+        let (status, json) = render(&inner, &reply, &received);
+        inner.received.push(received);
+        (reply, status, json)
+    };
+    if !reply.stall.is_zero() {
+        tokio::time::sleep(reply.stall).await;
+    }
+    let mut builder = Response::builder()
+        .status(status)
+        .header("content-type", "application/json");
+    for (name, value) in &reply.headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    let text = format!("{}{json}", "\n".repeat(reply.leading_blank_lines));
+    builder.body(Body::from(text)).unwrap()
+}
+
+/// Reads a request and notes the first thing the provider would reject.
+fn inspect(
+    inner: &Inner,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Received {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let key_header = match inner.kind {
+        FakeKind::OpenAi => header("authorization"),
+        FakeKind::Gemini => header("x-goog-api-key"),
+    };
+    let mut received = Received {
+        at: Instant::now(),
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+        key_header,
+        authorization: header("authorization"),
+        body: serde_json::from_slice(body).unwrap_or(Value::Null),
+        model: None,
+        messages: Vec::new(),
+        problem: None,
+    };
+    let checked = match inner.kind {
+        FakeKind::OpenAi => check_openai(inner, headers, &mut received),
+        FakeKind::Gemini => check_gemini(inner, headers, &mut received),
+    };
+    received.problem = checked.err();
+    received
+}
+
+/// A problem, tagged with the status the provider would answer.
+type Problem = String;
+
+fn check_common(headers: &HeaderMap, received: &Received) -> Result<(), Problem> {
+    if received.method != "POST" {
+        return Err(format!("405 method {} not allowed", received.method));
+    }
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.starts_with("application/json") {
+        return Err(format!(
+            "400 content-type {content_type:?} is not application/json"
+        ));
+    }
+    if !received.body.is_object() {
+        return Err("400 the body is not a JSON object".into());
+    }
+    Ok(())
+}
+
+fn check_openai(
+    inner: &Inner,
+    headers: &HeaderMap,
+    received: &mut Received,
+) -> Result<(), Problem> {
+    if received.path != "/v1/chat/completions" {
+        return Err(format!("404 unknown path {}", received.path));
+    }
+    if received.key_header.as_deref() != Some(format!("Bearer {}", inner.key).as_str()) {
+        return Err("401 invalid_api_key".into());
+    }
+    check_common(headers, received)?;
+    let body = received.body.as_object().cloned().unwrap_or_default();
+    only_keys(
+        &body,
+        &["model", "messages", "temperature", "max_tokens", "stream"],
+    )?;
+    received.model = body.get("model").and_then(Value::as_str).map(str::to_owned);
+    if received.model.as_deref() != Some(inner.model.as_str()) {
+        return Err(format!("404 model_not_found {:?}", received.model));
+    }
+    if body.get("stream") != Some(&Value::Bool(false)) {
+        return Err("400 stream must be false".into());
+    }
+    optional_number(&body, "temperature")?;
+    optional_count(&body, "max_tokens")?;
+    let messages = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or("400 messages must be an array")?;
+    for m in messages {
+        let m = m.as_object().ok_or("400 a message is not an object")?;
+        only_keys(m, &["role", "content"])?;
+        let role = m.get("role").and_then(Value::as_str).unwrap_or("");
+        if !matches!(role, "system" | "user" | "assistant") {
+            return Err(format!("400 unknown role {role:?}"));
+        }
+        let content = m
+            .get("content")
+            .and_then(Value::as_str)
+            .ok_or("400 content must be a string")?;
+        received.messages.push(FakeMessage::new(role, content));
+    }
+    if received.messages.is_empty() {
+        return Err("400 messages is empty".into());
+    }
+    Ok(())
+}
+
+fn check_gemini(
+    inner: &Inner,
+    headers: &HeaderMap,
+    received: &mut Received,
+) -> Result<(), Problem> {
+    let model = received
+        .path
+        .strip_prefix("/v1beta/models/")
+        .and_then(|rest| rest.strip_suffix(":generateContent"))
+        .map(str::to_owned);
+    let Some(model) = model else {
+        return Err(format!("404 unknown path {}", received.path));
+    };
+    received.model = Some(model.clone());
+    if received.key_header.as_deref() != Some(inner.key.as_str()) {
+        return Err("400 API_KEY_INVALID".into());
+    }
+    if received.authorization.is_some() {
+        return Err("401 unexpected Authorization header (the key goes in x-goog-api-key)".into());
+    }
+    if model != inner.model {
+        return Err(format!("404 models/{model} is not found"));
+    }
+    check_common(headers, received)?;
+    let body = received.body.as_object().cloned().unwrap_or_default();
+    only_keys(
+        &body,
+        &["contents", "systemInstruction", "generationConfig"],
+    )?;
+    if let Some(system) = body.get("systemInstruction") {
+        let system = system
+            .as_object()
+            .ok_or("400 systemInstruction must be an object")?;
+        only_keys(system, &["parts"])?;
+        for text in texts(system)? {
+            received.messages.push(FakeMessage::new("system", &text));
+        }
+    }
+    if let Some(config) = body.get("generationConfig") {
+        let config = config
+            .as_object()
+            .ok_or("400 generationConfig must be an object")?;
+        only_keys(config, &["temperature", "maxOutputTokens"])?;
+        optional_number(config, "temperature")?;
+        optional_count(config, "maxOutputTokens")?;
+    }
+    let contents = body
+        .get("contents")
+        .and_then(Value::as_array)
+        .ok_or("400 contents must be an array")?;
+    if contents.is_empty() {
+        return Err("400 contents is not specified".into());
+    }
+    for content in contents {
+        let content = content
+            .as_object()
+            .ok_or("400 a content is not an object")?;
+        only_keys(content, &["role", "parts"])?;
+        let role = match content.get("role").and_then(Value::as_str) {
+            Some("user") => "user",
+            Some("model") => "assistant",
+            other => return Err(format!("400 unknown role {other:?}")),
+        };
+        received
+            .messages
+            .push(FakeMessage::new(role, &texts(content)?.concat()));
+    }
+    Ok(())
+}
+
+/// The texts of `{"parts":[{"text":..}, ..]}`.
+fn texts(object: &Map<String, Value>) -> Result<Vec<String>, Problem> {
+    let parts = object
+        .get("parts")
+        .and_then(Value::as_array)
+        .ok_or("400 parts must be an array")?;
+    if parts.is_empty() {
+        return Err("400 parts is empty".into());
+    }
+    parts
+        .iter()
+        .map(|p| -> Result<String, Problem> {
+            let p = p.as_object().ok_or("400 a part is not an object")?;
+            only_keys(p, &["text"])?;
+            Ok(p.get("text")
+                .and_then(Value::as_str)
+                .ok_or("400 text must be a string")?
+                .to_owned())
+        })
+        .collect()
+}
+
+fn only_keys(object: &Map<String, Value>, allowed: &[&str]) -> Result<(), Problem> {
+    match object.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(k) => Err(format!("400 unknown field {k:?}")),
+        None => Ok(()),
+    }
+}
+
+fn optional_number(object: &Map<String, Value>, key: &str) -> Result<(), Problem> {
+    match object.get(key) {
+        Some(v) if !v.is_number() => Err(format!("400 {key} must be a number")),
+        _ => Ok(()),
+    }
+}
+
+fn optional_count(object: &Map<String, Value>, key: &str) -> Result<(), Problem> {
+    match object.get(key) {
+        Some(v) if v.as_u64().is_none_or(|n| n == 0) => {
+            Err(format!("400 {key} must be a positive integer"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The provider's own answer to a request it rejects.
+fn rejection(kind: FakeKind, received: &Received) -> Reply {
+    let problem = received.problem.as_deref().unwrap_or("400 bad request");
+    let (status, message) = problem.split_once(' ').unwrap_or(("400", problem));
+    let status: u16 = status.parse().unwrap_or(400);
+    match kind {
+        FakeKind::OpenAi if status == 401 => {
+            Reply::openai_error(401, "invalid_api_key", "Incorrect API key provided.")
+        }
+        FakeKind::OpenAi if status == 404 && message.starts_with("model_not_found") => {
+            Reply::openai_error(
+                404,
+                "model_not_found",
+                "The model does not exist or you do not have access to it.",
+            )
+        }
+        FakeKind::OpenAi => Reply::openai_error(status, "invalid_request_error", message),
+        FakeKind::Gemini if message == "API_KEY_INVALID" => Reply::gemini_error(
+            400,
+            "INVALID_ARGUMENT",
+            "API key not valid. Please pass a valid API key.",
+            vec![json!({
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": "API_KEY_INVALID",
+                "domain": "googleapis.com",
+            })],
+        ),
+        FakeKind::Gemini => {
+            let grpc = match status {
+                401 => "UNAUTHENTICATED",
+                404 => "NOT_FOUND",
+                _ => "INVALID_ARGUMENT",
+            };
+            Reply::gemini_error(status, grpc, message, Vec::new())
+        }
+    }
+}
+
+/// The status and JSON text of a reply, in the fake's wire format.
+fn render(inner: &Inner, reply: &Reply, received: &Received) -> (StatusCode, String) {
+    let last_user = || {
+        received
+            .messages
+            .iter()
+            .rev()
+            .find(|m| m.role == "user")
+            .map(|m| m.content.clone())
+            .unwrap_or_default()
+    };
+    let (text, usage, finish) = match &reply.outcome {
+        Outcome::Error { status, body } => {
+            return (StatusCode::from_u16(*status).unwrap(), body.to_string());
+        }
+        Outcome::Echo => (last_user(), None, None),
+        Outcome::Text {
+            text,
+            usage,
+            finish_reason,
+        } => (text.clone(), *usage, finish_reason.clone()),
+    };
+    let (prompt, completion) = usage.unwrap_or((10, 5));
+    let n = inner.received.len() + 1;
+    let body = match inner.kind {
+        FakeKind::OpenAi => json!({
+            "id": format!("chatcmpl-fake-{n}"),
+            "object": "chat.completion",
+            "created": 1_700_000_000 + n,
+            "model": inner.model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": finish.unwrap_or_else(|| "stop".into()),
+            }],
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            },
+        }),
+        FakeKind::Gemini => {
+            let mut candidate =
+                json!({"finishReason": finish.unwrap_or_else(|| "STOP".into()), "index": 0});
+            if !text.is_empty() {
+                candidate["content"] = json!({"role": "model", "parts": [{"text": text}]});
+            }
+            json!({
+                "candidates": [candidate],
+                "usageMetadata": {
+                    "promptTokenCount": prompt,
+                    "candidatesTokenCount": completion,
+                    "totalTokenCount": prompt + completion,
+                },
+                "modelVersion": inner.model,
+                "responseId": format!("fake-{n}"),
+            })
+        }
+    };
+    (StatusCode::OK, body.to_string())
+}

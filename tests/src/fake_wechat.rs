@@ -1,0 +1,244 @@
+//! A fake of WeChat's server API (WECHAT.md): the access-token endpoints and
+//! the customer-service message endpoints, speaking WeChat's JSON exactly.
+//!
+//! It issues tokens, checks `access_token` on every call (an unknown or
+//! expired token gets errcode 40001, as WeChat answers), records what users
+//! were sent, counts token fetches, and can be told to answer any errcode.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// A customer-service message WeChat accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentMessage {
+    pub touser: String,
+    pub content: String,
+}
+
+#[derive(Default)]
+struct Inner {
+    app_id: String,
+    app_secret: String,
+    /// Tokens currently valid.
+    valid_tokens: Vec<String>,
+    token_counter: u64,
+    token_fetches: u64,
+    expires_in: u64,
+    sent: Vec<SentMessage>,
+    typing: Vec<(String, String)>,
+    /// errcodes to answer to the next sends, in order.
+    send_errors: VecDeque<i64>,
+    send_delay: Option<Duration>,
+}
+
+#[derive(Clone)]
+pub struct FakeWeChat {
+    inner: Arc<Mutex<Inner>>,
+    addr: SocketAddr,
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    access_token: Option<String>,
+}
+
+impl FakeWeChat {
+    pub async fn start(app_id: &str, app_secret: &str) -> Self {
+        let inner = Arc::new(Mutex::new(Inner {
+            app_id: app_id.into(),
+            app_secret: app_secret.into(),
+            expires_in: 7200,
+            ..Inner::default()
+        }));
+        let app = Router::new()
+            .route("/cgi-bin/stable_token", post(stable_token))
+            .route("/cgi-bin/token", get(classic_token))
+            .route("/cgi-bin/message/custom/send", post(custom_send))
+            .route("/cgi-bin/message/custom/typing", post(custom_typing))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.ok();
+        });
+        Self { inner, addr }
+    }
+
+    /// The value for `WECHAT_API_BASE`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn sent(&self) -> Vec<SentMessage> {
+        self.inner.lock().unwrap().sent.clone()
+    }
+
+    pub fn sent_to(&self, openid: &str) -> Vec<String> {
+        self.sent()
+            .into_iter()
+            .filter(|m| m.touser == openid)
+            .map(|m| m.content)
+            .collect()
+    }
+
+    pub fn token_fetches(&self) -> u64 {
+        self.inner.lock().unwrap().token_fetches
+    }
+
+    pub fn typing(&self) -> Vec<(String, String)> {
+        self.inner.lock().unwrap().typing.clone()
+    }
+
+    /// Expires every issued token now (the next send gets 42001).
+    pub fn expire_tokens(&self) {
+        self.inner.lock().unwrap().valid_tokens.clear();
+    }
+
+    /// The next sends answer these errcodes, one each, in order.
+    pub fn fail_next_sends(&self, errcodes: &[i64]) {
+        self.inner.lock().unwrap().send_errors.extend(errcodes);
+    }
+
+    pub fn set_send_delay(&self, delay: Option<Duration>) {
+        self.inner.lock().unwrap().send_delay = delay;
+    }
+
+    /// Waits until `n` messages were accepted, or panics after `timeout`.
+    pub async fn wait_for_sent(&self, n: usize, timeout: Duration) -> Vec<SentMessage> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let sent = self.sent();
+            if sent.len() >= n {
+                return sent;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "expected {n} customer-service messages, got {}: {sent:?}",
+                    sent.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn issue_token(inner: &mut Inner) -> Value {
+    inner.token_fetches += 1;
+    if inner.valid_tokens.is_empty() {
+        inner.token_counter += 1;
+        inner
+            .valid_tokens
+            .push(format!("FAKE_TOKEN_{}", inner.token_counter));
+    }
+    json!({"access_token": inner.valid_tokens.last().unwrap(), "expires_in": inner.expires_in})
+}
+
+async fn stable_token(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    Json(body): Json<Value>,
+) -> Json<Value> {
+    let mut inner = inner.lock().unwrap();
+    if body["grant_type"] != "client_credential" {
+        return Json(json!({"errcode": 40002, "errmsg": "invalid grant_type"}));
+    }
+    if body["appid"] != inner.app_id.as_str() || body["secret"] != inner.app_secret.as_str() {
+        return Json(json!({"errcode": 40125, "errmsg": "invalid appsecret"}));
+    }
+    if body["force_refresh"] == true {
+        inner.valid_tokens.clear();
+    }
+    Json(issue_token(&mut inner))
+}
+
+#[derive(Deserialize)]
+struct ClassicQuery {
+    grant_type: String,
+    appid: String,
+    secret: String,
+}
+
+async fn classic_token(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    Query(q): Query<ClassicQuery>,
+) -> Json<Value> {
+    let mut inner = inner.lock().unwrap();
+    if q.grant_type != "client_credential"
+        || q.appid != inner.app_id
+        || q.secret != inner.app_secret
+    {
+        return Json(json!({"errcode": 40125, "errmsg": "invalid appsecret"}));
+    }
+    // Each classic fetch issues a new token.
+    inner.valid_tokens.clear();
+    Json(issue_token(&mut inner))
+}
+
+fn check_token(inner: &Inner, q: &TokenQuery) -> Option<Value> {
+    match &q.access_token {
+        None => Some(json!({"errcode": 41001, "errmsg": "access_token missing"})),
+        Some(t) if inner.valid_tokens.contains(t) => None,
+        Some(t) if t.starts_with("FAKE_TOKEN_") => {
+            Some(json!({"errcode": 42001, "errmsg": "access_token expired"}))
+        }
+        Some(_) => Some(
+            json!({"errcode": 40001, "errmsg": "invalid credential, access_token is invalid or not latest"}),
+        ),
+    }
+}
+
+async fn custom_send(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    Query(q): Query<TokenQuery>,
+    Json(body): Json<Value>,
+) -> Json<Value> {
+    let delay = inner.lock().unwrap().send_delay;
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
+    let mut inner = inner.lock().unwrap();
+    if let Some(err) = check_token(&inner, &q) {
+        return Json(err);
+    }
+    if let Some(code) = inner.send_errors.pop_front() {
+        return Json(json!({"errcode": code, "errmsg": format!("fake error {code}")}));
+    }
+    let (Some(touser), Some("text"), Some(content)) = (
+        body["touser"].as_str(),
+        body["msgtype"].as_str(),
+        body["text"]["content"].as_str(),
+    ) else {
+        return Json(json!({"errcode": 44002, "errmsg": "empty post data or bad shape"}));
+    };
+    if content.len() >= 2048 {
+        return Json(json!({"errcode": 45002, "errmsg": "content size out of limit"}));
+    }
+    inner.sent.push(SentMessage {
+        touser: touser.into(),
+        content: content.into(),
+    });
+    Json(json!({"errcode": 0, "errmsg": "ok"}))
+}
+
+async fn custom_typing(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    Query(q): Query<TokenQuery>,
+    Json(body): Json<Value>,
+) -> Json<Value> {
+    let mut inner = inner.lock().unwrap();
+    if let Some(err) = check_token(&inner, &q) {
+        return Json(err);
+    }
+    let (Some(touser), Some(command)) = (body["touser"].as_str(), body["command"].as_str()) else {
+        return Json(json!({"errcode": 44002, "errmsg": "bad shape"}));
+    };
+    inner.typing.push((touser.into(), command.into()));
+    Json(json!({"errcode": 0, "errmsg": "ok"}))
+}

@@ -1,0 +1,62 @@
+//! What a job handler is, and how it says a job failed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+use ferry_common::job::Delivery;
+
+/// Why an attempt failed, from the handler's point of view.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum HandlerError {
+    /// Worth another attempt; `after` (an upstream's Retry-After) wins over
+    /// the backoff schedule.
+    #[error("{error}")]
+    Retry {
+        error: String,
+        after: Option<Duration>,
+    },
+    /// No attempt can succeed (bad input, a permanent upstream refusal).
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl HandlerError {
+    pub fn retry(error: impl Into<String>) -> Self {
+        Self::Retry {
+            error: error.into(),
+            after: None,
+        }
+    }
+}
+
+/// Runs jobs of one kind. The result is stored on the job record.
+pub trait Handler: Send + Sync + 'static {
+    fn handle<'a>(
+        &'a self,
+        job: &'a Delivery,
+    ) -> BoxFuture<'a, Result<serde_json::Value, HandlerError>>;
+}
+
+/// Handlers by job kind.
+#[derive(Clone, Default)]
+pub struct Handlers {
+    by_kind: HashMap<String, Arc<dyn Handler>>,
+}
+
+impl Handlers {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn register(mut self, kind: &str, handler: impl Handler) -> Self {
+        self.by_kind.insert(kind.to_owned(), Arc::new(handler));
+        self
+    }
+
+    pub fn get(&self, kind: &str) -> Option<&Arc<dyn Handler>> {
+        self.by_kind.get(kind)
+    }
+}

@@ -1,0 +1,90 @@
+//! Runs one job: finds its handler, runs it (a panic is a failed attempt,
+//! not a dead worker), asks the retry policy what a failure means, and hands
+//! the outcome to the acker together with the job's capacity slot.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures::FutureExt;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+
+use ferry_common::job::Delivery;
+use ferry_common::queue::Outcome;
+
+use crate::acker::Finished;
+use crate::handler::{HandlerError, Handlers};
+use crate::in_flight::InFlight;
+use crate::job_retry::RetryPolicy;
+
+#[derive(Clone)]
+pub struct Processor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    handlers: Handlers,
+    policy: RetryPolicy,
+    in_flight: InFlight,
+    acker: mpsc::Sender<Finished>,
+}
+
+impl Processor {
+    pub fn new(
+        handlers: Handlers,
+        policy: RetryPolicy,
+        in_flight: InFlight,
+        acker: mpsc::Sender<Finished>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                handlers,
+                policy,
+                in_flight,
+                acker,
+            }),
+        }
+    }
+
+    /// Starts every delivery on its own task; `permits` holds one slot per
+    /// delivery (more are returned).
+    pub fn dispatch(&self, deliveries: Vec<Delivery>, mut permits: OwnedSemaphorePermit) {
+        for delivery in deliveries {
+            let Some(permit) = permits.split(1) else {
+                tracing::error!("dispatch called with fewer slots than jobs; this is a bug");
+                return;
+            };
+            self.inner.in_flight.add(&delivery.id, &delivery.entry_id);
+            let this = self.clone();
+            tokio::spawn(async move { this.run(delivery, permit).await });
+        }
+    }
+
+    async fn run(&self, delivery: Delivery, permit: OwnedSemaphorePermit) {
+        let outcome = match self.inner.handlers.get(&delivery.kind) {
+            None => Outcome::Dead {
+                reason: format!("no handler for job kind {:?} in this worker", delivery.kind),
+            },
+            Some(handler) => match AssertUnwindSafe(handler.handle(&delivery))
+                .catch_unwind()
+                .await
+            {
+                Ok(Ok(result)) => Outcome::Succeeded { result },
+                Ok(Err(error)) => self.inner.policy.decide(&delivery, error),
+                Err(_) => self
+                    .inner
+                    .policy
+                    .decide(&delivery, HandlerError::retry("the handler panicked")),
+            },
+        };
+        let finished = Finished {
+            delivery,
+            outcome,
+            permit,
+        };
+        if self.inner.acker.send(finished).await.is_err() {
+            tracing::error!(
+                "the acker is gone; the job will be taken over after the visibility timeout"
+            );
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! Gemini's native `generateContent` wire format.
+//!
+//! Gemini differs from the OpenAI shape in every part: the model is in the
+//! path, the key in `x-goog-api-key`, the assistant is `model`, system
+//! messages go to `systemInstruction`, a refusal is a `finishReason` or a
+//! `promptFeedback.blockReason` instead of an error, and the retry hint is in
+//! the error body (handled by `failure`).
+
+use ferry_common::config::ProviderConfig;
+use reqwest::header::HeaderName;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::failure::{FailureClass, ProviderError};
+use super::http::{auth_header, post_json};
+use super::{ChatRequest, Completion, Role, Usage};
+
+/// A provider speaking Gemini's native format.
+#[derive(Debug, Clone)]
+pub struct Gemini {
+    pub(super) config: ProviderConfig,
+    client: reqwest::Client,
+}
+
+const API_KEY_HEADER: HeaderName = HeaderName::from_static("x-goog-api-key");
+
+/// Finish and block reasons meaning Gemini withheld the answer.
+const SAFETY_REASONS: &[&str] = &[
+    "SAFETY",
+    "PROHIBITED_CONTENT",
+    "BLOCKLIST",
+    "SPII",
+    "RECITATION",
+    "IMAGE_SAFETY",
+];
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestBody<'a> {
+    contents: Vec<Content<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system_instruction: Option<SystemInstruction<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    generation_config: Option<GenerationConfig>,
+}
+
+#[derive(Serialize)]
+struct Content<'a> {
+    role: &'static str,
+    parts: Vec<Part<'a>>,
+}
+
+#[derive(Serialize)]
+struct SystemInstruction<'a> {
+    parts: Vec<Part<'a>>,
+}
+
+#[derive(Serialize)]
+struct Part<'a> {
+    text: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GenerationConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_output_tokens: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseBody {
+    #[serde(default)]
+    candidates: Vec<Candidate>,
+    prompt_feedback: Option<PromptFeedback>,
+    usage_metadata: Option<UsageMetadata>,
+    model_version: Option<String>,
+    error: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Candidate {
+    content: Option<CandidateContent>,
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct CandidateContent {
+    #[serde(default)]
+    parts: Vec<CandidatePart>,
+}
+
+#[derive(Deserialize)]
+struct CandidatePart {
+    text: Option<String>,
+    /// A thinking summary, not part of the answer.
+    #[serde(default)]
+    thought: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PromptFeedback {
+    block_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UsageMetadata {
+    #[serde(default)]
+    prompt_token_count: u32,
+    #[serde(default)]
+    candidates_token_count: u32,
+    #[serde(default)]
+    thoughts_token_count: u32,
+    total_token_count: Option<u32>,
+}
+
+impl Gemini {
+    pub(super) fn new(config: ProviderConfig, client: reqwest::Client) -> Self {
+        Self { config, client }
+    }
+
+    pub(super) async fn complete(&self, req: &ChatRequest) -> Result<Completion, ProviderError> {
+        let name = self.config.name.as_str();
+        let Some(key) = &self.config.api_key else {
+            return Err(ProviderError::new(
+                name,
+                FailureClass::Auth,
+                "no API key configured",
+            ));
+        };
+        let auth = auth_header(name, API_KEY_HEADER, key.expose())?;
+        let body = request_body(&self.config, req);
+        let model = self.config.model.trim_start_matches("models/");
+        let url = format!("{}/models/{model}:generateContent", self.config.base_url);
+        let result = match post_json(&self.client, name, &url, auth, &body).await {
+            Ok(text) => parse_response(name, &text),
+            Err(e) => Err(e),
+        };
+        result.map_err(|e| e.scrub(key.expose()))
+    }
+}
+
+fn request_body<'a>(config: &ProviderConfig, req: &'a ChatRequest) -> RequestBody<'a> {
+    let mut system = Vec::new();
+    let mut contents = Vec::new();
+    for m in &req.messages {
+        let part = Part { text: &m.content };
+        match m.role {
+            Role::System => system.push(part),
+            Role::User => contents.push(Content {
+                role: "user",
+                parts: vec![part],
+            }),
+            Role::Assistant => contents.push(Content {
+                role: "model",
+                parts: vec![part],
+            }),
+        }
+    }
+    let generation_config = (config.temperature.is_some() || config.max_tokens.is_some())
+        .then_some(GenerationConfig {
+            temperature: config.temperature,
+            max_output_tokens: config.max_tokens,
+        });
+    RequestBody {
+        contents,
+        system_instruction: (!system.is_empty()).then_some(SystemInstruction { parts: system }),
+        generation_config,
+    }
+}
+
+fn filtered(provider: &str, reason: String) -> ProviderError {
+    let mut err = ProviderError::new(
+        provider,
+        FailureClass::ContentFiltered,
+        "Gemini withheld the answer",
+    );
+    err.code = Some(reason);
+    err
+}
+
+fn parse_response(provider: &str, body: &str) -> Result<Completion, ProviderError> {
+    let parsed: ResponseBody = serde_json::from_str(body.trim_start()).map_err(|e| {
+        let msg = format!(
+            "unparsable answer (line {}, column {})",
+            e.line(),
+            e.column()
+        );
+        ProviderError::new(provider, FailureClass::Transient, msg)
+    })?;
+    if parsed.error.is_some() {
+        return Err(ProviderError::from_response(provider, 200, None, body));
+    }
+    if let Some(reason) = parsed.prompt_feedback.and_then(|f| f.block_reason) {
+        return Err(filtered(provider, reason));
+    }
+    let Some(candidate) = parsed.candidates.into_iter().next() else {
+        return Err(ProviderError::new(
+            provider,
+            FailureClass::Transient,
+            "the answer has no candidates",
+        ));
+    };
+    let finish = candidate.finish_reason.unwrap_or_default();
+    if SAFETY_REASONS.contains(&finish.as_str()) {
+        return Err(filtered(provider, finish));
+    }
+    let text: String = candidate
+        .content
+        .map(|c| c.parts)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| !p.thought)
+        .filter_map(|p| p.text)
+        .collect();
+    if text.trim().is_empty() {
+        let msg = format!("the answer is empty (finishReason {finish:?})");
+        return Err(ProviderError::new(provider, FailureClass::Transient, msg));
+    }
+    // Thinking tokens are billed as output.
+    let usage = parsed.usage_metadata.map_or_else(Usage::default, |u| {
+        let completion = u.candidates_token_count + u.thoughts_token_count;
+        Usage {
+            prompt_tokens: u.prompt_token_count,
+            completion_tokens: completion,
+            total_tokens: u
+                .total_token_count
+                .unwrap_or(u.prompt_token_count + completion),
+        }
+    });
+    Ok(Completion {
+        model: parsed.model_version.filter(|m| !m.is_empty()),
+        text,
+        usage,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use ferry_common::config::ProviderKind;
+    use serde_json::json;
+
+    use super::*;
+    use crate::providers::ChatMessage;
+
+    fn config(temperature: Option<f32>, max_tokens: Option<u32>) -> ProviderConfig {
+        ProviderConfig {
+            name: "gemini".into(),
+            kind: ProviderKind::Gemini,
+            base_url: "http://x/v1beta".into(),
+            api_key: None,
+            model: "gemini-2.0-flash".into(),
+            temperature,
+            max_tokens,
+        }
+    }
+
+    #[test]
+    fn system_messages_become_the_system_instruction_and_the_assistant_is_model() {
+        let req = ChatRequest::new(vec![
+            ChatMessage::system("be brief"),
+            ChatMessage::user("hi"),
+            ChatMessage::assistant("hello"),
+            ChatMessage::user("again"),
+        ]);
+        let json = serde_json::to_value(request_body(&config(Some(0.5), Some(64)), &req)).unwrap();
+        let expected = json!({
+            "contents": [
+                {"role": "user", "parts": [{"text": "hi"}]},
+                {"role": "model", "parts": [{"text": "hello"}]},
+                {"role": "user", "parts": [{"text": "again"}]},
+            ],
+            "systemInstruction": {"parts": [{"text": "be brief"}]},
+            "generationConfig": {"temperature": 0.5, "maxOutputTokens": 64},
+        });
+        assert_eq!(json, expected);
+    }
+
+    #[test]
+    fn without_settings_there_is_no_generation_config() {
+        let req = ChatRequest::new(vec![ChatMessage::user("hi")]);
+        let json = serde_json::to_value(request_body(&config(None, None), &req)).unwrap();
+        assert_eq!(
+            json,
+            json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]})
+        );
+    }
+
+    #[test]
+    fn the_answer_joins_the_parts_and_skips_thoughts() {
+        let body = r#"{"candidates":[{"content":{"role":"model","parts":[
+            {"text":"thinking...","thought":true},{"text":"Hello, "},{"text":"world"}]},"finishReason":"STOP"}],
+            "usageMetadata":{"promptTokenCount":4,"candidatesTokenCount":2,"thoughtsTokenCount":5,"totalTokenCount":11},
+            "modelVersion":"gemini-2.0-flash-001"}"#;
+        let c = parse_response("gemini", body).unwrap();
+        assert_eq!(c.text, "Hello, world");
+        assert_eq!(c.model.as_deref(), Some("gemini-2.0-flash-001"));
+        let usage = Usage {
+            prompt_tokens: 4,
+            completion_tokens: 7,
+            total_tokens: 11,
+        };
+        assert_eq!(c.usage, usage);
+    }
+
+    #[test]
+    fn a_safety_finish_reason_or_a_blocked_prompt_is_content_filtered() {
+        let bodies = [
+            r#"{"candidates":[{"finishReason":"SAFETY","index":0}]}"#,
+            r#"{"candidates":[{"content":{"parts":[]},"finishReason":"PROHIBITED_CONTENT"}]}"#,
+            r#"{"candidates":[{"finishReason":"BLOCKLIST"}]}"#,
+            r#"{"promptFeedback":{"blockReason":"SAFETY"}}"#,
+        ];
+        for body in bodies {
+            let err = parse_response("gemini", body).unwrap_err();
+            assert_eq!(err.class, FailureClass::ContentFiltered, "{body}");
+        }
+    }
+
+    #[test]
+    fn no_candidates_or_no_text_is_transient() {
+        for body in ["{}", r#"{"candidates":[{"finishReason":"MAX_TOKENS"}]}"#] {
+            let err = parse_response("gemini", body).unwrap_err();
+            assert_eq!(err.class, FailureClass::Transient, "{body}");
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! AI providers: one chat call to one model, whatever its wire format.
+//!
+//! Handlers ask for an [`Answer`] to a [`ChatRequest`] and should not care
+//! that DeepSeek speaks OpenAI's shape and Gemini its own, nor how a 429
+//! from Zhipu differs from a 429 from OpenAI. So each wire format lives in
+//! its own file (`openai`, `gemini`), every failure is reduced to a
+//! [`FailureClass`] (`failure`), and the [`Router`] alone decides retries and
+//! failover along the configured chain from that class. The built-in echo
+//! provider answers instantly with the user's own words, so `ferry dev` and
+//! tests run with no key and no network.
+
+mod failure;
+mod gemini;
+mod http;
+mod openai;
+mod router;
+
+use std::time::{Duration, Instant};
+
+use ferry_common::config::{ProviderConfig, ProviderKind};
+use serde::{Deserialize, Serialize};
+
+pub use failure::{Classification, FailureClass, ProviderError, classify, retry_hint};
+pub use gemini::Gemini;
+pub use http::{HttpSettings, HttpSetupError, build_client};
+pub use openai::OpenAiCompatible;
+pub use router::{RetryPolicy, Router, RouterError};
+
+/// Who said a message. Serialized lowercase, as the OpenAI shape wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+/// One message of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn system(content: impl Into<String>) -> Self {
+        Self::new(Role::System, content)
+    }
+
+    pub fn user(content: impl Into<String>) -> Self {
+        Self::new(Role::User, content)
+    }
+
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Self::new(Role::Assistant, content)
+    }
+
+    fn new(role: Role, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+        }
+    }
+}
+
+/// A conversation to answer, oldest message first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatRequest {
+    pub messages: Vec<ChatMessage>,
+}
+
+impl ChatRequest {
+    pub fn new(messages: Vec<ChatMessage>) -> Self {
+        Self { messages }
+    }
+
+    /// The newest user message, if any.
+    pub fn last_user_message(&self) -> Option<&str> {
+        self.messages
+            .iter()
+            .rev()
+            .find(|m| m.role == Role::User)
+            .map(|m| m.content.as_str())
+    }
+}
+
+/// Tokens a call consumed, as the provider reported them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    pub total_tokens: u32,
+}
+
+/// A model's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// The provider's configured name (`deepseek`, `gemini`, ...).
+    pub provider: String,
+    /// The model that answered, as the provider reported it (else as
+    /// configured).
+    pub model: String,
+    pub text: String,
+    pub usage: Usage,
+    /// From sending the request to having parsed the answer.
+    pub latency: Duration,
+}
+
+/// What a wire format extracts from a successful answer.
+#[derive(Debug)]
+struct Completion {
+    model: Option<String>,
+    text: String,
+    usage: Usage,
+}
+
+/// One provider of the chain, speaking its own wire format.
+#[derive(Debug, Clone)]
+pub enum Provider {
+    OpenAi(OpenAiCompatible),
+    Gemini(Gemini),
+    Echo(Echo),
+}
+
+/// The built-in provider that answers with the last user message.
+#[derive(Debug, Clone)]
+pub struct Echo {
+    config: ProviderConfig,
+}
+
+impl Provider {
+    /// A provider for `config`, sharing `client` (see [`build_client`]).
+    pub fn new(config: &ProviderConfig, client: reqwest::Client) -> Self {
+        let config = config.clone();
+        match config.kind {
+            ProviderKind::OpenAi => Self::OpenAi(OpenAiCompatible::new(config, client)),
+            ProviderKind::Gemini => Self::Gemini(Gemini::new(config, client)),
+            ProviderKind::Echo => Self::Echo(Echo { config }),
+        }
+    }
+
+    fn config(&self) -> &ProviderConfig {
+        match self {
+            Self::OpenAi(p) => &p.config,
+            Self::Gemini(p) => &p.config,
+            Self::Echo(p) => &p.config,
+        }
+    }
+
+    /// The configured name, used in logs, errors and [`Answer::provider`].
+    pub fn name(&self) -> &str {
+        &self.config().name
+    }
+
+    /// The configured model.
+    pub fn model(&self) -> &str {
+        &self.config().model
+    }
+
+    pub fn kind(&self) -> ProviderKind {
+        self.config().kind
+    }
+
+    /// One call, no retry: retries and failover are the [`Router`]'s.
+    pub async fn chat(&self, req: &ChatRequest) -> Result<Answer, ProviderError> {
+        if req.messages.is_empty() {
+            let msg = "the conversation has no messages";
+            return Err(ProviderError::new(
+                self.name(),
+                FailureClass::BadRequest,
+                msg,
+            ));
+        }
+        let started = Instant::now();
+        let completion = match self {
+            Self::OpenAi(p) => p.complete(req).await?,
+            Self::Gemini(p) => p.complete(req).await?,
+            Self::Echo(_) => Completion {
+                model: None,
+                text: req.last_user_message().unwrap_or_default().to_owned(),
+                usage: Usage::default(),
+            },
+        };
+        Ok(Answer {
+            provider: self.name().to_owned(),
+            model: completion.model.unwrap_or_else(|| self.model().to_owned()),
+            text: completion.text,
+            usage: completion.usage,
+            latency: started.elapsed(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn echo() -> Provider {
+        let config = ProviderConfig {
+            name: "echo".into(),
+            kind: ProviderKind::Echo,
+            base_url: String::new(),
+            api_key: None,
+            model: "echo".into(),
+            temperature: None,
+            max_tokens: None,
+        };
+        Provider::new(&config, reqwest::Client::new())
+    }
+
+    #[test]
+    fn roles_serialize_lowercase() {
+        let json = serde_json::to_string(&ChatMessage::assistant("hi")).unwrap();
+        assert_eq!(json, r#"{"role":"assistant","content":"hi"}"#);
+    }
+
+    #[tokio::test]
+    async fn echo_answers_with_the_last_user_message() {
+        let req = ChatRequest::new(vec![
+            ChatMessage::system("be brief"),
+            ChatMessage::user("first"),
+            ChatMessage::assistant("ok"),
+            ChatMessage::user("second"),
+        ]);
+        let answer = echo().chat(&req).await.unwrap();
+        assert_eq!(answer.text, "second");
+        assert_eq!(
+            (answer.provider.as_str(), answer.model.as_str()),
+            ("echo", "echo")
+        );
+    }
+
+    #[tokio::test]
+    async fn an_empty_conversation_is_a_bad_request() {
+        let err = echo().chat(&ChatRequest::default()).await.unwrap_err();
+        assert_eq!(err.class, FailureClass::BadRequest);
+    }
+}

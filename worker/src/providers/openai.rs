@@ -1,0 +1,232 @@
+//! The OpenAI chat-completions wire format.
+//!
+//! DeepSeek, Qwen, ChatGPT, Zhipu and Doubao all speak it, and so does any
+//! endpoint added from configuration alone, so this one file serves five
+//! providers and more. It tolerates what they do differently: DeepSeek's
+//! blank lines before the JSON, a 200 that carries an error object, and
+//! Zhipu's `sensitive` finish reason.
+
+use ferry_common::config::ProviderConfig;
+use reqwest::header::AUTHORIZATION;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::failure::{FailureClass, ProviderError};
+use super::http::{auth_header, post_json};
+use super::{ChatMessage, ChatRequest, Completion, Usage};
+
+/// A provider speaking the OpenAI chat-completions shape.
+#[derive(Debug, Clone)]
+pub struct OpenAiCompatible {
+    pub(super) config: ProviderConfig,
+    client: reqwest::Client,
+}
+
+#[derive(Serialize)]
+struct RequestBody<'a> {
+    model: &'a str,
+    messages: &'a [ChatMessage],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    stream: bool,
+}
+
+#[derive(Deserialize)]
+struct ResponseBody {
+    model: Option<String>,
+    #[serde(default)]
+    choices: Vec<Choice>,
+    usage: Option<WireUsage>,
+    error: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    message: Option<Message>,
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    content: Option<String>,
+    refusal: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: u32,
+    #[serde(default)]
+    completion_tokens: u32,
+    total_tokens: Option<u32>,
+}
+
+/// Finish reasons meaning the provider withheld the answer: OpenAI's
+/// `content_filter`, Zhipu's `sensitive`.
+const FILTERED_FINISH_REASONS: &[&str] = &["content_filter", "sensitive"];
+
+impl OpenAiCompatible {
+    pub(super) fn new(config: ProviderConfig, client: reqwest::Client) -> Self {
+        Self { config, client }
+    }
+
+    pub(super) async fn complete(&self, req: &ChatRequest) -> Result<Completion, ProviderError> {
+        let name = self.config.name.as_str();
+        let Some(key) = &self.config.api_key else {
+            return Err(ProviderError::new(
+                name,
+                FailureClass::Auth,
+                "no API key configured",
+            ));
+        };
+        let auth = auth_header(name, AUTHORIZATION, &format!("Bearer {}", key.expose()))?;
+        let body = RequestBody {
+            model: &self.config.model,
+            messages: &req.messages,
+            temperature: self.config.temperature,
+            max_tokens: self.config.max_tokens,
+            stream: false,
+        };
+        let url = format!("{}/chat/completions", self.config.base_url);
+        let result = match post_json(&self.client, name, &url, auth, &body).await {
+            Ok(text) => parse_response(name, &text),
+            Err(e) => Err(e),
+        };
+        result.map_err(|e| e.scrub(key.expose()))
+    }
+}
+
+/// Reads a 2xx answer. Leading whitespace (DeepSeek's keep-alive blank
+/// lines) is skipped before parsing.
+fn parse_response(provider: &str, body: &str) -> Result<Completion, ProviderError> {
+    let parsed: ResponseBody = serde_json::from_str(body.trim_start()).map_err(|e| {
+        let msg = format!(
+            "unparsable answer (line {}, column {})",
+            e.line(),
+            e.column()
+        );
+        ProviderError::new(provider, FailureClass::Transient, msg)
+    })?;
+    let Some(choice) = parsed.choices.into_iter().next() else {
+        if parsed.error.is_some() {
+            return Err(ProviderError::from_response(provider, 200, None, body));
+        }
+        return Err(ProviderError::new(
+            provider,
+            FailureClass::Transient,
+            "the answer has no choices",
+        ));
+    };
+    let finish = choice.finish_reason.unwrap_or_default();
+    let (content, refusal) = match choice.message {
+        Some(m) => (m.content.unwrap_or_default(), m.refusal),
+        None => (String::new(), None),
+    };
+    if FILTERED_FINISH_REASONS.contains(&finish.as_str())
+        || (content.is_empty() && refusal.is_some())
+    {
+        let mut err = ProviderError::new(
+            provider,
+            FailureClass::ContentFiltered,
+            "the provider withheld the answer",
+        );
+        err.code = Some(if finish.is_empty() {
+            "refusal".into()
+        } else {
+            finish
+        });
+        return Err(err);
+    }
+    if content.trim().is_empty() {
+        let msg = format!("the answer is empty (finish_reason {finish:?})");
+        return Err(ProviderError::new(provider, FailureClass::Transient, msg));
+    }
+    let usage = parsed.usage.map_or_else(Usage::default, |u| Usage {
+        prompt_tokens: u.prompt_tokens,
+        completion_tokens: u.completion_tokens,
+        total_tokens: u
+            .total_tokens
+            .unwrap_or(u.prompt_tokens + u.completion_tokens),
+    });
+    Ok(Completion {
+        model: parsed.model.filter(|m| !m.is_empty()),
+        text: content,
+        usage,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: &str = r#"{"id":"c1","object":"chat.completion","model":"deepseek-chat",
+        "choices":[{"index":0,"message":{"role":"assistant","content":"你好"},"finish_reason":"stop"}],
+        "usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}"#;
+
+    #[test]
+    fn the_request_body_is_the_openai_shape() {
+        let messages = [ChatMessage::system("s"), ChatMessage::user("u")];
+        let body = RequestBody {
+            model: "m",
+            messages: &messages,
+            temperature: Some(0.5),
+            max_tokens: None,
+            stream: false,
+        };
+        let json = serde_json::to_value(&body).unwrap();
+        let expected = serde_json::json!({
+            "model": "m",
+            "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
+            "temperature": 0.5,
+            "stream": false,
+        });
+        assert_eq!(json, expected);
+    }
+
+    #[test]
+    fn an_answer_gives_text_model_and_usage() {
+        let c = parse_response("deepseek", OK).unwrap();
+        assert_eq!(c.text, "你好");
+        assert_eq!(c.model.as_deref(), Some("deepseek-chat"));
+        let usage = Usage {
+            prompt_tokens: 12,
+            completion_tokens: 3,
+            total_tokens: 15,
+        };
+        assert_eq!(c.usage, usage);
+    }
+
+    #[test]
+    fn leading_blank_lines_are_skipped() {
+        let body = format!("\n\n  \r\n\n{OK}");
+        assert_eq!(parse_response("deepseek", &body).unwrap().text, "你好");
+    }
+
+    #[test]
+    fn a_filtered_finish_reason_is_content_filtered() {
+        let body = OK.replace(
+            r#""finish_reason":"stop""#,
+            r#""finish_reason":"sensitive""#,
+        );
+        let err = parse_response("zhipu", &body).unwrap_err();
+        assert_eq!(err.class, FailureClass::ContentFiltered);
+        assert_eq!(err.code.as_deref(), Some("sensitive"));
+    }
+
+    #[test]
+    fn an_error_object_in_a_200_is_classified() {
+        let body = r#"{"error":{"code":"1302","message":"too fast"}}"#;
+        let err = parse_response("zhipu", body).unwrap_err();
+        assert_eq!(err.class, FailureClass::RateLimited);
+    }
+
+    #[test]
+    fn garbage_or_an_empty_answer_is_transient() {
+        for body in ["<html>", "{}", &OK.replace("你好", "")] {
+            let err = parse_response("p", body).unwrap_err();
+            assert_eq!(err.class, FailureClass::Transient, "{body}");
+        }
+    }
+}
