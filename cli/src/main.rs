@@ -1,11 +1,8 @@
 //! `ferry`: the one executable. Every subcommand is a thin shell around the
 //! libraries; errors end the process with one line that says what to do.
 
-mod app;
-mod commands;
-mod signals;
-
 use clap::{Parser, Subcommand};
+use ferry_cli::commands;
 
 #[derive(Parser)]
 #[command(

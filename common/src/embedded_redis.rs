@@ -6,6 +6,7 @@
 //! Redis it can kill and restart without sharing state with another test.
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -55,6 +56,9 @@ impl RedisProcess {
             .arg("")
             .arg("--logfile")
             .arg(self.log_file())
+            // Its own process group: a Ctrl-C meant for `ferry dev` must not
+            // kill Redis before the worker has handed its jobs back.
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());

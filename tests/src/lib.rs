@@ -4,7 +4,9 @@
 
 pub mod fake_provider;
 pub mod fake_wechat;
+pub mod ferry;
 pub mod redis_server;
 
 pub use fake_wechat::FakeWeChat;
+pub use ferry::{Parts, TestFerry, eventually};
 pub use redis_server::RedisServer;

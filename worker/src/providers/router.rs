@@ -260,7 +260,7 @@ fn plan_wait(
 ) -> Option<Duration> {
     let wait = ceiling
         .mul_f64(jitter.clamp(0.0, 1.0))
-        .max(hint.map(|_| Duration::ZERO).unwrap_or_default());
+        .max(hint.unwrap_or_default());
     (wait < remaining).then_some(wait)
 }
 

@@ -1,0 +1,132 @@
+//! Ferry itself, in the test's process: the api on a free port and a worker,
+//! built by exactly the code `ferry api` / `ferry worker` run
+//! (`ferry_cli::app`), against the test's own Redis and fakes.
+
+use std::time::Duration;
+
+use ferry_cli::app;
+use ferry_common::config::Config;
+use ferry_common::queue::JobQueue;
+use ferry_common::{Keys, connection, schema, wechat};
+use ferry_worker::WorkerSettings;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::RedisServer;
+
+/// The WeChat token the harness signs with.
+pub const TEST_WECHAT_TOKEN: &str = "test-wechat-token";
+
+pub struct TestFerry {
+    pub config: Config,
+    pub queue: JobQueue,
+    pub api_url: String,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// What to run.
+pub struct Parts {
+    pub api: bool,
+    pub worker: bool,
+}
+
+impl TestFerry {
+    /// Migrates `redis` and starts the parts with these variables on top of
+    /// REDIS_URL and WECHAT_TOKEN.
+    pub async fn start(redis: &RedisServer, vars: &[(&str, &str)], parts: Parts) -> Self {
+        let mut all: Vec<(String, String)> = vec![
+            ("REDIS_URL".into(), redis.url()),
+            ("WECHAT_TOKEN".into(), TEST_WECHAT_TOKEN.into()),
+            ("FERRY_FETCH_BLOCK_MS".into(), "200".into()),
+        ];
+        all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let config = Config::from_vars(all).expect("test configuration");
+        migrate(&config).await;
+        let queue = app::job_queue(&config, 16).unwrap();
+        app::require_schema(&queue, &config).await.unwrap();
+        let shutdown = CancellationToken::new();
+        let mut tasks = Vec::new();
+        let mut api_url = String::new();
+        if parts.api {
+            let state = app::api_state(&config, queue.clone(), false).unwrap();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            api_url = format!("http://{}", listener.local_addr().unwrap());
+            let token = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                ferry_api::serve(listener, state, token).await.unwrap();
+            }));
+        }
+        if parts.worker {
+            let worker = app::worker(
+                &config,
+                queue.clone(),
+                app::Replies::WeChat,
+                WorkerSettings::from_config(&config.queue),
+            )
+            .unwrap();
+            tasks.push(tokio::spawn(worker.run(shutdown.clone())));
+        }
+        Self {
+            config,
+            queue,
+            api_url,
+            shutdown,
+            tasks,
+        }
+    }
+
+    /// Posts a pushed message signed as WeChat signs it.
+    pub async fn post_wechat(&self, xml: &str) -> (u16, String) {
+        self.post_wechat_signed(xml, TEST_WECHAT_TOKEN).await
+    }
+
+    /// Posts a pushed message signed with `token` (a forger's guess).
+    pub async fn post_wechat_signed(&self, xml: &str, token: &str) -> (u16, String) {
+        let (ts, nonce) = (
+            chrono::Utc::now().timestamp().to_string(),
+            rand::random::<u32>().to_string(),
+        );
+        let signature = wechat::sign(&[token, &ts, &nonce]);
+        let response = reqwest::Client::new()
+            .post(format!("{}/wechat", self.api_url))
+            .query(&[
+                ("signature", signature.as_str()),
+                ("timestamp", &ts),
+                ("nonce", &nonce),
+            ])
+            .header("content-type", "text/xml")
+            .body(xml.to_owned())
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    /// Stops the worker and api gracefully and waits for them.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
+        }
+    }
+}
+
+async fn migrate(config: &Config) {
+    let client = connection::client(&config.redis_url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    schema::migrate(&mut conn, &Keys::new(&config.prefix), "test")
+        .await
+        .unwrap();
+}
+
+/// Waits until `check` holds, polling; panics with `what` after `timeout`.
+pub async fn eventually<F: FnMut() -> bool>(timeout: Duration, what: &str, mut check: F) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !check() {
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
