@@ -84,9 +84,9 @@ pub struct Reply {
 
 #[derive(Debug, Clone)]
 enum Outcome {
-    Echo,
-    Text {
-        text: String,
+    Success {
+        /// `None`: the last user message.
+        text: Option<String>,
         usage: Option<(u32, u32)>,
         finish_reason: Option<String>,
     },
@@ -108,30 +108,35 @@ impl Reply {
 
     /// Success, answering with the last user message (the default).
     pub fn echo() -> Self {
-        Self::with(Outcome::Echo)
+        Self::success(None)
     }
 
     /// Success with this text.
     pub fn text(text: impl Into<String>) -> Self {
-        Self::with(Outcome::Text {
-            text: text.into(),
+        Self::success(Some(text.into()))
+    }
+
+    fn success(text: Option<String>) -> Self {
+        Self::with(Outcome::Success {
+            text,
             usage: None,
             finish_reason: None,
         })
     }
 
     /// The usage to report (default: 10 prompt and 5 completion tokens).
+    /// Only for a success.
     pub fn usage(mut self, prompt: u32, completion: u32) -> Self {
-        if let Outcome::Text { usage, .. } = &mut self.outcome {
+        if let Outcome::Success { usage, .. } = &mut self.outcome {
             *usage = Some((prompt, completion));
         }
         self
     }
 
     /// The finish reason to report (default `stop` / `STOP`), e.g. Gemini's
-    /// `SAFETY` or OpenAI's `content_filter`.
+    /// `SAFETY` or OpenAI's `content_filter`. Only for a success.
     pub fn finish_reason(mut self, reason: &str) -> Self {
-        if let Outcome::Text { finish_reason, .. } = &mut self.outcome {
+        if let Outcome::Success { finish_reason, .. } = &mut self.outcome {
             *finish_reason = Some(reason.into());
         }
         self
@@ -274,9 +279,9 @@ async fn handle(
 ) -> Response {
     let (reply, status, json) = {
         let mut inner = inner.lock().unwrap();
-        let received = inspect(&inner, &method, &uri, &headers, &body);
-        let reply = match &received.problem {
-            Some(_) => rejection(inner.kind, &received),
+        let (received, rejected) = inspect(&inner, &method, &uri, &headers, &body);
+        let reply = match &rejected {
+            Some(r) => rejection(inner.kind, r),
             None => inner.script.pop_front().unwrap_or_else(Reply::echo),
         };
         let (status, json) = render(&inner, &reply, &received);
@@ -296,14 +301,14 @@ async fn handle(
     builder.body(Body::from(text)).unwrap()
 }
 
-/// Reads a request and notes the first thing the provider would reject.
+/// Reads a request and finds the first thing the provider would reject.
 fn inspect(
     inner: &Inner,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
     body: &Bytes,
-) -> Received {
+) -> (Received, Option<Rejection>) {
     let header = |name: &str| {
         headers
             .get(name)
@@ -329,28 +334,57 @@ fn inspect(
         FakeKind::OpenAi => check_openai(inner, headers, &mut received),
         FakeKind::Gemini => check_gemini(inner, headers, &mut received),
     };
-    received.problem = checked.err();
-    received
+    let rejected = checked.err();
+    received.problem = rejected
+        .as_ref()
+        .map(|r| format!("{} {}", r.status, r.reason));
+    (received, rejected)
 }
 
-/// A problem, tagged with the status the provider would answer.
-type Problem = String;
+/// Why the provider would reject a request, and with which status.
+struct Rejection {
+    status: u16,
+    reason: String,
+}
 
-fn check_common(headers: &HeaderMap, received: &Received) -> Result<(), Problem> {
+impl Rejection {
+    fn new(status: u16, reason: impl Into<String>) -> Self {
+        Self {
+            status,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A malformed body: 400, as every provider answers one.
+impl From<&str> for Rejection {
+    fn from(reason: &str) -> Self {
+        Self::new(400, reason)
+    }
+}
+
+impl From<String> for Rejection {
+    fn from(reason: String) -> Self {
+        Self::new(400, reason)
+    }
+}
+
+fn check_common(headers: &HeaderMap, received: &Received) -> Result<(), Rejection> {
     if received.method != "POST" {
-        return Err(format!("405 method {} not allowed", received.method));
+        return Err(Rejection::new(
+            405,
+            format!("method {} not allowed", received.method),
+        ));
     }
     let content_type = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if !content_type.starts_with("application/json") {
-        return Err(format!(
-            "400 content-type {content_type:?} is not application/json"
-        ));
+        return Err(format!("content-type {content_type:?} is not application/json").into());
     }
     if !received.body.is_object() {
-        return Err("400 the body is not a JSON object".into());
+        return Err("the body is not a JSON object".into());
     }
     Ok(())
 }
@@ -359,12 +393,15 @@ fn check_openai(
     inner: &Inner,
     headers: &HeaderMap,
     received: &mut Received,
-) -> Result<(), Problem> {
+) -> Result<(), Rejection> {
     if received.path != "/v1/chat/completions" {
-        return Err(format!("404 unknown path {}", received.path));
+        return Err(Rejection::new(
+            404,
+            format!("unknown path {}", received.path),
+        ));
     }
     if received.key_header.as_deref() != Some(format!("Bearer {}", inner.key).as_str()) {
-        return Err("401 invalid_api_key".into());
+        return Err(Rejection::new(401, "invalid_api_key"));
     }
     check_common(headers, received)?;
     let body = received.body.as_object().cloned().unwrap_or_default();
@@ -374,32 +411,35 @@ fn check_openai(
     )?;
     received.model = body.get("model").and_then(Value::as_str).map(str::to_owned);
     if received.model.as_deref() != Some(inner.model.as_str()) {
-        return Err(format!("404 model_not_found {:?}", received.model));
+        return Err(Rejection::new(
+            404,
+            format!("model_not_found {:?}", received.model),
+        ));
     }
     if body.get("stream") != Some(&Value::Bool(false)) {
-        return Err("400 stream must be false".into());
+        return Err("stream must be false".into());
     }
     optional_number(&body, "temperature")?;
     optional_count(&body, "max_tokens")?;
     let messages = body
         .get("messages")
         .and_then(Value::as_array)
-        .ok_or("400 messages must be an array")?;
+        .ok_or("messages must be an array")?;
     for m in messages {
-        let m = m.as_object().ok_or("400 a message is not an object")?;
+        let m = m.as_object().ok_or("a message is not an object")?;
         only_keys(m, &["role", "content"])?;
         let role = m.get("role").and_then(Value::as_str).unwrap_or("");
         if !matches!(role, "system" | "user" | "assistant") {
-            return Err(format!("400 unknown role {role:?}"));
+            return Err(format!("unknown role {role:?}").into());
         }
         let content = m
             .get("content")
             .and_then(Value::as_str)
-            .ok_or("400 content must be a string")?;
+            .ok_or("content must be a string")?;
         received.messages.push(FakeMessage::new(role, content));
     }
     if received.messages.is_empty() {
-        return Err("400 messages is empty".into());
+        return Err("messages is empty".into());
     }
     Ok(())
 }
@@ -408,24 +448,30 @@ fn check_gemini(
     inner: &Inner,
     headers: &HeaderMap,
     received: &mut Received,
-) -> Result<(), Problem> {
+) -> Result<(), Rejection> {
     let model = received
         .path
         .strip_prefix("/v1beta/models/")
         .and_then(|rest| rest.strip_suffix(":generateContent"))
         .map(str::to_owned);
     let Some(model) = model else {
-        return Err(format!("404 unknown path {}", received.path));
+        return Err(Rejection::new(
+            404,
+            format!("unknown path {}", received.path),
+        ));
     };
     received.model = Some(model.clone());
     if received.key_header.as_deref() != Some(inner.key.as_str()) {
-        return Err("400 API_KEY_INVALID".into());
+        return Err(Rejection::new(400, "API_KEY_INVALID"));
     }
     if received.authorization.is_some() {
-        return Err("401 unexpected Authorization header (the key goes in x-goog-api-key)".into());
+        return Err(Rejection::new(
+            401,
+            "unexpected Authorization header (the key goes in x-goog-api-key)",
+        ));
     }
     if model != inner.model {
-        return Err(format!("404 models/{model} is not found"));
+        return Err(Rejection::new(404, format!("models/{model} is not found")));
     }
     check_common(headers, received)?;
     let body = received.body.as_object().cloned().unwrap_or_default();
@@ -436,7 +482,7 @@ fn check_gemini(
     if let Some(system) = body.get("systemInstruction") {
         let system = system
             .as_object()
-            .ok_or("400 systemInstruction must be an object")?;
+            .ok_or("systemInstruction must be an object")?;
         only_keys(system, &["parts"])?;
         for text in texts(system)? {
             received.messages.push(FakeMessage::new("system", &text));
@@ -445,7 +491,7 @@ fn check_gemini(
     if let Some(config) = body.get("generationConfig") {
         let config = config
             .as_object()
-            .ok_or("400 generationConfig must be an object")?;
+            .ok_or("generationConfig must be an object")?;
         only_keys(config, &["temperature", "maxOutputTokens"])?;
         optional_number(config, "temperature")?;
         optional_count(config, "maxOutputTokens")?;
@@ -453,19 +499,17 @@ fn check_gemini(
     let contents = body
         .get("contents")
         .and_then(Value::as_array)
-        .ok_or("400 contents must be an array")?;
+        .ok_or("contents must be an array")?;
     if contents.is_empty() {
-        return Err("400 contents is not specified".into());
+        return Err("contents is not specified".into());
     }
     for content in contents {
-        let content = content
-            .as_object()
-            .ok_or("400 a content is not an object")?;
+        let content = content.as_object().ok_or("a content is not an object")?;
         only_keys(content, &["role", "parts"])?;
         let role = match content.get("role").and_then(Value::as_str) {
             Some("user") => "user",
             Some("model") => "assistant",
-            other => return Err(format!("400 unknown role {other:?}")),
+            other => return Err(format!("unknown role {other:?}").into()),
         };
         received
             .messages
@@ -475,55 +519,53 @@ fn check_gemini(
 }
 
 /// The texts of `{"parts":[{"text":..}, ..]}`.
-fn texts(object: &Map<String, Value>) -> Result<Vec<String>, Problem> {
+fn texts(object: &Map<String, Value>) -> Result<Vec<String>, Rejection> {
     let parts = object
         .get("parts")
         .and_then(Value::as_array)
-        .ok_or("400 parts must be an array")?;
+        .ok_or("parts must be an array")?;
     if parts.is_empty() {
-        return Err("400 parts is empty".into());
+        return Err("parts is empty".into());
     }
     parts
         .iter()
-        .map(|p| -> Result<String, Problem> {
-            let p = p.as_object().ok_or("400 a part is not an object")?;
+        .map(|p| -> Result<String, Rejection> {
+            let p = p.as_object().ok_or("a part is not an object")?;
             only_keys(p, &["text"])?;
             Ok(p.get("text")
                 .and_then(Value::as_str)
-                .ok_or("400 text must be a string")?
+                .ok_or("text must be a string")?
                 .to_owned())
         })
         .collect()
 }
 
-fn only_keys(object: &Map<String, Value>, allowed: &[&str]) -> Result<(), Problem> {
+fn only_keys(object: &Map<String, Value>, allowed: &[&str]) -> Result<(), Rejection> {
     match object.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(k) => Err(format!("400 unknown field {k:?}")),
+        Some(k) => Err(format!("unknown field {k:?}").into()),
         None => Ok(()),
     }
 }
 
-fn optional_number(object: &Map<String, Value>, key: &str) -> Result<(), Problem> {
+fn optional_number(object: &Map<String, Value>, key: &str) -> Result<(), Rejection> {
     match object.get(key) {
-        Some(v) if !v.is_number() => Err(format!("400 {key} must be a number")),
+        Some(v) if !v.is_number() => Err(format!("{key} must be a number").into()),
         _ => Ok(()),
     }
 }
 
-fn optional_count(object: &Map<String, Value>, key: &str) -> Result<(), Problem> {
+fn optional_count(object: &Map<String, Value>, key: &str) -> Result<(), Rejection> {
     match object.get(key) {
         Some(v) if v.as_u64().is_none_or(|n| n == 0) => {
-            Err(format!("400 {key} must be a positive integer"))
+            Err(format!("{key} must be a positive integer").into())
         }
         _ => Ok(()),
     }
 }
 
 /// The provider's own answer to a request it rejects.
-fn rejection(kind: FakeKind, received: &Received) -> Reply {
-    let problem = received.problem.as_deref().unwrap_or("400 bad request");
-    let (status, message) = problem.split_once(' ').unwrap_or(("400", problem));
-    let status: u16 = status.parse().unwrap_or(400);
+fn rejection(kind: FakeKind, rejected: &Rejection) -> Reply {
+    let (status, message) = (rejected.status, rejected.reason.as_str());
     match kind {
         FakeKind::OpenAi if status == 401 => {
             Reply::openai_error(401, "invalid_api_key", "Incorrect API key provided.")
@@ -572,12 +614,15 @@ fn render(inner: &Inner, reply: &Reply, received: &Received) -> (StatusCode, Str
         Outcome::Error { status, body } => {
             return (StatusCode::from_u16(*status).unwrap(), body.to_string());
         }
-        Outcome::Echo => (last_user(), None, None),
-        Outcome::Text {
+        Outcome::Success {
             text,
             usage,
             finish_reason,
-        } => (text.clone(), *usage, finish_reason.clone()),
+        } => (
+            text.clone().unwrap_or_else(last_user),
+            *usage,
+            finish_reason.clone(),
+        ),
     };
     let (prompt, completion) = usage.unwrap_or((10, 5));
     let n = inner.received.len() + 1;

@@ -149,7 +149,7 @@ impl JobQueue {
                 }
             }
         }
-        if !stale.cmd_iter().next().is_none() {
+        if stale.cmd_iter().next().is_some() {
             run::<(), _>(&mut conn, &stale).await?;
         }
         Ok(deliveries)

@@ -404,13 +404,24 @@ mod tests {
     const GEMINI_PER_DAY_MESSAGE: &str = r#"[{"error":{"code":429,"message":"Quota exceeded for quota metric 'Generate requests' and limit 'requests per day'","status":"RESOURCE_EXHAUSTED"}}]"#;
     const GEMINI_BAD_KEY: &str = r#"{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID","domain":"googleapis.com"}]}}"#;
 
+    /// One row: (what, status, header hint, body, class, code, retry_after).
+    type Case = (
+        &'static str,
+        u16,
+        Option<Duration>,
+        String,
+        FailureClass,
+        Option<&'static str>,
+        Option<Duration>,
+    );
+
     /// Every example of PROVIDERS.md's failure table, plus the status
-    /// fallbacks: (what, status, header hint, body, class, code, retry_after).
+    /// fallbacks.
     #[test]
     fn every_example_of_the_failure_table_is_classified_as_documented() {
         let s = Duration::from_secs;
         let ms = Duration::from_millis;
-        let cases: Vec<(&str, u16, Option<Duration>, String, FailureClass, Option<&str>, Option<Duration>)> = vec![
+        let cases: Vec<Case> = vec![
             // transient
             ("500", 500, None, String::new(), Transient, None, None),
             ("502 html", 502, None, "<html>bad gateway</html>".into(), Transient, None, None),
