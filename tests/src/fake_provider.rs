@@ -663,3 +663,111 @@ fn render(inner: &Inner, reply: &Reply, received: &Received) -> (StatusCode, Str
     };
     (StatusCode::OK, body.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn post(url: &str, headers: &[(&str, &str)], body: Value) -> (u16, Value) {
+        let mut request = reqwest::Client::new().post(url).json(&body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            serde_json::from_str(response.text().await.unwrap().trim_start()).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn an_openai_request_with_an_unknown_field_is_rejected_and_recorded() {
+        let fake = FakeProvider::start(FakeKind::OpenAi, "k", "m").await;
+        let url = format!("{}/chat/completions", fake.base_url());
+        let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": false, "maxTokens": 5});
+
+        let (status, answer) = post(&url, &[("authorization", "Bearer k")], body).await;
+
+        assert_eq!(status, 400);
+        assert_eq!(answer["error"]["code"], "invalid_request_error");
+        assert_eq!(
+            fake.requests()[0].problem.as_deref(),
+            Some("400 unknown field \"maxTokens\"")
+        );
+    }
+
+    #[tokio::test]
+    async fn gemini_answers_a_wrong_key_with_api_key_invalid() {
+        let fake = FakeProvider::start(FakeKind::Gemini, "k", "m").await;
+        let url = format!("{}/models/m:generateContent", fake.base_url());
+        let body = json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]});
+
+        let (status, answer) = post(&url, &[("x-goog-api-key", "wrong")], body).await;
+
+        assert_eq!(status, 400);
+        assert_eq!(answer["error"]["details"][0]["reason"], "API_KEY_INVALID");
+    }
+
+    #[tokio::test]
+    async fn with_no_script_gemini_echoes_the_last_user_message() {
+        let fake = FakeProvider::start(FakeKind::Gemini, "k", "m").await;
+        let url = format!("{}/models/m:generateContent", fake.base_url());
+        let body = json!({
+            "systemInstruction": {"parts": [{"text": "be brief"}]},
+            "contents": [
+                {"role": "user", "parts": [{"text": "one"}]},
+                {"role": "model", "parts": [{"text": "two"}]},
+                {"role": "user", "parts": [{"text": "three"}]},
+            ],
+        });
+
+        let (status, answer) = post(&url, &[("x-goog-api-key", "k")], body).await;
+
+        assert_eq!(status, 200);
+        assert_eq!(
+            answer["candidates"][0]["content"]["parts"][0]["text"],
+            "three"
+        );
+        assert_eq!(answer["candidates"][0]["finishReason"], "STOP");
+        let roles: Vec<_> = fake.requests()[0]
+            .messages
+            .iter()
+            .map(|m| m.role.clone())
+            .collect();
+        assert_eq!(roles, ["system", "user", "assistant", "user"]);
+    }
+
+    #[tokio::test]
+    async fn scripted_replies_come_in_order_with_their_headers_and_blank_lines() {
+        let fake = FakeProvider::start(FakeKind::OpenAi, "k", "m").await;
+        fake.push(
+            Reply::openai_error(429, "rate_limit_exceeded", "slow down")
+                .header("retry-after-ms", "200"),
+        );
+        fake.push(Reply::text("late").leading_blank_lines(2));
+        let url = format!("{}/chat/completions", fake.base_url());
+        let body =
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": false});
+        let send = || {
+            reqwest::Client::new()
+                .post(&url)
+                .bearer_auth("k")
+                .json(&body)
+                .send()
+        };
+
+        let limited = send().await.unwrap();
+        let late = send().await.unwrap().text().await.unwrap();
+        let (status, echoed) = post(&url, &[("authorization", "Bearer k")], body.clone()).await;
+
+        assert_eq!(limited.status().as_u16(), 429);
+        assert_eq!(limited.headers()["retry-after-ms"], "200");
+        assert!(late.starts_with("\n\n{"), "{late:?}");
+        assert_eq!(
+            (status, &echoed["choices"][0]["message"]["content"]),
+            (200, &json!("hi"))
+        );
+        assert_eq!(fake.count(), 3);
+    }
+}

@@ -2,6 +2,7 @@
 //! `redis-server` per test, and fakes of the outside services (WeChat's API,
 //! the AI providers) speaking their exact wire formats.
 
+pub mod counting;
 pub mod fake_provider;
 pub mod fake_wechat;
 pub mod ferry;

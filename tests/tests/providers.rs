@@ -270,6 +270,29 @@ async fn a_wrong_key_is_not_retried_fails_over_and_is_never_shown() {
 }
 
 #[tokio::test]
+async fn a_model_the_provider_does_not_serve_is_not_retried_and_fails_over() {
+    let (first, second) = (openai().await, gemini().await);
+    let unknown_model = ProviderConfig {
+        model: "deepseek-nonesuch".into(),
+        ..first.provider_config("deepseek")
+    };
+    let configs = [unknown_model, second.provider_config("gemini")];
+    let router = Router::from_configs(&configs, &client(Duration::from_secs(10)), policy());
+
+    let answer = router.chat(&question(), BUDGET).await.unwrap();
+
+    assert_eq!(answer.provider, "gemini");
+    assert_eq!(first.count(), 1);
+    assert!(
+        first.requests()[0]
+            .problem
+            .as_deref()
+            .unwrap()
+            .starts_with("404 model_not_found")
+    );
+}
+
+#[tokio::test]
 async fn a_bad_request_stops_the_chain_with_its_reason() {
     let (first, second) = (openai().await, openai().await);
     first.push(Reply::error(

@@ -114,7 +114,11 @@ impl Fetcher {
             fetched.extend(more);
         }
         if fetched.is_empty() {
-            // Nothing waiting: block until something arrives on any queue.
+            // Nothing waiting: block until something arrives on any queue,
+            // holding one slot only so the recoverer can use the others.
+            if permits.num_permits() > 1 {
+                drop(permits.split(permits.num_permits() - 1));
+            }
             fetched = self.read(conn, &self.queues, 1, Some(self.block)).await?;
         }
         if fetched.is_empty() {

@@ -73,7 +73,7 @@ impl From<JobId> for String {
 }
 
 /// queued -> running -> succeeded | retrying | dead; retrying -> running.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     Queued,

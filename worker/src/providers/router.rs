@@ -146,6 +146,7 @@ impl Router {
                         class = %err.class,
                         status = err.status,
                         code = err.code.as_deref(),
+                        error = %err.message,
                         "provider failed; {next}"
                     );
                     last = Some(err);

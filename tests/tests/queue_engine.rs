@@ -1,0 +1,556 @@
+//! The queue engine against a real Redis: at-least-once through kill -9,
+//! leases, retries and dead letters, Redis restarts, and priorities.
+//! Assertions are on counts and order, never on wall-clock durations.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ferry_common::job::{Delivery, JobId, JobState, NewJob};
+use ferry_common::queue::{BATCH, JobQueue, WECHAT};
+use ferry_common::{Keys, connection, schema};
+use ferry_tests::RedisServer;
+use ferry_tests::counting::{COUNT, Counting, EXECUTIONS_KEY, ORDER_KEY};
+use ferry_worker::handler::{Handler, HandlerError, Handlers};
+use ferry_worker::job_retry::RetryPolicy;
+use ferry_worker::{Worker, WorkerSettings};
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+async fn migrated_queue(redis: &RedisServer) -> JobQueue {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys = Keys::new("ferry");
+    schema::migrate(&mut conn, &keys, "test").await.unwrap();
+    let pool = connection::pool(&ferry_common::Secret::new(redis.url()), 16).unwrap();
+    JobQueue::new(pool, keys, Duration::from_secs(3600))
+}
+
+fn count_job(queue: &str, sleep_ms: u64) -> NewJob {
+    NewJob {
+        kind: COUNT.into(),
+        queue: queue.into(),
+        payload: serde_json::json!({ "sleep_ms": sleep_ms }),
+        max_attempts: 5,
+        idempotency: None,
+    }
+}
+
+fn settings(concurrency: usize, visibility: Duration) -> WorkerSettings {
+    let mut s = WorkerSettings::from_config(
+        &ferry_common::Config::from_vars(Vec::<(String, String)>::new())
+            .unwrap()
+            .queue,
+    );
+    s.concurrency = concurrency;
+    s.visibility_timeout = visibility;
+    s.fetch_block = Duration::from_millis(100);
+    s.shutdown_grace = Duration::from_secs(5);
+    s
+}
+
+/// A worker process running the real runtime with the counting handler.
+struct WorkerProcess {
+    child: Child,
+    id: String,
+}
+
+impl WorkerProcess {
+    fn spawn(redis: &RedisServer, concurrency: usize, visibility_secs: u64) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ferry_test_worker"))
+            .env("REDIS_URL", redis.url())
+            .env("FERRY_WORKER_CONCURRENCY", concurrency.to_string())
+            .env("FERRY_VISIBILITY_TIMEOUT", visibility_secs.to_string())
+            .env("FERRY_FETCH_BLOCK_MS", "100")
+            .env("LOG_LEVEL", "warn")
+            .env("LOG_FORMAT", "text")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        Self {
+            child,
+            id: line.trim().to_owned(),
+        }
+    }
+
+    fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn executions(redis: &RedisServer) -> HashMap<String, u64> {
+    redis::cmd("HGETALL")
+        .arg(EXECUTIONS_KEY)
+        .query(&mut redis.conn())
+        .unwrap()
+}
+
+/// Entries of `queue` pending for one consumer.
+fn pending_of(redis: &RedisServer, queue: &str, consumer: &str) -> u64 {
+    let stream = Keys::new("ferry").queue(queue).stream();
+    let rows: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg("workers")
+        .arg("-")
+        .arg("+")
+        .arg(100_000)
+        .arg(consumer)
+        .query(&mut redis.conn())
+        .unwrap();
+    rows.len() as u64
+}
+
+async fn wait_until<F: FnMut() -> bool>(what: &str, timeout: Duration, mut check: F) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Like `wait_until`, for checks that talk to Redis asynchronously.
+async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn state_of(queue: &JobQueue, id: &JobId) -> Option<JobState> {
+    queue.job(id).await.ok().flatten().map(|r| r.state)
+}
+
+async fn states(queue: &JobQueue, ids: &[JobId]) -> HashMap<JobState, usize> {
+    let mut out = HashMap::new();
+    for id in ids {
+        let record = queue.job(id).await.unwrap().expect("record exists");
+        *out.entry(record.state).or_default() += 1;
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_a_worker_loses_nothing_and_duplicates_at_most_its_in_flight_jobs() {
+    let redis = RedisServer::start();
+    let queue = migrated_queue(&redis).await;
+    let mut ids = Vec::new();
+    for _ in 0..3000 {
+        ids.push(queue.enqueue(&count_job(WECHAT, 1)).await.unwrap().id);
+    }
+    let mut victim = WorkerProcess::spawn(&redis, 16, 2);
+    let _others = [
+        WorkerProcess::spawn(&redis, 16, 2),
+        WorkerProcess::spawn(&redis, 16, 2),
+    ];
+
+    wait_until("a few hundred jobs done", Duration::from_secs(60), || {
+        executions(&redis).len() >= 500
+    })
+    .await;
+    victim.kill9();
+    let in_flight_at_kill = pending_of(&redis, WECHAT, &victim.id);
+    assert!(
+        executions(&redis).len() < 3000,
+        "the kill must land in the middle of the run"
+    );
+
+    wait_for("every job finished", Duration::from_secs(120), || async {
+        let stats = queue.stats().await.unwrap();
+        stats
+            .iter()
+            .all(|s| s.depth == 0 && s.pending == 0 && s.delayed == 0)
+    })
+    .await;
+    let by_state = states(&queue, &ids).await;
+    assert_eq!(
+        by_state.get(&JobState::Succeeded),
+        Some(&3000),
+        "{by_state:?}"
+    );
+    let execs = executions(&redis);
+    assert_eq!(execs.len(), 3000, "every job ran");
+    let ran_twice = execs.values().filter(|n| **n > 1).count() as u64;
+    assert!(
+        execs.values().all(|n| *n <= 2),
+        "no job ran more than twice"
+    );
+    assert!(
+        ran_twice <= in_flight_at_kill,
+        "{ran_twice} jobs ran twice, but only {in_flight_at_kill} were in flight at the kill"
+    );
+    println!("in flight at kill: {in_flight_at_kill}, ran twice: {ran_twice}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_job_is_kept_while_its_worker_lives_and_taken_over_when_it_is_killed() {
+    let redis = RedisServer::start();
+    let queue = migrated_queue(&redis).await;
+    // Visibility timeout 1 s; each job takes 3.5 s.
+    let mut holder = WorkerProcess::spawn(&redis, 1, 1);
+    let kept = queue.enqueue(&count_job(WECHAT, 3500)).await.unwrap().id;
+    wait_until("the slow job started", Duration::from_secs(10), || {
+        executions(&redis).contains_key(&kept.to_string())
+    })
+    .await;
+    let _other = WorkerProcess::spawn(&redis, 4, 1);
+    wait_for("the slow job finished", Duration::from_secs(30), || async {
+        state_of(&queue, &kept).await == Some(JobState::Succeeded)
+    })
+    .await;
+    assert_eq!(
+        executions(&redis)[&kept.to_string()],
+        1,
+        "a live worker's job was taken over"
+    );
+
+    // Now the holder dies in the middle of a slow job.
+    let orphan = queue.enqueue(&count_job(WECHAT, 3500)).await.unwrap().id;
+    wait_until("the orphan started", Duration::from_secs(10), || {
+        executions(&redis).contains_key(&orphan.to_string())
+    })
+    .await;
+    let started_by_holder = pending_of(&redis, WECHAT, &holder.id) == 1;
+    holder.kill9();
+    wait_for(
+        "the orphan was taken over and finished",
+        Duration::from_secs(30),
+        || async { state_of(&queue, &orphan).await == Some(JobState::Succeeded) },
+    )
+    .await;
+    if started_by_holder {
+        assert_eq!(
+            executions(&redis)[&orphan.to_string()],
+            2,
+            "taken over after the kill"
+        );
+    }
+}
+
+/// Fails until told otherwise, asking for a retry after a fixed hint.
+struct Flaky {
+    starts: Arc<Mutex<Vec<tokio::time::Instant>>>,
+    succeed: Arc<Mutex<bool>>,
+    hint: Duration,
+}
+
+impl Handler for Flaky {
+    fn handle<'a>(
+        &'a self,
+        _job: &'a Delivery,
+    ) -> BoxFuture<'a, Result<serde_json::Value, HandlerError>> {
+        Box::pin(async move {
+            self.starts
+                .lock()
+                .unwrap()
+                .push(tokio::time::Instant::now());
+            if *self.succeed.lock().unwrap() {
+                Ok(serde_json::json!("finally"))
+            } else {
+                Err(HandlerError::Retry {
+                    error: "upstream busy".into(),
+                    after: Some(self.hint),
+                })
+            }
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_wait_for_the_hint_then_dead_letter_with_the_reason_and_replay_works() {
+    let redis = RedisServer::start();
+    let queue = migrated_queue(&redis).await;
+    let starts = Arc::new(Mutex::new(Vec::new()));
+    let succeed = Arc::new(Mutex::new(false));
+    let hint = Duration::from_millis(300);
+    let handlers = Handlers::new().register(
+        "test.flaky",
+        Flaky {
+            starts: starts.clone(),
+            succeed: succeed.clone(),
+            hint,
+        },
+    );
+    let mut s = settings(4, Duration::from_secs(30));
+    s.retry = RetryPolicy {
+        base: Duration::from_millis(50),
+        cap: Duration::from_millis(200),
+    };
+    let worker = Worker::new(
+        queue.clone(),
+        ferry_common::Secret::new(redis.url()),
+        handlers,
+        s,
+    );
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(worker.run(shutdown.clone()));
+
+    let job = NewJob {
+        kind: "test.flaky".into(),
+        queue: BATCH.into(),
+        payload: serde_json::json!({}),
+        max_attempts: 3,
+        idempotency: None,
+    };
+    let id = queue.enqueue(&job).await.unwrap().id;
+    wait_for("dead-lettered", Duration::from_secs(20), || async {
+        state_of(&queue, &id).await == Some(JobState::Dead)
+    })
+    .await;
+    let record = queue.job(&id).await.unwrap().unwrap();
+    assert_eq!(record.attempts, 3);
+    assert_eq!(
+        record.last_error.as_deref(),
+        Some("gave up after 3 attempts: upstream busy")
+    );
+    let times = starts.lock().unwrap().clone();
+    assert_eq!(times.len(), 3);
+    for pair in times.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= hint,
+            "a retry came sooner than the upstream's hint"
+        );
+    }
+    let letters = queue.dead_letters(BATCH, 10).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].job_id, id.to_string());
+    assert_eq!(letters[0].reason, "gave up after 3 attempts: upstream busy");
+
+    *succeed.lock().unwrap() = true;
+    assert_eq!(queue.replay(BATCH, &letters).await.unwrap(), 1);
+    wait_for(
+        "replayed job succeeded",
+        Duration::from_secs(10),
+        || async { state_of(&queue, &id).await == Some(JobState::Succeeded) },
+    )
+    .await;
+    assert!(queue.dead_letters(BATCH, 10).await.unwrap().is_empty());
+    let record = queue.job(&id).await.unwrap().unwrap();
+    assert_eq!(record.attempts, 1, "a replay starts with fresh attempts");
+    assert_eq!(record.result, Some(serde_json::json!("finally")));
+    shutdown.cancel();
+    running.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_with_aof_mid_run_loses_no_acknowledged_job() {
+    let mut redis = RedisServer::start_with_aof();
+    let queue = migrated_queue(&redis).await;
+    let handlers = Handlers::new().register(
+        COUNT,
+        Counting {
+            pool: queue.pool().clone(),
+        },
+    );
+    let worker = Worker::new(
+        queue.clone(),
+        ferry_common::Secret::new(redis.url()),
+        handlers,
+        settings(16, Duration::from_secs(5)),
+    );
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(worker.run(shutdown.clone()));
+
+    // A producer that keeps whatever Redis acknowledged.
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let producer = {
+        let (queue, acknowledged) = (queue.clone(), acknowledged.clone());
+        tokio::spawn(async move {
+            let mut refused = 0;
+            for _ in 0..1500 {
+                match queue.enqueue(&count_job(WECHAT, 0)).await {
+                    Ok(e) => acknowledged.lock().unwrap().push(e.id),
+                    Err(_) => refused += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            refused
+        })
+    };
+    wait_until("some jobs acknowledged", Duration::from_secs(30), || {
+        acknowledged.lock().unwrap().len() >= 300
+    })
+    .await;
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.restart();
+    let refused = producer.await.unwrap();
+    let ids = acknowledged.lock().unwrap().clone();
+    assert!(!ids.is_empty());
+    wait_for(
+        "every acknowledged job succeeded",
+        Duration::from_secs(60),
+        || async {
+            for id in &ids {
+                if state_of(&queue, id).await != Some(JobState::Succeeded) {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+    println!(
+        "acknowledged {}, refused while Redis was down: {refused}",
+        ids.len()
+    );
+    shutdown.cancel();
+    running.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wechat_jobs_are_fetched_before_a_batch_flood_queued_ahead_of_them() {
+    let redis = RedisServer::start();
+    let queue = migrated_queue(&redis).await;
+    let mut batch = Vec::new();
+    for _ in 0..2000 {
+        batch.push(
+            queue
+                .enqueue(&count_job(BATCH, 2))
+                .await
+                .unwrap()
+                .id
+                .to_string(),
+        );
+    }
+    let mut wechat = Vec::new();
+    for _ in 0..20 {
+        wechat.push(
+            queue
+                .enqueue(&count_job(WECHAT, 2))
+                .await
+                .unwrap()
+                .id
+                .to_string(),
+        );
+    }
+    let concurrency = 8;
+    let handlers = Handlers::new().register(
+        COUNT,
+        Counting {
+            pool: queue.pool().clone(),
+        },
+    );
+    let worker = Worker::new(
+        queue.clone(),
+        ferry_common::Secret::new(redis.url()),
+        handlers,
+        settings(concurrency, Duration::from_secs(30)),
+    );
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(worker.run(shutdown.clone()));
+
+    // A trickle of WeChat jobs while the flood is being worked through.
+    let mut trickle = Vec::new();
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started_before: usize = redis::cmd("LLEN")
+            .arg(ORDER_KEY)
+            .query(&mut redis.conn())
+            .unwrap();
+        let id = queue
+            .enqueue(&count_job(WECHAT, 2))
+            .await
+            .unwrap()
+            .id
+            .to_string();
+        trickle.push((id, started_before));
+    }
+    wait_until("all jobs ran", Duration::from_secs(120), || {
+        executions(&redis).len() == 2030
+    })
+    .await;
+    let order: Vec<String> = redis::cmd("LRANGE")
+        .arg(ORDER_KEY)
+        .arg(0)
+        .arg(-1)
+        .query(&mut redis.conn())
+        .unwrap();
+    let position: HashMap<&str, usize> = order
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
+
+    // Up front: the 20 queued behind 2000 batch jobs start among the first
+    // few, apart from the slots batch keeps.
+    let last_wechat = wechat.iter().map(|id| position[id.as_str()]).max().unwrap();
+    assert!(
+        last_wechat < 20 + concurrency,
+        "the last of the first 20 WeChat jobs started at position {last_wechat}"
+    );
+    // Trickle: each starts after at most a worker's worth of batch jobs that
+    // started after it was enqueued.
+    for (id, started_before) in &trickle {
+        let overtaken = position[id.as_str()].saturating_sub(*started_before);
+        assert!(
+            overtaken <= concurrency,
+            "{overtaken} jobs started between a WeChat job's enqueue and its start"
+        );
+    }
+    // And batch was never starved: it kept going while WeChat jobs waited.
+    assert!(batch.iter().all(|id| position.contains_key(id.as_str())));
+    shutdown.cancel();
+    running.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_work_and_exits_0() {
+    let redis = RedisServer::start();
+    let queue = migrated_queue(&redis).await;
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        ids.push(queue.enqueue(&count_job(WECHAT, 500)).await.unwrap().id);
+    }
+    let mut worker = WorkerProcess::spawn(&redis, 4, 30);
+    wait_until("jobs started", Duration::from_secs(10), || {
+        !executions(&redis).is_empty()
+    })
+    .await;
+    let status = worker.terminate();
+    assert!(status.success(), "{status:?}");
+    // What was in flight finished; what was not started is still queued.
+    let by_state = states(&queue, &ids).await;
+    assert_eq!(by_state.get(&JobState::Running), None, "{by_state:?}");
+    let stats = queue.stats().await.unwrap();
+    assert_eq!(
+        stats.iter().map(|s| s.pending).sum::<u64>(),
+        0,
+        "nothing left pending after a graceful stop"
+    );
+}
