@@ -77,20 +77,33 @@ local function start(keys, args)
   return out
 end
 
--- KEYS: stream, job record
--- ARGV: group, entry id, result, retention (s)
--- -> 1 when this call made the job succeed, 0 when it had already finished.
+-- KEYS: stream, then the job records of a batch of successes
+-- ARGV: group, retention (s), then per job: entry id, result
+-- -> per job 1 when this call made it succeed, 0 when it had already
+--    finished. One call for the whole batch: the acknowledgement of many
+--    jobs costs one XACK and one XDEL.
 local function complete(keys, args)
-  release(keys[1], args[1], args[2])
-  local state = redis.call('HGET', keys[2], 'state')
-  if not state or finished(state) then
-    return 0
-  end
   local now = now_ms()
-  redis.call('HSET', keys[2], 'state', 'succeeded', 'result', args[3], 'finished_ms', now, 'updated_ms', now)
-  redis.call('HDEL', keys[2], 'due_ms')
-  redis.call('EXPIRE', keys[2], args[4])
-  return 1
+  local entries = {}
+  local out = {}
+  for i = 2, #keys do
+    local base = (i - 2) * 2 + 3
+    entries[#entries + 1] = args[base]
+    local state = redis.call('HGET', keys[i], 'state')
+    if state and not finished(state) then
+      redis.call('HSET', keys[i], 'state', 'succeeded', 'result', args[base + 1], 'finished_ms', now, 'updated_ms', now)
+      redis.call('HDEL', keys[i], 'due_ms')
+      redis.call('EXPIRE', keys[i], args[2])
+      out[i - 1] = 1
+    else
+      out[i - 1] = 0
+    end
+  end
+  if #entries > 0 then
+    redis.call('XACK', keys[1], args[1], unpack(entries))
+    redis.call('XDEL', keys[1], unpack(entries))
+  end
+  return out
 end
 
 -- KEYS: stream, job record, delayed set

@@ -100,9 +100,9 @@ impl JobQueue {
         Ok(fetched)
     }
 
-    /// Marks fetched jobs running and counts the attempt (one round trip for
-    /// the batch). Entries whose job is gone or already finished are
-    /// acknowledged and dropped here.
+    /// Marks fetched jobs running and counts the attempt: one function call
+    /// per queue for the whole batch. Entries whose job is gone or already
+    /// finished are acknowledged and dropped here.
     pub async fn start(
         &self,
         fetched: Vec<Fetched>,
@@ -111,18 +111,26 @@ impl JobQueue {
         if fetched.is_empty() {
             return Ok(Vec::new());
         }
+        let by_queue = group_by_queue(&fetched, |f| f.queue.as_str());
         let mut pipe = Pipeline::new();
-        for f in &fetched {
-            let record = self.keys.queue(&f.queue).job(&f.job_id);
-            fcall(&mut pipe, "ferry_start", &[&record]).arg(worker);
+        for (queue, indexes) in &by_queue {
+            let q = self.keys.queue(queue);
+            let records: Vec<String> = indexes.iter().map(|&i| q.job(&fetched[i].job_id)).collect();
+            let records: Vec<&str> = records.iter().map(String::as_str).collect();
+            fcall(&mut pipe, "ferry_start", &records).arg(worker);
         }
         let mut conn = self.conn().await?;
         let replies: Vec<Vec<Vec<redis::Value>>> = run(&mut conn, &pipe).await?;
+        let mut started: Vec<Option<Vec<redis::Value>>> = vec![None; fetched.len()];
+        for ((_, indexes), reply) in by_queue.iter().zip(replies) {
+            for (&i, fields) in indexes.iter().zip(reply) {
+                started[i] = Some(fields);
+            }
+        }
         let mut deliveries = Vec::with_capacity(fetched.len());
         let mut stale = Pipeline::new();
-        for (f, reply) in fetched.into_iter().zip(replies) {
-            let fields = reply.into_iter().next().unwrap_or_default();
-            match parse_started(&f, fields) {
+        for (f, fields) in fetched.iter().zip(started) {
+            match parse_started(f, fields.unwrap_or_default()) {
                 Ok(Some(d)) => deliveries.push(d),
                 Ok(None) => {
                     let stream = self.keys.queue(&f.queue).stream();
@@ -155,8 +163,10 @@ impl JobQueue {
         Ok(deliveries)
     }
 
-    /// Records outcomes (one pipeline). Each item answers whether this call
-    /// changed the job (false: it had already finished, e.g. a duplicate).
+    /// Records outcomes in one pipeline: the successes of each queue in one
+    /// function call, the rest one call each. Each item answers whether
+    /// this call changed the job (false: it had already finished, e.g. a
+    /// duplicate delivery).
     pub async fn record(
         &self,
         outcomes: &[(&Delivery, &Outcome)],
@@ -164,14 +174,62 @@ impl JobQueue {
         if outcomes.is_empty() {
             return Ok(Vec::new());
         }
+        let (successes, others): (Vec<usize>, Vec<usize>) =
+            (0..outcomes.len()).partition(|&i| matches!(outcomes[i].1, Outcome::Succeeded { .. }));
+        let successes: Vec<(&Delivery, &Outcome)> =
+            successes.iter().map(|&i| outcomes[i]).collect();
+        let by_queue = group_by_queue(&successes, |(d, _)| d.id.queue());
         let mut pipe = Pipeline::new();
-        for (d, outcome) in outcomes {
-            let job_id = d.id.to_string();
-            self.add_outcome(&mut pipe, d.id.queue(), &d.entry_id, &job_id, outcome);
+        for (queue, indexes) in &by_queue {
+            let q = self.keys.queue(queue);
+            let stream = q.stream();
+            let mut keys = vec![stream];
+            keys.extend(
+                indexes
+                    .iter()
+                    .map(|&i| q.job(&successes[i].0.id.to_string())),
+            );
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            let call = fcall(&mut pipe, "ferry_complete", &keys)
+                .arg(CONSUMER_GROUP)
+                .arg(self.retention_secs());
+            for &i in indexes {
+                let (d, outcome) = successes[i];
+                let Outcome::Succeeded { result } = outcome else {
+                    unreachable!("partitioned above")
+                };
+                call.arg(&d.entry_id).arg(result.to_string());
+            }
+        }
+        for &i in &others {
+            let (d, outcome) = outcomes[i];
+            self.add_outcome(
+                &mut pipe,
+                d.id.queue(),
+                &d.entry_id,
+                &d.id.to_string(),
+                outcome,
+            );
         }
         let mut conn = self.conn().await?;
-        let changed: Vec<i32> = run(&mut conn, &pipe).await?;
-        Ok(changed.into_iter().map(|c| c == 1).collect())
+        let replies: Vec<redis::Value> = run(&mut conn, &pipe).await?;
+        let mut replies = replies.into_iter();
+        let mut changed = vec![false; outcomes.len()];
+        let success_index: Vec<usize> = (0..outcomes.len())
+            .filter(|&i| matches!(outcomes[i].1, Outcome::Succeeded { .. }))
+            .collect();
+        for (_, indexes) in &by_queue {
+            let flags: Vec<i32> =
+                redis::from_redis_value(replies.next().unwrap_or(redis::Value::Nil))?;
+            for (&i, flag) in indexes.iter().zip(flags) {
+                changed[success_index[i]] = flag == 1;
+            }
+        }
+        for &i in &others {
+            let flag: i32 = redis::from_redis_value(replies.next().unwrap_or(redis::Value::Nil))?;
+            changed[i] = flag == 1;
+        }
+        Ok(changed)
     }
 
     /// Puts held jobs back on their streams at once (a worker shutting down
@@ -207,11 +265,12 @@ impl JobQueue {
         let (stream, record) = (q.stream(), q.job(job_id));
         match outcome {
             Outcome::Succeeded { result } => {
+                // `ferry_complete` answers a list, one flag per job.
                 fcall(pipe, "ferry_complete", &[&stream, &record])
                     .arg(CONSUMER_GROUP)
+                    .arg(self.retention_secs())
                     .arg(entry_id)
-                    .arg(result.to_string())
-                    .arg(self.retention_secs());
+                    .arg(result.to_string());
             }
             Outcome::Retry { error, delay } => {
                 fcall(pipe, "ferry_retry", &[&stream, &record, &q.delayed()])
@@ -233,6 +292,22 @@ impl JobQueue {
             }
         }
     }
+}
+
+/// Indexes of `items` grouped by queue, queues in first-seen order.
+fn group_by_queue<'a, T>(
+    items: &'a [T],
+    queue: impl Fn(&'a T) -> &'a str,
+) -> Vec<(&'a str, Vec<usize>)> {
+    let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let q = queue(item);
+        match groups.iter_mut().find(|(name, _)| *name == q) {
+            Some((_, indexes)) => indexes.push(i),
+            None => groups.push((q, vec![i])),
+        }
+    }
+    groups
 }
 
 /// `ferry_start`'s answer for one job: a delivery, or `None` for a stale

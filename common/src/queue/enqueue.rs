@@ -35,6 +35,35 @@ impl JobQueue {
         })
     }
 
+    /// Enqueues many jobs in one pipeline (one round trip); each answer in
+    /// the order of `jobs`.
+    pub async fn enqueue_many(&self, jobs: &[NewJob]) -> Result<Vec<Enqueued>, QueueError> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = Pipeline::new();
+        for job in jobs {
+            self.add_enqueue(&mut pipe, job)?;
+        }
+        let mut conn = self.conn().await?;
+        let replies: Vec<(String, i32)> = run(&mut conn, &pipe).await?;
+        replies
+            .into_iter()
+            .map(|(id, created)| {
+                let id = id
+                    .parse()
+                    .map_err(|e: crate::job::BadJobId| QueueError::Corrupt {
+                        id: id.clone(),
+                        reason: e.to_string(),
+                    })?;
+                Ok(Enqueued {
+                    id,
+                    created: created == 1,
+                })
+            })
+            .collect()
+    }
+
     fn add_enqueue(&self, pipe: &mut Pipeline, job: &NewJob) -> Result<(), QueueError> {
         if !is_valid_queue_name(&job.queue) {
             return Err(QueueError::UnknownQueue(job.queue.clone()));

@@ -1,0 +1,3 @@
+//! Shared pieces of Ferry's benchmark programs.
+
+pub mod redis_benchmark;
