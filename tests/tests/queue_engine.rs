@@ -554,3 +554,188 @@ async fn sigterm_finishes_in_flight_work_and_exits_0() {
         "nothing left pending after a graceful stop"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_survives_redis_losing_everything_and_keeps_serving() {
+    // No persistence: a restart loses the functions, the groups and the data.
+    let mut redis = RedisServer::start();
+    let queue = migrated_queue(&redis).await;
+    let handlers = Handlers::new().register(
+        COUNT,
+        Counting {
+            pool: queue.pool().clone(),
+        },
+    );
+    let worker = Worker::new(
+        queue.clone(),
+        ferry_common::Secret::new(redis.url()),
+        handlers,
+        settings(8, Duration::from_secs(5)),
+    );
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(worker.run(shutdown.clone()));
+    let before = queue.enqueue(&count_job(WECHAT, 0)).await.unwrap().id;
+    wait_for("first job done", Duration::from_secs(10), || async {
+        state_of(&queue, &before).await == Some(JobState::Succeeded)
+    })
+    .await;
+
+    redis.restart();
+    // The producer's first call finds the functions missing, reloads them
+    // and succeeds; the worker recreates its consumer group and goes on.
+    let after = queue
+        .enqueue(&count_job(WECHAT, 0))
+        .await
+        .expect("enqueue reloads the functions");
+    wait_for(
+        "a job enqueued after the restart is done",
+        Duration::from_secs(30),
+        || async { state_of(&queue, &after.id).await == Some(JobState::Succeeded) },
+    )
+    .await;
+    shutdown.cancel();
+    running.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_returns_the_same_job_and_finished_records_expire() {
+    let redis = RedisServer::start();
+    let queue = migrated_queue(&redis).await;
+    let mut job = count_job(BATCH, 0);
+    job.idempotency = Some(ferry_common::job::Idempotency {
+        key: "client-key-1".into(),
+        ttl: Duration::from_secs(60),
+    });
+    let first = queue.enqueue(&job).await.unwrap();
+    let second = queue.enqueue(&job).await.unwrap();
+    assert!(first.created && !second.created);
+    assert_eq!(first.id, second.id);
+    let len: u64 = redis::cmd("XLEN")
+        .arg(Keys::new("ferry").queue(BATCH).stream())
+        .query(&mut redis.conn())
+        .unwrap();
+    assert_eq!(len, 1);
+
+    let handlers = Handlers::new().register(
+        COUNT,
+        Counting {
+            pool: queue.pool().clone(),
+        },
+    );
+    let worker = Worker::new(
+        queue.clone(),
+        ferry_common::Secret::new(redis.url()),
+        handlers,
+        settings(2, Duration::from_secs(5)),
+    );
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(worker.run(shutdown.clone()));
+    wait_for("done", Duration::from_secs(10), || async {
+        state_of(&queue, &first.id).await == Some(JobState::Succeeded)
+    })
+    .await;
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(Keys::new("ferry").queue(BATCH).job(&first.id.to_string()))
+        .query(&mut redis.conn())
+        .unwrap();
+    assert!(
+        ttl > 0 && ttl <= 3600,
+        "a finished record expires after the retention, ttl={ttl}"
+    );
+    let record = queue.job(&first.id).await.unwrap().unwrap();
+    assert_eq!(record.attempts, 1);
+    assert!(record.finished_at.unwrap() >= record.started_at.unwrap());
+    shutdown.cancel();
+    running.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_workers_are_registered_and_a_killed_one_disappears() {
+    let redis = RedisServer::start();
+    let queue = migrated_queue(&redis).await;
+    let registry =
+        ferry_common::fleet::WorkerRegistry::new(queue.pool().clone(), queue.keys().clone());
+    let mut a = WorkerProcess::spawn(&redis, 3, 30);
+    let b = WorkerProcess::spawn(&redis, 5, 30);
+    wait_for("both registered", Duration::from_secs(10), || async {
+        registry.live().await.unwrap().len() == 2
+    })
+    .await;
+    let live = registry.live().await.unwrap();
+    let b_fields = &live
+        .iter()
+        .find(|(id, _)| *id == b.id)
+        .expect("b is live")
+        .1;
+    assert_eq!(b_fields["concurrency"], "5");
+    assert_eq!(b_fields["queues"], "wechat,batch");
+    assert!(b_fields.contains_key("in_flight:wechat"));
+
+    a.kill9();
+    // Its record expires with the heartbeat TTL; nobody has to clean up.
+    wait_for(
+        "the killed worker disappears",
+        Duration::from_secs(30),
+        || async {
+            let live = registry.live().await.unwrap();
+            live.len() == 1 && live[0].0 == b.id
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queues_and_dlq_commands_show_and_replay_dead_letters() {
+    let redis = RedisServer::start();
+    let queue = migrated_queue(&redis).await;
+    // A job of a kind no worker handles is dead-lettered with that reason.
+    let mut orphan = count_job(BATCH, 0);
+    orphan.kind = "no.such.kind".into();
+    let id = queue.enqueue(&orphan).await.unwrap().id;
+    let worker = Worker::new(
+        queue.clone(),
+        ferry_common::Secret::new(redis.url()),
+        Handlers::new(),
+        settings(2, Duration::from_secs(5)),
+    );
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(worker.run(shutdown.clone()));
+    wait_for("dead", Duration::from_secs(10), || async {
+        state_of(&queue, &id).await == Some(JobState::Dead)
+    })
+    .await;
+    shutdown.cancel();
+    running.await.unwrap();
+
+    let ferry = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_MANIFEST_DIR").to_owned() + "/../target/debug/ferry")
+            .args(args)
+            .env("REDIS_URL", redis.url())
+            .env("LOG_LEVEL", "error")
+            .output()
+            .expect("the ferry binary is built before the tests (scripts/test)");
+        assert!(
+            out.status.success(),
+            "ferry {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let queues = ferry(&["queues"]);
+    let batch_line = queues.lines().find(|l| l.starts_with("batch")).unwrap();
+    assert_eq!(
+        batch_line.split_whitespace().nth(5),
+        Some("1"),
+        "one dead letter:\n{queues}"
+    );
+    let list = ferry(&["dlq", "list", "--queue", "batch"]);
+    assert!(
+        list.contains(&id.to_string()) && list.contains("no handler for job kind"),
+        "{list}"
+    );
+    let show = ferry(&["dlq", "show", &id.to_string()]);
+    assert!(show.contains("\"state\": \"dead\""), "{show}");
+    assert!(ferry(&["dlq", "replay", "--queue", "batch", &id.to_string()]).contains("replayed 1"));
+    assert_eq!(state_of(&queue, &id).await, Some(JobState::Queued));
+    assert!(queue.dead_letters(BATCH, 10).await.unwrap().is_empty());
+}
