@@ -65,10 +65,46 @@ impl Keys {
         self.global(&format!("worker:{worker_id}"))
     }
 
+    /// List of one WeChat user's last conversation turns (JSON messages,
+    /// oldest first), expiring when the user falls silent.
+    pub fn conversation(&self, openid: &str) -> String {
+        self.global(&format!("conv:{openid}"))
+    }
+
+    /// The fleet-wide limiter, leases and breaker of one AI provider, under
+    /// the hash tag `{<prefix>:provider:<name>}`.
+    pub fn provider(&self, name: &str) -> ProviderKeys {
+        ProviderKeys {
+            tag: format!("{{{}:provider:{}}}", self.prefix, name),
+        }
+    }
+
     /// Replies the console sink recorded for one user, read by
     /// `ferry simulate` through the dev api (only used by `ferry dev`).
     pub fn dev_outbox(&self, openid: &str) -> String {
         self.global(&format!("dev:outbox:{openid}"))
+    }
+}
+
+/// The coordination keys of one provider (see `migrations/ferry_fleet.lua`),
+/// in the order its functions take them.
+#[derive(Clone, Debug)]
+pub struct ProviderKeys {
+    tag: String,
+}
+
+impl ProviderKeys {
+    /// rate, tokens, leases, breaker, window.
+    pub fn all(&self) -> [String; 5] {
+        ["rate", "tokens", "leases", "breaker", "window"].map(|k| format!("{}:{k}", self.tag))
+    }
+
+    pub fn breaker(&self) -> String {
+        format!("{}:breaker", self.tag)
+    }
+
+    pub fn window(&self) -> String {
+        format!("{}:window", self.tag)
     }
 }
 

@@ -9,12 +9,14 @@ pub mod config;
 pub mod connection;
 pub mod embedded_redis;
 pub mod fleet;
+pub mod functions;
 pub mod job;
 pub mod keys;
 pub mod queue;
 pub mod schema;
 pub mod secret;
 pub mod telemetry;
+pub mod users;
 pub mod wechat;
 
 pub use config::{Config, ConfigError};

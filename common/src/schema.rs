@@ -21,10 +21,16 @@ pub struct Library {
 }
 
 /// The libraries, in the order the manifest lists them.
-pub const LIBRARIES: &[Library] = &[Library {
-    file: "ferry_queue.lua",
-    source: include_str!("../../migrations/ferry_queue.lua"),
-}];
+pub const LIBRARIES: &[Library] = &[
+    Library {
+        file: "ferry_queue.lua",
+        source: include_str!("../../migrations/ferry_queue.lua"),
+    },
+    Library {
+        file: "ferry_fleet.lua",
+        source: include_str!("../../migrations/ferry_fleet.lua"),
+    },
+];
 
 const MANIFEST: &str = include_str!("../../migrations/manifest.toml");
 

@@ -1,8 +1,14 @@
 //! Coordination of the whole fleet through Redis: state that every api and
 //! worker process must agree on lives here, never in one process's memory.
 
+pub mod breaker;
+pub mod provider_gate;
 pub mod wechat_token;
 pub mod workers;
 
+pub use breaker::{BreakerView, Breakers};
+pub use provider_gate::{
+    Admission, BreakerSettings, BreakerState, CallResult, Denial, GateSettings, Pass, ProviderGate,
+};
 pub use wechat_token::{TokenCache, TokenError, TokenSource};
 pub use workers::{WorkerInfo, WorkerRegistry};

@@ -12,8 +12,8 @@ use redis::Pipeline;
 use redis::aio::ConnectionLike;
 use redis::streams::StreamReadReply;
 
-use super::functions::{fcall, run};
 use super::{JobQueue, QueueError};
+use crate::functions::{fcall, run};
 use crate::job::{Delivery, JobId, from_millis};
 use crate::keys::CONSUMER_GROUP;
 

@@ -3,8 +3,8 @@
 
 use redis::Pipeline;
 
-use super::functions::{fcall, run};
 use super::{JobQueue, QueueError, is_valid_queue_name};
+use crate::functions::{fcall, run};
 use crate::job::{JobId, NewJob};
 
 /// The answer to an enqueue.

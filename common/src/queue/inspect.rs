@@ -8,8 +8,8 @@ use redis::Pipeline;
 use redis::streams::StreamRangeReply;
 use serde::Serialize;
 
-use super::functions::{fcall, run};
 use super::{JobQueue, QUEUES, QueueError};
+use crate::functions::{fcall, run};
 use crate::job::{JobId, JobRecord, JobState, from_millis};
 use crate::keys::CONSUMER_GROUP;
 

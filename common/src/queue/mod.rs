@@ -9,7 +9,6 @@
 
 pub mod delivery;
 pub mod enqueue;
-mod functions;
 pub mod inspect;
 pub mod notes;
 pub mod recovery;
@@ -20,8 +19,8 @@ use deadpool_redis::Pool;
 
 use crate::keys::Keys;
 
+pub use crate::functions::is_function_missing;
 pub use delivery::{Fetched, Outcome};
-pub use functions::is_function_missing;
 
 /// Interactive WeChat replies: served first.
 pub const WECHAT: &str = "wechat";

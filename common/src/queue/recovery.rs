@@ -11,8 +11,8 @@ use std::time::Duration;
 use redis::Pipeline;
 use redis::streams::{StreamAutoClaimReply, StreamPendingCountReply};
 
-use super::functions::{fcall, run};
 use super::{Fetched, JobQueue, QueueError};
+use crate::functions::{fcall, run};
 use crate::keys::CONSUMER_GROUP;
 
 /// What one take-over pass did.

@@ -1,4 +1,4 @@
-//! Calling the queue's Redis functions, surviving a Redis that lost them.
+//! Calling Ferry's Redis functions, surviving a Redis that lost them.
 //!
 //! Functions persist only with persistence (AOF/RDB). After a restart
 //! without it, every call fails with "Function not found": the caller loads

@@ -1,0 +1,98 @@
+//! Operators' hands on the shared circuit breakers: see them, reset one,
+//! force one open (`ferry breaker list|reset|open`, and the admin API).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use deadpool_redis::Pool;
+use redis::Pipeline;
+use serde::Serialize;
+
+use super::provider_gate::GateError;
+use crate::functions::{fcall, run};
+use crate::keys::Keys;
+
+/// One provider's breaker as stored.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BreakerView {
+    pub provider: String,
+    pub state: String,
+    /// Until when it stays open (RFC 3339), if open.
+    pub open_until: Option<String>,
+    pub reason: Option<String>,
+    /// A 429 hint holding the fleet back until then.
+    pub slowed_until: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Breakers {
+    pool: Pool,
+    keys: Keys,
+}
+
+fn time(ms: Option<&String>) -> Option<String> {
+    let ms: i64 = ms?.parse().ok()?;
+    (ms > 0).then(|| crate::job::from_millis(ms).to_rfc3339())
+}
+
+impl Breakers {
+    pub fn new(pool: Pool, keys: Keys) -> Self {
+        Self { pool, keys }
+    }
+
+    pub async fn list(&self, providers: &[&str]) -> Result<Vec<BreakerView>, GateError> {
+        let mut conn = self.pool.get().await?;
+        let mut out = Vec::new();
+        for p in providers {
+            let fields: HashMap<String, String> = redis::cmd("HGETALL")
+                .arg(self.keys.provider(p).breaker())
+                .query_async(&mut conn)
+                .await?;
+            out.push(BreakerView {
+                provider: p.to_string(),
+                state: fields
+                    .get("state")
+                    .cloned()
+                    .unwrap_or_else(|| "closed".into()),
+                open_until: time(fields.get("open_until"))
+                    .filter(|_| fields.get("state").map(String::as_str) == Some("open")),
+                reason: fields.get("reason").filter(|r| !r.is_empty()).cloned(),
+                slowed_until: time(fields.get("slow_until")),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Closes the breaker and forgets its window.
+    pub async fn reset(&self, provider: &str) -> Result<(), GateError> {
+        self.admin(provider, &["reset", "0", ""]).await
+    }
+
+    /// Opens the breaker for `duration` (calls fall over to the next provider).
+    pub async fn force_open(
+        &self,
+        provider: &str,
+        duration: Duration,
+        reason: &str,
+    ) -> Result<(), GateError> {
+        self.admin(
+            provider,
+            &["open", &duration.as_millis().to_string(), reason],
+        )
+        .await
+    }
+
+    async fn admin(&self, provider: &str, args: &[&str]) -> Result<(), GateError> {
+        let keys = self.keys.provider(provider);
+        let (breaker, window) = (keys.breaker(), keys.window());
+        let mut pipe = Pipeline::new();
+        let call = fcall(&mut pipe, "ferry_breaker_admin", &[&breaker, &window]);
+        for a in args {
+            call.arg(*a);
+        }
+        let mut conn = self.pool.get().await?;
+        let _: (String,) = run(&mut conn, &pipe).await?;
+        tracing::warn!(target: "security", provider, action = args[0], "circuit breaker changed by an operator");
+        Ok(())
+    }
+}
