@@ -7,7 +7,12 @@ use ferry_common::Secret;
 use ferry_common::queue::JobQueue;
 use ferry_common::wechat::MessageCrypt;
 
-/// What the WeChat callback needs to check and decode pushes.
+use crate::client_ip::ClientIpResolver;
+use crate::limiter::IpLimiter;
+use crate::security::SecurityCounters;
+use crate::spool::Spool;
+
+/// What the WeChat callback needs to check, decode and answer pushes.
 pub struct WeChatIngress {
     /// `WECHAT_TOKEN`: the signature key shared with WeChat.
     pub token: Secret,
@@ -16,6 +21,23 @@ pub struct WeChatIngress {
     pub crypt: Option<MessageCrypt>,
     /// How long a message id is remembered to drop WeChat's retries.
     pub dedup_ttl: Duration,
+    /// Time Redis gets to take a push before it is spooled.
+    pub ack_budget: Duration,
+    /// Largest accepted distance between a push's `timestamp` and now.
+    pub max_skew: Duration,
+    /// The passive replies that need no AI.
+    pub texts: ReplyTexts,
+}
+
+/// Fixed answers sent in the HTTP response itself.
+#[derive(Debug, Clone)]
+pub struct ReplyTexts {
+    /// To a new follower (`subscribe`).
+    pub welcome: String,
+    /// To images and other types the AI cannot read.
+    pub unsupported: String,
+    /// To a voice message without speech recognition.
+    pub voice_unrecognized: String,
 }
 
 #[derive(Clone)]
@@ -25,4 +47,19 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Serve `/dev/replies` (only `ferry dev`, with the console reply sink).
     pub dev_outbox: bool,
+    /// Where pushes go when Redis does not take them in time.
+    pub spool: Arc<Spool>,
+    /// Who a request comes from (peer, or the client a trusted proxy names).
+    pub clients: Arc<ClientIpResolver>,
+    /// The per-IP flood guard; `None` when turned off.
+    pub limiter: Option<Arc<IpLimiter>>,
+    /// Refused requests that look like attacks, by kind.
+    pub security: Arc<SecurityCounters>,
+}
+
+impl AppState {
+    /// The security event counts of this process.
+    pub fn security(&self) -> &SecurityCounters {
+        &self.security
+    }
 }

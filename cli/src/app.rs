@@ -71,15 +71,40 @@ pub fn api_state(
         ),
         _ => None,
     };
+    let ingress = &config.ingress;
+    let spool =
+        ferry_api::Spool::open(&ingress.spool_dir, ingress.spool_max_bytes).with_context(|| {
+            format!(
+                "{}: cannot write the spool directory {}",
+                vars::FERRY_SPOOL_DIR,
+                ingress.spool_dir.display()
+            )
+        })?;
     Ok(ferry_api::AppState {
         queue,
         wechat: Arc::new(ferry_api::WeChatIngress {
             token,
             crypt,
             dedup_ttl: config.queue.dedup_ttl,
+            ack_budget: ingress.ack_budget,
+            max_skew: ingress.max_skew,
+            texts: ferry_api::ReplyTexts {
+                welcome: ingress.welcome.clone(),
+                unsupported: ingress.unsupported_reply.clone(),
+                voice_unrecognized: ingress.voice_unrecognized_reply.clone(),
+            },
         }),
         max_body_bytes: config.max_body_bytes,
         dev_outbox,
+        spool: Arc::new(spool),
+        clients: Arc::new(ferry_api::ClientIpResolver::new(
+            ingress.trusted_proxies.clone(),
+        )),
+        limiter: ingress
+            .ip_rate
+            .as_ref()
+            .map(|rate| Arc::new(ferry_api::IpLimiter::from_config(rate))),
+        security: Arc::default(),
     })
 }
 

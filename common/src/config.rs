@@ -49,6 +49,17 @@ pub mod vars {
     pub const FERRY_BATCH_MIN_SHARE: &str = "FERRY_BATCH_MIN_SHARE";
     pub const FERRY_SYSTEM_PROMPT: &str = "FERRY_SYSTEM_PROMPT";
     pub const FERRY_MAX_BODY_BYTES: &str = "FERRY_MAX_BODY_BYTES";
+    pub const FERRY_ACK_BUDGET_MS: &str = "FERRY_ACK_BUDGET_MS";
+    pub const FERRY_SPOOL_DIR: &str = "FERRY_SPOOL_DIR";
+    pub const FERRY_SPOOL_MAX_BYTES: &str = "FERRY_SPOOL_MAX_BYTES";
+    pub const FERRY_WECHAT_MAX_SKEW: &str = "FERRY_WECHAT_MAX_SKEW";
+    pub const FERRY_IP_RATE_LIMIT: &str = "FERRY_IP_RATE_LIMIT";
+    pub const FERRY_IP_RATE_BURST: &str = "FERRY_IP_RATE_BURST";
+    pub const FERRY_IP_RATE_ALLOW: &str = "FERRY_IP_RATE_ALLOW";
+    pub const FERRY_TRUSTED_PROXIES: &str = "FERRY_TRUSTED_PROXIES";
+    pub const FERRY_WECHAT_WELCOME: &str = "FERRY_WECHAT_WELCOME";
+    pub const FERRY_WECHAT_UNSUPPORTED_REPLY: &str = "FERRY_WECHAT_UNSUPPORTED_REPLY";
+    pub const FERRY_WECHAT_VOICE_UNRECOGNIZED_REPLY: &str = "FERRY_WECHAT_VOICE_UNRECOGNIZED_REPLY";
 }
 
 /// A configuration value that cannot be used: start-up stops with this line.
@@ -231,6 +242,100 @@ pub struct Config {
     pub alerts: AlertThresholds,
     pub queue: QueueConfig,
     pub max_body_bytes: usize,
+    pub ingress: IngressConfig,
+}
+
+/// The api's WeChat ingress: how soon it must acknowledge, where it keeps
+/// messages Redis could not take in time, and how it defends itself.
+#[derive(Debug, Clone)]
+pub struct IngressConfig {
+    /// Time Redis gets to take a message before it is spooled instead.
+    pub ack_budget: Duration,
+    /// Directory of the local spool (one file per api process).
+    pub spool_dir: PathBuf,
+    /// Bytes one api process may hold spooled before it answers 503.
+    pub spool_max_bytes: u64,
+    /// Largest accepted distance between a push's `timestamp` and now.
+    pub max_skew: Duration,
+    /// Per-client-IP limit on `/wechat`; `None` when turned off.
+    pub ip_rate: Option<IpRateLimit>,
+    /// Proxies whose `X-Forwarded-For` / `X-Real-IP` are believed.
+    pub trusted_proxies: Vec<IpRange>,
+    /// Passive reply to a new follower (`subscribe`).
+    pub welcome: String,
+    /// Passive reply to images and other message types the AI cannot read.
+    pub unsupported_reply: String,
+    /// Passive reply to a voice message without speech recognition.
+    pub voice_unrecognized_reply: String,
+}
+
+/// A token bucket per client IP.
+#[derive(Debug, Clone)]
+pub struct IpRateLimit {
+    /// Sustained requests per second.
+    pub per_second: u32,
+    /// Requests allowed at once on top of the sustained rate.
+    pub burst: u32,
+    /// Clients never limited (WeChat's callback IPs belong here).
+    pub allow: Vec<IpRange>,
+}
+
+/// An IP address or CIDR block: `203.0.113.7`, `10.0.0.0/8`, `2001:db8::/32`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpRange {
+    addr: std::net::IpAddr,
+    prefix_len: u8,
+}
+
+impl IpRange {
+    /// Whether `ip` is in the range (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix_len));
+                let mask = mask.unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix_len));
+                let mask = mask.unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for IpRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (addr, len) = match s.split_once('/') {
+            Some((addr, len)) => (addr, Some(len)),
+            None => (s, None),
+        };
+        let addr = addr
+            .parse::<std::net::IpAddr>()
+            .map_err(|_| format!("{s:?} is not an IP address or CIDR block"))?
+            .to_canonical();
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix_len = match len {
+            None => max,
+            Some(len) => len
+                .parse::<u8>()
+                .ok()
+                .filter(|&l| l <= max)
+                .ok_or_else(|| format!("{s:?}: prefix length must be 0..={max}"))?,
+        };
+        Ok(Self { addr, prefix_len })
+    }
+}
+
+impl std::fmt::Display for IpRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_len)
+    }
 }
 
 /// Where values come from: the environment, then ferry.toml.
@@ -476,6 +581,7 @@ impl Config {
             alerts,
             queue,
             max_body_bytes: positive(&s, vars::FERRY_MAX_BODY_BYTES, 64 * 1024)?,
+            ingress: ingress_config(&s)?,
         })
     }
 
@@ -495,6 +601,69 @@ pub fn redact_url(url: &str) -> String {
         Ok(parsed) => parsed.to_string(),
         Err(_) => "[unparsable url]".into(),
     }
+}
+
+/// The slowest acknowledgement budget accepted: the spool's own write limit
+/// (1 s) on top must still leave room under WeChat's 5 s.
+const MAX_ACK_BUDGET_MS: u64 = 3000;
+
+fn ingress_config(s: &Sources) -> Result<IngressConfig, ConfigError> {
+    let ack_budget_ms = s.parse(vars::FERRY_ACK_BUDGET_MS, 1500u64, "milliseconds")?;
+    if !(1..=MAX_ACK_BUDGET_MS).contains(&ack_budget_ms) {
+        return Err(ConfigError::new(
+            vars::FERRY_ACK_BUDGET_MS,
+            format!("expected 1..={MAX_ACK_BUDGET_MS} ms (WeChat waits 5 s in all)"),
+        ));
+    }
+    let ip_rate = match s.get(vars::FERRY_IP_RATE_LIMIT).as_deref() {
+        Some("off" | "0") => None,
+        _ => Some(IpRateLimit {
+            per_second: positive(s, vars::FERRY_IP_RATE_LIMIT, 100)?,
+            burst: positive(s, vars::FERRY_IP_RATE_BURST, 200)?,
+            allow: ip_ranges(s, vars::FERRY_IP_RATE_ALLOW)?,
+        }),
+    };
+    let max_skew = s.seconds(vars::FERRY_WECHAT_MAX_SKEW, 300.0)?;
+    if max_skew < Duration::from_secs(1) {
+        return Err(ConfigError::new(
+            vars::FERRY_WECHAT_MAX_SKEW,
+            "must be at least 1 second",
+        ));
+    }
+    let text = |var: &str, default: &str| s.get(var).unwrap_or_else(|| default.to_owned());
+    Ok(IngressConfig {
+        ack_budget: Duration::from_millis(ack_budget_ms),
+        spool_dir: PathBuf::from(
+            s.get(vars::FERRY_SPOOL_DIR)
+                .unwrap_or_else(|| "ferry-spool".into()),
+        ),
+        spool_max_bytes: positive(s, vars::FERRY_SPOOL_MAX_BYTES, 64 * 1024 * 1024)?,
+        max_skew,
+        ip_rate,
+        trusted_proxies: ip_ranges(s, vars::FERRY_TRUSTED_PROXIES)?,
+        welcome: text(
+            vars::FERRY_WECHAT_WELCOME,
+            "感谢关注！直接发送文字或语音，AI 助手会尽快回复您。",
+        ),
+        unsupported_reply: text(
+            vars::FERRY_WECHAT_UNSUPPORTED_REPLY,
+            "抱歉，目前只能回复文字和语音消息，请发送文字试试。",
+        ),
+        voice_unrecognized_reply: text(
+            vars::FERRY_WECHAT_VOICE_UNRECOGNIZED_REPLY,
+            "抱歉，没有听清您的语音，请发送文字试试。",
+        ),
+    })
+}
+
+/// A list of IPs and CIDR blocks separated by commas or spaces.
+fn ip_ranges(s: &Sources, var: &str) -> Result<Vec<IpRange>, ConfigError> {
+    s.get(var)
+        .unwrap_or_default()
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|item| !item.is_empty())
+        .map(|item| item.parse().map_err(|reason| ConfigError::new(var, reason)))
+        .collect()
 }
 
 fn positive<T>(s: &Sources, var: &str, default: T) -> Result<T, ConfigError>
@@ -789,6 +958,70 @@ mod tests {
         assert_eq!(c.providers[0].temperature, Some(0.2));
         let err = load(&[("FERRY_CONFIG", "/nonexistent/ferry.toml")]).unwrap_err();
         assert_eq!(err.var, "FERRY_CONFIG");
+    }
+
+    #[test]
+    fn ingress_settings_have_defaults_and_name_the_variable_at_fault() {
+        let d = load(&[]).unwrap().ingress;
+        assert_eq!(d.ack_budget, Duration::from_millis(1500));
+        assert_eq!(d.spool_dir, PathBuf::from("ferry-spool"));
+        assert_eq!(d.spool_max_bytes, 64 * 1024 * 1024);
+        assert_eq!(d.max_skew, Duration::from_secs(300));
+        let rate = d.ip_rate.unwrap();
+        assert_eq!((rate.per_second, rate.burst), (100, 200));
+        assert!(rate.allow.is_empty() && d.trusted_proxies.is_empty());
+        assert!(d.welcome.contains("感谢关注"));
+
+        let c = load(&[
+            (
+                "FERRY_IP_RATE_ALLOW",
+                "101.226.0.0/16, 203.0.113.7 2001:db8::/32",
+            ),
+            ("FERRY_TRUSTED_PROXIES", "127.0.0.1"),
+            ("FERRY_WECHAT_WELCOME", "welcome!"),
+        ])
+        .unwrap()
+        .ingress;
+        let allow = c.ip_rate.unwrap().allow;
+        assert_eq!(allow.len(), 3);
+        assert!(allow[0].contains("101.226.99.1".parse().unwrap()));
+        assert!(!allow[0].contains("101.227.0.1".parse().unwrap()));
+        assert!(allow[1].contains("::ffff:203.0.113.7".parse().unwrap()));
+        assert!(allow[2].contains("2001:db8::1".parse().unwrap()));
+        assert!(!allow[2].contains("203.0.113.7".parse().unwrap()));
+        assert_eq!(c.welcome, "welcome!");
+        assert!(
+            load(&[("FERRY_IP_RATE_LIMIT", "off")])
+                .unwrap()
+                .ingress
+                .ip_rate
+                .is_none()
+        );
+
+        for (var, bad) in [
+            ("FERRY_ACK_BUDGET_MS", "0"),
+            ("FERRY_ACK_BUDGET_MS", "5000"),
+            ("FERRY_IP_RATE_LIMIT", "-3"),
+            ("FERRY_IP_RATE_BURST", "0"),
+            ("FERRY_IP_RATE_ALLOW", "10.0.0.0/33"),
+            ("FERRY_TRUSTED_PROXIES", "proxy.local"),
+            ("FERRY_WECHAT_MAX_SKEW", "0"),
+            ("FERRY_SPOOL_MAX_BYTES", "0"),
+        ] {
+            assert_eq!(load(&[(var, bad)]).unwrap_err().var, var, "{var}={bad}");
+        }
+    }
+
+    #[test]
+    fn ip_ranges_match_by_prefix() {
+        let all: IpRange = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("8.8.8.8".parse().unwrap()));
+        assert!(!all.contains("::1".parse().unwrap()));
+        let one: IpRange = "::1".parse().unwrap();
+        assert!(one.contains("::1".parse().unwrap()));
+        assert_eq!(one.to_string(), "::1/128");
+        let mapped = "::ffff:10.0.0.0/104".parse::<IpRange>();
+        assert!(mapped.is_err(), "IPv4-mapped prefixes are written as IPv4");
     }
 
     fn tempfile_dir() -> PathBuf {

@@ -21,8 +21,12 @@ pub struct TestFerry {
     pub config: Config,
     pub queue: JobQueue,
     pub api_url: String,
+    /// The api's shared state (security counters, spool), when it runs.
+    pub api: Option<ferry_api::AppState>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    /// The spool directory, unless the test chose its own FERRY_SPOOL_DIR.
+    _spool_dir: Option<tempfile::TempDir>,
 }
 
 /// What to run.
@@ -33,13 +37,23 @@ pub struct Parts {
 
 impl TestFerry {
     /// Migrates `redis` and starts the parts with these variables on top of
-    /// REDIS_URL and WECHAT_TOKEN.
+    /// REDIS_URL, WECHAT_TOKEN and a FERRY_SPOOL_DIR of its own.
     pub async fn start(redis: &RedisServer, vars: &[(&str, &str)], parts: Parts) -> Self {
         let mut all: Vec<(String, String)> = vec![
             ("REDIS_URL".into(), redis.url()),
             ("WECHAT_TOKEN".into(), TEST_WECHAT_TOKEN.into()),
             ("FERRY_FETCH_BLOCK_MS".into(), "200".into()),
         ];
+        let spool_dir = if vars.iter().any(|(k, _)| *k == "FERRY_SPOOL_DIR") {
+            None
+        } else {
+            let dir = tempfile::Builder::new()
+                .prefix("ferry-spool-")
+                .tempdir()
+                .expect("temp dir");
+            all.push(("FERRY_SPOOL_DIR".into(), dir.path().display().to_string()));
+            Some(dir)
+        };
         all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let config = Config::from_vars(all).expect("test configuration");
         migrate(&config).await;
@@ -48,8 +62,10 @@ impl TestFerry {
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
         let mut api_url = String::new();
+        let mut api = None;
         if parts.api {
             let state = app::api_state(&config, queue.clone(), false).unwrap();
+            api = Some(state.clone());
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             api_url = format!("http://{}", listener.local_addr().unwrap());
             let token = shutdown.clone();
@@ -71,8 +87,10 @@ impl TestFerry {
             config,
             queue,
             api_url,
+            api,
             shutdown,
             tasks,
+            _spool_dir: spool_dir,
         }
     }
 

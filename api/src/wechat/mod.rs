@@ -1,0 +1,93 @@
+//! The WeChat callback: `GET /wechat` (URL verification) and `POST /wechat`
+//! (pushed messages in plaintext, compatible or safe mode).
+//!
+//! A push is checked ([`verify`]: signature, timestamp window, then
+//! `msg_signature` and decryption when encrypted), its body read only after
+//! that (bounded: 413 above `FERRY_MAX_BODY_BYTES`), parsed, and turned into
+//! an action ([`dispatch`]). A job is handed to Redis with its dedup key in
+//! the same atomic call, so a WeChat retry arriving while the first request
+//! still runs never makes a second job, or to the spool when Redis does not
+//! take it in time ([`crate::handoff`]). The answer is `success`, or a
+//! passive reply ([`passive`]) for what needs no AI.
+
+pub mod dispatch;
+pub mod passive;
+pub mod verify;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequest, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, body::Bytes};
+
+use self::dispatch::{Action, dispatch};
+use self::verify::{Caller, SignedQuery};
+use crate::client_ip::ClientIp;
+use crate::error::ApiError;
+use crate::handoff;
+use crate::state::AppState;
+
+fn caller<'a>(state: &'a AppState, client: Option<Extension<ClientIp>>) -> Caller<'a> {
+    Caller {
+        security: &state.security,
+        ip: client.map(|Extension(ClientIp(ip))| ip),
+    }
+}
+
+fn query(query: Result<Query<SignedQuery>, QueryRejection>) -> Result<SignedQuery, ApiError> {
+    query
+        .map(|Query(q)| q)
+        .map_err(|_| ApiError::BadRequest("unreadable query string".into()))
+}
+
+/// URL verification: answer `echostr` unchanged, only for a valid
+/// signature. It has no side effect, so an old one replayed only echoes its
+/// own `echostr`: no timestamp window here (WeChat's documented examples use
+/// fixed timestamps).
+pub async fn verify_url(
+    State(state): State<AppState>,
+    client: Option<Extension<ClientIp>>,
+    q: Result<Query<SignedQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let caller = caller(&state, client);
+    let signed = query(q)?.verify(&state.wechat.token, &caller)?;
+    let echostr = signed
+        .echostr
+        .ok_or_else(|| ApiError::BadRequest("missing query parameter echostr".into()))?;
+    Ok(([(header::CONTENT_TYPE, "text/plain")], echostr).into_response())
+}
+
+/// A pushed message or event.
+pub async fn receive(
+    State(state): State<AppState>,
+    client: Option<Extension<ClientIp>>,
+    q: Result<Query<SignedQuery>, QueryRejection>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let caller = caller(&state, client);
+    let ingress = &state.wechat;
+    let signed = query(q)?.verify(&ingress.token, &caller)?;
+    let now = chrono::Utc::now().timestamp();
+    verify::check_fresh(&signed, now, ingress.max_skew, &caller)?;
+    // Only a signed, fresh request gets its body read.
+    let body = Bytes::from_request(request, &state).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge
+        } else {
+            ApiError::BadRequest("cannot read the request body".into())
+        }
+    })?;
+    let message = verify::open(ingress, &signed, &body, &caller)?;
+    match dispatch(&message, ingress) {
+        Action::Answer(job) => {
+            handoff::enqueue(&state, job).await?;
+            Ok(passive::success())
+        }
+        Action::Reply(text) => Ok(passive::text_reply(ingress, &message, &signed, &text, now)),
+        Action::Forget { openid } => {
+            handoff::forget(&state, &openid).await?;
+            Ok(passive::success())
+        }
+        Action::Acknowledge => Ok(passive::success()),
+    }
+}
