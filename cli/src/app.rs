@@ -2,7 +2,6 @@
 //! `Config` becomes a queue, an api state, a worker.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use ferry_common::config::{Config, vars};
@@ -12,7 +11,8 @@ use ferry_common::wechat::MessageCrypt;
 use ferry_common::{Keys, Secret, connection, schema, telemetry};
 use ferry_worker::handler::Handlers;
 use ferry_worker::handlers::{Noop, WeChatReplyHandler, noop::NOOP};
-use ferry_worker::providers::{HttpSettings, RetryPolicy, Router, build_client};
+use ferry_worker::memory::{ConversationMemory, MemorySettings};
+use ferry_worker::providers::{CallPolicy, HttpSettings, HttpSetupError, Router, build_client};
 use ferry_worker::reply::{ConsoleSink, CustomerService, ReplySink};
 use ferry_worker::{Worker, WorkerSettings};
 
@@ -130,6 +130,7 @@ pub fn worker(
         );
     }
     let http = build_client(&HttpSettings::default())?;
+    let providers_http = provider_client(config)?;
     let sink = match replies {
         Replies::Console => {
             ReplySink::Console(ConsoleSink::new(queue.pool().clone(), queue.keys().clone()))
@@ -159,14 +160,24 @@ pub fn worker(
             ))
         }
     };
-    let router = Router::from_configs(&config.providers, &http, RetryPolicy::default());
+    let router = Router::from_configs(&config.providers, &providers_http, call_policy(config));
+    let memory = ConversationMemory::new(
+        queue.pool().clone(),
+        queue.keys().clone(),
+        MemorySettings {
+            turns: config.ai.memory_turns,
+            ttl: config.ai.memory_ttl,
+            max_prompt_chars: config.ai.max_prompt_chars,
+        },
+    );
     let wechat = WeChatReplyHandler {
         queue: queue.clone(),
         router,
         sink,
+        memory,
         system_prompt: config.system_prompt.clone(),
         apology: DEFAULT_APOLOGY.into(),
-        ai_budget: Duration::from_secs(60),
+        total_budget: config.ai.total_budget,
     };
     let handlers = Handlers::new()
         .register(ferry_common::job::kinds::WECHAT_REPLY, wechat)
@@ -177,6 +188,31 @@ pub fn worker(
         handlers,
         settings,
     ))
+}
+
+/// The client every provider call goes through: rustls, verified, with the
+/// configured timeouts and extra CA. WeChat's calls use their own client.
+pub fn provider_client(config: &Config) -> anyhow::Result<reqwest::Client> {
+    let settings = HttpSettings {
+        connect_timeout: config.ai.connect_timeout,
+        request_timeout: config.ai.request_timeout,
+        extra_ca_pem: config.ai.extra_ca_file.clone(),
+    };
+    build_client(&settings).map_err(|e| match e {
+        HttpSetupError::ReadCa { .. } | HttpSetupError::BadCa { .. } => {
+            anyhow::anyhow!("{}: {e}", vars::FERRY_EXTRA_CA_FILE)
+        }
+        HttpSetupError::Build(_) => e.into(),
+    })
+}
+
+/// How hard the router tries each provider, and for how long in all.
+pub fn call_policy(config: &Config) -> CallPolicy {
+    CallPolicy {
+        max_attempts_per_provider: config.ai.attempts_per_provider,
+        total_budget: config.ai.total_budget,
+        ..CallPolicy::default()
+    }
 }
 
 /// The dev token when `WECHAT_TOKEN` is unset (`ferry dev`, `ferry simulate`).

@@ -32,6 +32,9 @@ enum Command {
     Queues,
     /// Inspect and act on the dead-letter streams.
     Dlq(commands::dlq::Args),
+    /// The AI provider chain and its settings (keys redacted); `check` makes
+    /// one tiny call to each provider and reports.
+    Providers(commands::providers::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -55,6 +58,7 @@ fn main() -> std::process::ExitCode {
             Command::Simulate(args) => commands::simulate::run(args).await,
             Command::Queues => commands::queues::run().await,
             Command::Dlq(args) => commands::dlq::run(args).await,
+            Command::Providers(args) => commands::providers::run(args).await,
         }
     });
     match result {

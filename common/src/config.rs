@@ -48,6 +48,14 @@ pub mod vars {
     pub const FERRY_SHUTDOWN_GRACE: &str = "FERRY_SHUTDOWN_GRACE";
     pub const FERRY_BATCH_MIN_SHARE: &str = "FERRY_BATCH_MIN_SHARE";
     pub const FERRY_SYSTEM_PROMPT: &str = "FERRY_SYSTEM_PROMPT";
+    pub const FERRY_EXTRA_CA_FILE: &str = "FERRY_EXTRA_CA_FILE";
+    pub const FERRY_PROVIDER_CONNECT_TIMEOUT: &str = "FERRY_PROVIDER_CONNECT_TIMEOUT";
+    pub const FERRY_PROVIDER_TIMEOUT: &str = "FERRY_PROVIDER_TIMEOUT";
+    pub const FERRY_PROVIDER_ATTEMPTS: &str = "FERRY_PROVIDER_ATTEMPTS";
+    pub const FERRY_AI_TOTAL_BUDGET: &str = "FERRY_AI_TOTAL_BUDGET";
+    pub const FERRY_MEMORY_TURNS: &str = "FERRY_MEMORY_TURNS";
+    pub const FERRY_MEMORY_TTL: &str = "FERRY_MEMORY_TTL";
+    pub const FERRY_MAX_PROMPT_CHARS: &str = "FERRY_MAX_PROMPT_CHARS";
     pub const FERRY_MAX_BODY_BYTES: &str = "FERRY_MAX_BODY_BYTES";
     pub const FERRY_ACK_BUDGET_MS: &str = "FERRY_ACK_BUDGET_MS";
     pub const FERRY_SPOOL_DIR: &str = "FERRY_SPOOL_DIR";
@@ -228,6 +236,31 @@ pub struct QueueConfig {
     pub batch_min_share: f64,
 }
 
+/// How the worker calls the AI providers and what it remembers of a
+/// conversation.
+#[derive(Debug, Clone)]
+pub struct AiConfig {
+    /// Time to connect to a provider (TCP and TLS).
+    pub connect_timeout: Duration,
+    /// Time for one attempt on one provider, from sending to the last byte.
+    pub request_timeout: Duration,
+    /// A PEM file of extra CA certificates to trust (a private gateway), on
+    /// top of the built-in web roots. Verification is never turned off.
+    pub extra_ca_file: Option<PathBuf>,
+    /// Attempts on one provider within one call, the first included.
+    pub attempts_per_provider: u32,
+    /// Time from a message's arrival to its answer: every job attempt, every
+    /// provider call and every wait share it.
+    pub total_budget: Duration,
+    /// Turns (a message and its answer) remembered per user; 0: none.
+    pub memory_turns: usize,
+    /// How long a silent user's conversation is remembered.
+    pub memory_ttl: Duration,
+    /// Largest prompt (system + history + message), in characters; the
+    /// oldest turns are left out to fit.
+    pub max_prompt_chars: usize,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub redis_url: Secret,
@@ -235,6 +268,7 @@ pub struct Config {
     pub listen: SocketAddr,
     pub providers: Vec<ProviderConfig>,
     pub system_prompt: Option<String>,
+    pub ai: AiConfig,
     pub wechat: WeChatConfig,
     pub secure_config_password: Option<Secret>,
     pub secrets_file: Option<PathBuf>,
@@ -568,12 +602,15 @@ impl Config {
             ));
         }
 
+        let ai = ai_config(&s)?;
+
         Ok(Config {
             redis_url: Secret::from(redis_url),
             prefix,
             listen,
             providers: providers(&s)?,
             system_prompt: s.get(vars::FERRY_SYSTEM_PROMPT),
+            ai,
             wechat,
             secure_config_password: s.secret(vars::SECURE_CONFIG_PASSWORD),
             secrets_file: s.get(vars::FERRY_SECRETS_FILE).map(PathBuf::from),
@@ -675,6 +712,43 @@ where
         return Err(ConfigError::new(var, "expected a positive whole number"));
     }
     Ok(value)
+}
+
+fn ai_config(s: &Sources) -> Result<AiConfig, ConfigError> {
+    let at_least = |var: &str, value: Duration, min: Duration| {
+        if value < min {
+            let reason = format!("must be at least {} s", min.as_secs_f64());
+            return Err(ConfigError::new(var, reason));
+        }
+        Ok(value)
+    };
+    let ms = Duration::from_millis;
+    Ok(AiConfig {
+        connect_timeout: at_least(
+            vars::FERRY_PROVIDER_CONNECT_TIMEOUT,
+            s.seconds(vars::FERRY_PROVIDER_CONNECT_TIMEOUT, 5.0)?,
+            ms(1),
+        )?,
+        request_timeout: at_least(
+            vars::FERRY_PROVIDER_TIMEOUT,
+            s.seconds(vars::FERRY_PROVIDER_TIMEOUT, 60.0)?,
+            ms(1),
+        )?,
+        extra_ca_file: s.get(vars::FERRY_EXTRA_CA_FILE).map(PathBuf::from),
+        attempts_per_provider: positive(s, vars::FERRY_PROVIDER_ATTEMPTS, 3)?,
+        total_budget: at_least(
+            vars::FERRY_AI_TOTAL_BUDGET,
+            s.seconds(vars::FERRY_AI_TOTAL_BUDGET, 120.0)?,
+            ms(1),
+        )?,
+        memory_turns: s.parse(vars::FERRY_MEMORY_TURNS, 10, "a whole number of turns")?,
+        memory_ttl: at_least(
+            vars::FERRY_MEMORY_TTL,
+            s.seconds(vars::FERRY_MEMORY_TTL, 86_400.0)?,
+            Duration::from_secs(1),
+        )?,
+        max_prompt_chars: positive(s, vars::FERRY_MAX_PROMPT_CHARS, 12_000)?,
+    })
 }
 
 fn url_var(s: &Sources, var: &str, default: &str) -> Result<String, ConfigError> {
@@ -809,8 +883,12 @@ fn provider(s: &Sources, name: &str) -> Result<ProviderConfig, ConfigError> {
             format!("provider {name:?} is in the chain but has no key"),
         ));
     }
+    // The environment overrides the file, as everywhere.
+    let temperature_var = provider_var(name, "TEMPERATURE");
+    let max_tokens_var = provider_var(name, "MAX_TOKENS");
     let temperature = match file.and_then(|t| t.get("temperature")) {
-        None => optional(s, &provider_var(name, "TEMPERATURE"), "a number")?,
+        _ if s.get(&temperature_var).is_some() => optional(s, &temperature_var, "a number")?,
+        None => None,
         Some(v) => Some(
             v.as_float()
                 .or_else(|| v.as_integer().map(|i| i as f64))
@@ -819,7 +897,8 @@ fn provider(s: &Sources, name: &str) -> Result<ProviderConfig, ConfigError> {
         ),
     };
     let max_tokens = match file.and_then(|t| t.get("max_tokens")) {
-        None => optional(s, &provider_var(name, "MAX_TOKENS"), "a whole number")?,
+        _ if s.get(&max_tokens_var).is_some() => optional(s, &max_tokens_var, "a whole number")?,
+        None => None,
         Some(v) => Some(
             v.as_integer()
                 .and_then(|i| u32::try_from(i).ok())
@@ -828,6 +907,12 @@ fn provider(s: &Sources, name: &str) -> Result<ProviderConfig, ConfigError> {
                 })?,
         ),
     };
+    if max_tokens == Some(0) {
+        return Err(ConfigError::new(
+            max_tokens_var,
+            "expected a positive whole number",
+        ));
+    }
     Ok(ProviderConfig {
         name: name.into(),
         kind,
@@ -860,6 +945,58 @@ mod tests {
         assert_eq!(c.alerts.error_rate, 0.05);
         assert_eq!(c.alerts.response_time, Duration::from_secs(5));
         assert_eq!(c.alerts.requests_per_minute, 100);
+    }
+
+    #[test]
+    fn ai_settings_have_defaults_and_are_read_from_the_environment() {
+        let d = load(&[]).unwrap().ai;
+        assert_eq!(d.connect_timeout, Duration::from_secs(5));
+        assert_eq!(d.request_timeout, Duration::from_secs(60));
+        assert_eq!(d.extra_ca_file, None);
+        assert_eq!(d.attempts_per_provider, 3);
+        assert_eq!(d.total_budget, Duration::from_secs(120));
+        assert_eq!(
+            (d.memory_turns, d.memory_ttl, d.max_prompt_chars),
+            (10, Duration::from_secs(86_400), 12_000)
+        );
+        let c = load(&[
+            ("FERRY_PROVIDER_CONNECT_TIMEOUT", "1.5"),
+            ("FERRY_PROVIDER_TIMEOUT", "20"),
+            ("FERRY_EXTRA_CA_FILE", "/etc/ferry/gateway-ca.pem"),
+            ("FERRY_PROVIDER_ATTEMPTS", "2"),
+            ("FERRY_AI_TOTAL_BUDGET", "45"),
+            ("FERRY_MEMORY_TURNS", "0"),
+            ("FERRY_MEMORY_TTL", "600"),
+            ("FERRY_MAX_PROMPT_CHARS", "4000"),
+        ])
+        .unwrap()
+        .ai;
+        assert_eq!(c.connect_timeout, Duration::from_millis(1500));
+        assert_eq!(c.request_timeout, Duration::from_secs(20));
+        assert_eq!(
+            c.extra_ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/ferry/gateway-ca.pem"))
+        );
+        assert_eq!(c.attempts_per_provider, 2);
+        assert_eq!(c.total_budget, Duration::from_secs(45));
+        assert_eq!(
+            (c.memory_turns, c.memory_ttl, c.max_prompt_chars),
+            (0, Duration::from_secs(600), 4000)
+        );
+        for var in [
+            "FERRY_PROVIDER_CONNECT_TIMEOUT",
+            "FERRY_PROVIDER_TIMEOUT",
+            "FERRY_PROVIDER_ATTEMPTS",
+            "FERRY_AI_TOTAL_BUDGET",
+            "FERRY_MEMORY_TTL",
+            "FERRY_MAX_PROMPT_CHARS",
+        ] {
+            assert_eq!(load(&[(var, "0")]).unwrap_err().var, var);
+        }
+        assert_eq!(
+            load(&[("FERRY_MEMORY_TURNS", "-1")]).unwrap_err().var,
+            "FERRY_MEMORY_TURNS"
+        );
     }
 
     #[test]
@@ -956,6 +1093,15 @@ mod tests {
         assert_eq!(c.providers.len(), 1);
         assert_eq!(c.providers[0].name, "local");
         assert_eq!(c.providers[0].temperature, Some(0.2));
+        let c = load(&[
+            ("FERRY_CONFIG", p),
+            ("LOCAL_API_KEY", "x"),
+            ("LOCAL_TEMPERATURE", "0.9"),
+            ("LOCAL_MAX_TOKENS", "64"),
+        ])
+        .unwrap();
+        assert_eq!(c.providers[0].temperature, Some(0.9));
+        assert_eq!(c.providers[0].max_tokens, Some(64));
         let err = load(&[("FERRY_CONFIG", "/nonexistent/ferry.toml")]).unwrap_err();
         assert_eq!(err.var, "FERRY_CONFIG");
     }

@@ -9,8 +9,8 @@
 //! unknown model, 400 for a malformed body), and records what it received so
 //! tests can assert the conversation that was sent. Each valid request takes
 //! the next [`Reply`] of a script (success, an error with headers, a stall,
-//! DeepSeek's leading blank lines); with an empty script it answers with the
-//! last user message.
+//! DeepSeek's leading blank lines, a connection reset mid-answer); with an
+//! empty script it answers with the last user message.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -94,6 +94,8 @@ enum Outcome {
         status: u16,
         body: Value,
     },
+    /// The connection breaks after the headers, before any body.
+    Reset,
 }
 
 impl Reply {
@@ -169,6 +171,11 @@ impl Reply {
             "details": details,
         });
         Self::error(status, json!({ "error": error }))
+    }
+
+    /// A 200 whose connection breaks before the body: a connection reset.
+    pub fn reset() -> Self {
+        Self::with(Outcome::Reset)
     }
 
     /// A response header, e.g. `Retry-After` or `retry-after-ms`.
@@ -296,6 +303,11 @@ async fn handle(
         .header("content-type", "application/json");
     for (name, value) in &reply.headers {
         builder = builder.header(name.as_str(), value.as_str());
+    }
+    if matches!(reply.outcome, Outcome::Reset) {
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by fake");
+        let body = futures::stream::once(async move { Err::<Bytes, _>(reset) });
+        return builder.body(Body::from_stream(body)).unwrap();
     }
     let text = format!("{}{json}", "\n".repeat(reply.leading_blank_lines));
     builder.body(Body::from(text)).unwrap()
@@ -614,6 +626,7 @@ fn render(inner: &Inner, reply: &Reply, received: &Received) -> (StatusCode, Str
         Outcome::Error { status, body } => {
             return (StatusCode::from_u16(*status).unwrap(), body.to_string());
         }
+        Outcome::Reset => return (StatusCode::OK, String::new()),
         Outcome::Success {
             text,
             usage,

@@ -1,19 +1,28 @@
-//! The provider router against fake providers speaking both wire formats:
-//! what goes on the wire, the fallback order, which failures are retried,
-//! that waits honour the providers' hints and never outlast the budget.
+//! The AI providers against fake providers speaking both wire formats:
+//! what goes on the wire (settings from configuration included), the class
+//! of every failure of PROVIDERS.md's table as a provider sends it, the
+//! fallback order, which failures are retried, that waits honour the
+//! providers' hints and never outlast the budget; then `wechat.reply` end to
+//! end (what the job records, one budget per message) and `ferry providers
+//! check`.
 //!
 //! Timing assertions only ever bound a wait from below: a loaded machine can
 //! make anything slower, never faster.
 
 use std::time::{Duration, Instant};
 
-use ferry_common::config::ProviderConfig;
+use ferry_cli::app::DEFAULT_APOLOGY;
+use ferry_cli::commands::providers as providers_command;
+use ferry_common::config::{Config, ProviderConfig};
+use ferry_common::job::{JobId, JobRecord, JobState};
+use ferry_common::wechat;
 use ferry_tests::fake_provider::{FakeKind, FakeMessage, FakeProvider, Reply};
+use ferry_tests::{FakeWeChat, Parts, RedisServer, TestFerry};
 use ferry_worker::providers::{
-    ChatMessage, ChatRequest, FailureClass, HttpSettings, Provider, RetryPolicy, Router, Usage,
-    build_client,
+    Allowance, CallPolicy, ChatMessage, ChatRequest, FailureClass, HttpSettings, Provider, Router,
+    Usage, build_client,
 };
-use serde_json::json;
+use serde_json::{Value, json};
 
 const KEY: &str = "sk-test-key-123";
 const BUDGET: Duration = Duration::from_secs(30);
@@ -34,8 +43,8 @@ fn client(request_timeout: Duration) -> reqwest::Client {
     .unwrap()
 }
 
-fn policy() -> RetryPolicy {
-    RetryPolicy {
+fn policy() -> CallPolicy {
+    CallPolicy {
         max_attempts_per_provider: 3,
         base_delay: Duration::from_millis(5),
         max_delay: Duration::from_millis(20),
@@ -483,4 +492,671 @@ async fn an_attempt_still_running_when_the_budget_ends_is_cut_and_nothing_else_i
     assert_eq!(err.class(), FailureClass::Transient);
     assert_eq!(err.tried, ["deepseek"]);
     assert_eq!((first.count(), second.count()), (1, 0));
+}
+
+#[tokio::test]
+async fn an_allowance_of_one_attempt_asks_each_provider_once() {
+    let (first, second) = (openai().await, gemini().await);
+    for _ in 0..3 {
+        first.push(Reply::openai_error(
+            503,
+            "server_error",
+            "Server overloaded",
+        ));
+        second.push(Reply::gemini_error(
+            503,
+            "UNAVAILABLE",
+            "overloaded",
+            vec![],
+        ));
+    }
+    let once = Allowance {
+        time: BUDGET,
+        attempts_per_provider: 1,
+    };
+
+    let err = chain(&[("deepseek", &first), ("gemini", &second)])
+        .chat_within(&question(), once)
+        .await
+        .unwrap_err();
+
+    assert_eq!(err.class(), FailureClass::Transient);
+    assert_eq!((first.count(), second.count()), (1, 1));
+}
+
+// ---------------------------------------------------------------------------
+// Every example of PROVIDERS.md's failure table, as the provider sends it.
+
+/// A row of the table: what a provider sends, and the class it must get.
+struct Example {
+    what: &'static str,
+    kind: FakeKind,
+    reply: Reply,
+    class: FailureClass,
+}
+
+fn example(what: &'static str, kind: FakeKind, reply: Reply, class: FailureClass) -> Example {
+    Example {
+        what,
+        kind,
+        reply,
+        class,
+    }
+}
+
+fn code_error(status: u16, code: &str, message: &str) -> Reply {
+    Reply::error(status, json!({"error": {"code": code, "message": message}}))
+}
+
+fn retry_info(delay: &str) -> Value {
+    json!({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay})
+}
+
+fn the_failure_table() -> Vec<Example> {
+    use FailureClass::*;
+    use FakeKind::{Gemini, OpenAi};
+    let error =
+        |status: u16, message: &str| Reply::error(status, json!({"error": {"message": message}}));
+    vec![
+        // transient
+        example("500", OpenAi, error(500, "internal error"), Transient),
+        example(
+            "502",
+            OpenAi,
+            Reply::error(502, json!("<html>502 Bad Gateway</html>")),
+            Transient,
+        ),
+        example("503", OpenAi, error(503, "unavailable"), Transient),
+        example("504", OpenAi, error(504, "gateway timeout"), Transient),
+        example(
+            "Gemini 503",
+            Gemini,
+            Reply::gemini_error(503, "UNAVAILABLE", "The model is overloaded.", vec![]),
+            Transient,
+        ),
+        example("connection reset", OpenAi, Reply::reset(), Transient),
+        example(
+            "timeout",
+            OpenAi,
+            Reply::text("too late").stall(Duration::from_secs(5)),
+            Transient,
+        ),
+        example(
+            "DeepSeek 503",
+            OpenAi,
+            Reply::openai_error(503, "server_error", "Server overloaded"),
+            Transient,
+        ),
+        example(
+            "Zhipu 1305",
+            OpenAi,
+            code_error(429, "1305", "当前API请求过多，请稍后重试。"),
+            Transient,
+        ),
+        example(
+            "Doubao ServerOverloaded",
+            OpenAi,
+            Reply::error(
+                429,
+                json!({"error": {"code": "ServerOverloaded", "message": "busy", "param": "", "type": "TooManyRequests"}}),
+            ),
+            Transient,
+        ),
+        // rate limited
+        example(
+            "429 rate_limit_exceeded",
+            OpenAi,
+            Reply::openai_error(
+                429,
+                "rate_limit_exceeded",
+                "Rate limit reached for requests",
+            ),
+            RateLimited,
+        ),
+        example(
+            "Zhipu 1302",
+            OpenAi,
+            code_error(429, "1302", "您当前使用该API的并发数过高"),
+            RateLimited,
+        ),
+        example(
+            "Zhipu 1303",
+            OpenAi,
+            code_error(429, "1303", "您当前使用该API的频率过高"),
+            RateLimited,
+        ),
+        example(
+            "Doubao ModelAccountRpmRateLimitExceeded",
+            OpenAi,
+            code_error(429, "ModelAccountRpmRateLimitExceeded", "RPM exceeded"),
+            RateLimited,
+        ),
+        example(
+            "Doubao RequestBurstTooFast",
+            OpenAi,
+            code_error(429, "RequestBurstTooFast", "burst"),
+            RateLimited,
+        ),
+        example(
+            "Qwen Throttling.RateQuota",
+            OpenAi,
+            Reply::openai_error(429, "Throttling.RateQuota", "Requests rate limit exceeded"),
+            RateLimited,
+        ),
+        example(
+            "Gemini RESOURCE_EXHAUSTED with RetryInfo",
+            Gemini,
+            Reply::gemini_error(
+                429,
+                "RESOURCE_EXHAUSTED",
+                "Resource has been exhausted",
+                vec![retry_info("47s")],
+            ),
+            RateLimited,
+        ),
+        // quota / billing
+        example(
+            "OpenAI 429 insufficient_quota",
+            OpenAi,
+            Reply::openai_error(429, "insufficient_quota", "You exceeded your current quota"),
+            Quota,
+        ),
+        example(
+            "DeepSeek 402",
+            OpenAi,
+            Reply::error(
+                402,
+                json!({"error": {"message": "Insufficient Balance", "type": "unknown_error", "param": null, "code": "invalid_request_error"}}),
+            ),
+            Quota,
+        ),
+        example(
+            "Zhipu 1113 sent as 429",
+            OpenAi,
+            code_error(429, "1113", "余额不足或无可用资源包,请充值。"),
+            Quota,
+        ),
+        example(
+            "Zhipu 1304",
+            OpenAi,
+            code_error(429, "1304", "该API今日调用次数已达上限"),
+            Quota,
+        ),
+        example(
+            "Zhipu 1308",
+            OpenAi,
+            code_error(429, "1308", "已达到使用上限"),
+            Quota,
+        ),
+        example(
+            "Zhipu 1310",
+            OpenAi,
+            code_error(429, "1310", "已达到周期使用上限"),
+            Quota,
+        ),
+        example(
+            "Doubao AccountOverdueError",
+            OpenAi,
+            code_error(403, "AccountOverdueError", "overdue"),
+            Quota,
+        ),
+        example(
+            "Doubao AccountQuotaExceeded",
+            OpenAi,
+            code_error(429, "AccountQuotaExceeded", "quota exceeded"),
+            Quota,
+        ),
+        example(
+            "Gemini per-day quota",
+            Gemini,
+            Reply::gemini_error(
+                429,
+                "RESOURCE_EXHAUSTED",
+                "You exceeded your current quota",
+                vec![
+                    json!({"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [{"quotaId": "GenerateRequestsPerDayPerProjectPerModel-FreeTier"}]}),
+                    retry_info("23s"),
+                ],
+            ),
+            Quota,
+        ),
+        // auth
+        example("401", OpenAi, error(401, "Unauthorized"), Auth),
+        example("403", OpenAi, error(403, "Forbidden"), Auth),
+        example(
+            "invalid_api_key",
+            OpenAi,
+            Reply::openai_error(401, "invalid_api_key", "Incorrect API key provided"),
+            Auth,
+        ),
+        example(
+            "Doubao AuthenticationError",
+            OpenAi,
+            code_error(401, "AuthenticationError", "the API key is invalid"),
+            Auth,
+        ),
+        example(
+            "Gemini API_KEY_INVALID",
+            Gemini,
+            Reply::gemini_error(
+                400,
+                "INVALID_ARGUMENT",
+                "API key not valid. Please pass a valid API key.",
+                vec![
+                    json!({"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com"}),
+                ],
+            ),
+            Auth,
+        ),
+        // bad request
+        example(
+            "400",
+            OpenAi,
+            Reply::openai_error(400, "invalid_request_error", "messages: field required"),
+            BadRequest,
+        ),
+        example(
+            "422",
+            OpenAi,
+            Reply::openai_error(422, "invalid_request_error", "unprocessable"),
+            BadRequest,
+        ),
+        example(
+            "Zhipu 1261",
+            OpenAi,
+            code_error(400, "1261", "Prompt exceeds max length"),
+            BadRequest,
+        ),
+        // content filtered
+        example(
+            "Zhipu 1301",
+            OpenAi,
+            code_error(
+                400,
+                "1301",
+                "系统检测到输入或生成内容可能包含不安全或敏感内容",
+            ),
+            ContentFiltered,
+        ),
+        example(
+            "OpenAI content_filter finish",
+            OpenAi,
+            Reply::text("partial").finish_reason("content_filter"),
+            ContentFiltered,
+        ),
+        example(
+            "Gemini SAFETY finish",
+            Gemini,
+            Reply::text("").finish_reason("SAFETY"),
+            ContentFiltered,
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn every_example_of_the_failure_table_gets_its_class_over_the_wire() {
+    let (openai_fake, gemini_fake) = (openai().await, gemini().await);
+    // Short enough that the stalled example times out, long enough for
+    // every other answer on a loaded machine.
+    let http = client(Duration::from_secs(2));
+    let openai_provider = Provider::new(&openai_fake.provider_config("p"), http.clone());
+    let gemini_provider = Provider::new(&gemini_fake.provider_config("p"), http);
+
+    let mut wrong = Vec::new();
+    for e in the_failure_table() {
+        let (fake, provider) = match e.kind {
+            FakeKind::OpenAi => (&openai_fake, &openai_provider),
+            FakeKind::Gemini => (&gemini_fake, &gemini_provider),
+        };
+        fake.push(e.reply);
+        match provider.chat(&question()).await {
+            Err(err) if err.class == e.class => {}
+            Err(err) => wrong.push(format!("{}: expected {}, got {err}", e.what, e.class)),
+            Ok(a) => wrong.push(format!(
+                "{}: expected {}, got an answer {:?}",
+                e.what, e.class, a.text
+            )),
+        }
+        let problem = fake.requests().last().unwrap().problem.clone();
+        assert_eq!(problem, None, "{}: the fake refused the request", e.what);
+    }
+
+    assert!(wrong.is_empty(), "misclassified:\n{}", wrong.join("\n"));
+}
+
+#[tokio::test]
+async fn temperature_and_max_tokens_from_configuration_reach_both_wire_formats() {
+    let (deepseek, gem) = (openai().await, gemini().await);
+    let local = FakeProvider::start(FakeKind::OpenAi, KEY, "qwen2.5-7b-instruct").await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("ferry.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "[providers.local]\nbase_url = \"{}\"\nmodel = \"qwen2.5-7b-instruct\"\ntemperature = 0.25\nmax_tokens = 300\n",
+            local.base_url()
+        ),
+    )
+    .unwrap();
+    let (deepseek_url, gemini_url) = (deepseek.base_url(), gem.base_url());
+    let config = Config::from_vars([
+        ("FERRY_CONFIG", toml.to_str().unwrap()),
+        ("FERRY_PROVIDERS", "deepseek,gemini,local"),
+        ("DEEPSEEK_API_KEY", KEY),
+        ("DEEPSEEK_BASE_URL", deepseek_url.as_str()),
+        ("DEEPSEEK_TEMPERATURE", "0.5"),
+        ("DEEPSEEK_MAX_TOKENS", "512"),
+        ("GEMINI_API_KEY", KEY),
+        ("GEMINI_BASE_URL", gemini_url.as_str()),
+        ("GEMINI_TEMPERATURE", "0.75"),
+        ("GEMINI_MAX_TOKENS", "256"),
+        ("LOCAL_API_KEY", KEY),
+    ])
+    .unwrap();
+
+    for provider_config in &config.providers {
+        let provider = Provider::new(provider_config, client(Duration::from_secs(10)));
+        provider.chat(&question()).await.unwrap();
+    }
+
+    let body = |fake: &FakeProvider| fake.requests()[0].body.clone();
+    assert_eq!(
+        (
+            &body(&deepseek)["temperature"],
+            &body(&deepseek)["max_tokens"]
+        ),
+        (&json!(0.5), &json!(512))
+    );
+    assert_eq!(
+        body(&gem)["generationConfig"],
+        json!({"temperature": 0.75, "maxOutputTokens": 256})
+    );
+    assert_eq!(
+        (
+            &body(&local)["temperature"],
+            &body(&local)["max_tokens"],
+            &body(&local)["model"]
+        ),
+        (&json!(0.25), &json!(300), &json!("qwen2.5-7b-instruct"))
+    );
+}
+
+// ---------------------------------------------------------------------------
+// `ferry providers check`: one tiny call to each provider, no retries.
+
+#[tokio::test]
+async fn providers_check_reports_each_provider_in_chain_order_and_fails_if_any_failed() {
+    let (deepseek, qwen, gem) = (openai().await, openai().await, gemini().await);
+    deepseek.push(Reply::text("ok").usage(12, 1));
+    qwen.push(Reply::openai_error(
+        429,
+        "insufficient_quota",
+        "You exceeded your current quota",
+    ));
+    let (deepseek_url, qwen_url, gemini_url) =
+        (deepseek.base_url(), qwen.base_url(), gem.base_url());
+    let config = Config::from_vars([
+        ("FERRY_PROVIDERS", "deepseek,qwen,gemini"),
+        ("DEEPSEEK_API_KEY", KEY),
+        ("DEEPSEEK_BASE_URL", deepseek_url.as_str()),
+        ("QWEN_API_KEY", KEY),
+        ("QWEN_BASE_URL", qwen_url.as_str()),
+        ("QWEN_MODEL", "deepseek-chat"),
+        ("GEMINI_API_KEY", "sk-wrong-key-456"),
+        ("GEMINI_BASE_URL", gemini_url.as_str()),
+    ])
+    .unwrap();
+    let mut out = Vec::new();
+
+    let result = providers_command::check(&config, &mut out).await;
+
+    let out = String::from_utf8(out).unwrap();
+    let err = result.unwrap_err().to_string();
+    assert_eq!(err, "2 of 3 provider(s) failed the check: qwen, gemini");
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| {
+            l.split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect()
+        })
+        .collect();
+    assert_eq!(lines[0][..2], ["provider", "result"]);
+    assert_eq!(lines[1][..2], ["deepseek", "ok"]);
+    assert_eq!(lines[2][..2], ["qwen", "FAILED"]);
+    assert_eq!(lines[3][..2], ["gemini", "FAILED"]);
+    assert!(
+        out.contains("quota (HTTP 429, insufficient_quota): You exceeded your current quota"),
+        "{out}"
+    );
+    assert!(out.contains("auth (HTTP 400, API_KEY_INVALID)"), "{out}");
+    assert!(!out.contains("sk-wrong-key-456") && !err.contains("sk-wrong-key-456"));
+    // One call each, however it failed, and a tiny one.
+    assert_eq!((deepseek.count(), qwen.count(), gem.count()), (1, 1, 1));
+    let probe = &deepseek.requests()[0];
+    assert_eq!(probe.problem, None);
+    assert_eq!(probe.body["max_tokens"], 16);
+    assert_eq!(probe.messages.len(), 1);
+}
+
+#[tokio::test]
+async fn providers_check_succeeds_when_every_provider_answers() {
+    let (deepseek, gem) = (openai().await, gemini().await);
+    let (deepseek_url, gemini_url) = (deepseek.base_url(), gem.base_url());
+    let config = Config::from_vars([
+        ("FERRY_PROVIDERS", "deepseek,gemini,echo"),
+        ("DEEPSEEK_API_KEY", KEY),
+        ("DEEPSEEK_BASE_URL", deepseek_url.as_str()),
+        ("GEMINI_API_KEY", KEY),
+        ("GEMINI_BASE_URL", gemini_url.as_str()),
+        ("GEMINI_MAX_TOKENS", "8"),
+    ])
+    .unwrap();
+    let mut out = Vec::new();
+
+    providers_command::check(&config, &mut out).await.unwrap();
+
+    let out = String::from_utf8(out).unwrap();
+    assert_eq!(
+        out.lines().filter(|l| l.contains("  ok  ")).count(),
+        3,
+        "{out}"
+    );
+    assert_eq!(
+        gem.requests()[0].body["generationConfig"]["maxOutputTokens"],
+        8
+    );
+}
+
+// ---------------------------------------------------------------------------
+// `wechat.reply` end to end: what the job records, one budget per message.
+
+const APP_ID: &str = "wx_test_app";
+const APP_SECRET: &str = "test-app-secret";
+
+/// Redis, WeChat and Ferry (api + worker) with `chain` as its providers.
+async fn ferry_with(
+    chain: &[(&str, &FakeProvider)],
+    extra: &[(&str, &str)],
+) -> (RedisServer, FakeWeChat, TestFerry) {
+    let redis = RedisServer::start();
+    let wechat = FakeWeChat::start(APP_ID, APP_SECRET).await;
+    let names: Vec<&str> = chain.iter().map(|(name, _)| *name).collect();
+    let mut vars: Vec<(String, String)> = vec![
+        ("WECHAT_APP_ID".into(), APP_ID.into()),
+        ("WECHAT_APP_SECRET".into(), APP_SECRET.into()),
+        ("WECHAT_API_BASE".into(), wechat.base_url()),
+        ("FERRY_PROVIDERS".into(), names.join(",")),
+    ];
+    for (name, fake) in chain {
+        let c = fake.provider_config(name);
+        let upper = name.to_ascii_uppercase();
+        vars.push((format!("{upper}_API_KEY"), KEY.into()));
+        vars.push((format!("{upper}_BASE_URL"), c.base_url));
+        vars.push((format!("{upper}_MODEL"), c.model));
+    }
+    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let parts = Parts {
+        api: true,
+        worker: true,
+    };
+    let ferry = TestFerry::start(&redis, &vars, parts).await;
+    (redis, wechat, ferry)
+}
+
+async fn say(ferry: &TestFerry, openid: &str, content: &str, msg_id: i64) {
+    let xml = wechat::text_message_xml(
+        "gh_account",
+        openid,
+        chrono::Utc::now().timestamp(),
+        content,
+        msg_id,
+    );
+    let (status, body) = ferry.post_wechat(&xml).await;
+    assert_eq!((status, body.as_str()), (200, "success"));
+}
+
+/// The record of the job made from WeChat message `msg_id`, once finished.
+async fn finished_job(redis: &RedisServer, ferry: &TestFerry, msg_id: i64) -> JobRecord {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("{ferry:wechat}:job:*")
+            .query(&mut redis.conn())
+            .unwrap();
+        for key in keys {
+            let id: JobId = key.split_once(":job:").unwrap().1.parse().unwrap();
+            if let Some(record) = ferry.queue.job(&id).await.unwrap()
+                && record.payload["msg_id"] == msg_id
+                && record.state.is_finished()
+            {
+                return record;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job of message {msg_id} never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_job_result_names_the_provider_model_tokens_and_latency_of_the_answer() {
+    let (deepseek, gem) = (openai().await, gemini().await);
+    deepseek.push(Reply::error(
+        402,
+        json!({"error": {"message": "Insufficient Balance", "type": "unknown_error"}}),
+    ));
+    gem.push(Reply::text("渡轮是一种船。").usage(30, 7));
+    let (redis, wechat, ferry) =
+        ferry_with(&[("deepseek", &deepseek), ("gemini", &gem)], &[]).await;
+
+    say(&ferry, "o_user_result", "什么是渡轮？", 5001).await;
+
+    let sent = wechat.wait_for_sent(1, Duration::from_secs(10)).await;
+    assert_eq!(sent[0].content, "渡轮是一种船。");
+    let job = finished_job(&redis, &ferry, 5001).await;
+    assert_eq!(job.state, JobState::Succeeded);
+    let mut result = job.result.unwrap();
+    let latency = result.as_object_mut().unwrap().remove("latency_ms");
+    assert!(
+        latency.is_some_and(|l| l.is_u64()),
+        "latency_ms is a whole number of ms"
+    );
+    assert_eq!(
+        result,
+        json!({
+            "provider": "gemini",
+            "model": "gemini-2.0-flash",
+            "prompt_tokens": 30,
+            "completion_tokens": 7,
+            "total_tokens": 37,
+            "parts": 1,
+        })
+    );
+    ferry.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_whose_budget_runs_out_gets_the_apology_and_no_further_calls() {
+    let deepseek = openai().await;
+    deepseek.push(Reply::text("far too late").stall(Duration::from_secs(20)));
+    let (redis, wechat, ferry) = ferry_with(
+        &[("deepseek", &deepseek)],
+        &[("FERRY_AI_TOTAL_BUDGET", "1")],
+    )
+    .await;
+
+    say(&ferry, "o_user_budget", "你好", 5002).await;
+
+    let sent = wechat.wait_for_sent(1, Duration::from_secs(15)).await;
+    assert_eq!(sent[0].content, DEFAULT_APOLOGY);
+    let job = finished_job(&redis, &ferry, 5002).await;
+    assert_eq!(job.state, JobState::Dead);
+    assert!(
+        job.last_error.as_deref().unwrap().contains("budget"),
+        "{:?}",
+        job.last_error
+    );
+    assert_eq!(deepseek.count(), 1);
+    assert_eq!(wechat.sent().len(), 1);
+    ferry.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_hint_longer_than_the_budget_left_gets_the_apology_at_once() {
+    let deepseek = openai().await;
+    deepseek.push(
+        Reply::openai_error(429, "rate_limit_exceeded", "Rate limit reached")
+            .header("retry-after-ms", "60000"),
+    );
+    let (redis, wechat, ferry) = ferry_with(
+        &[("deepseek", &deepseek)],
+        &[("FERRY_AI_TOTAL_BUDGET", "10")],
+    )
+    .await;
+
+    say(&ferry, "o_user_hint", "你好", 5003).await;
+
+    let sent = wechat.wait_for_sent(1, Duration::from_secs(15)).await;
+    assert_eq!(sent[0].content, DEFAULT_APOLOGY);
+    let job = finished_job(&redis, &ferry, 5003).await;
+    assert_eq!(job.state, JobState::Dead, "not a retry a minute later");
+    assert_eq!(job.attempts, 1);
+    assert_eq!(deepseek.count(), 1);
+    ferry.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_job_asks_each_provider_once_instead_of_repeating_the_in_call_retries() {
+    let deepseek = openai().await;
+    for _ in 0..20 {
+        deepseek.push(Reply::openai_error(
+            503,
+            "server_error",
+            "Server overloaded",
+        ));
+    }
+    let (redis, wechat, ferry) = ferry_with(
+        &[("deepseek", &deepseek)],
+        &[("FERRY_PROVIDER_ATTEMPTS", "3")],
+    )
+    .await;
+
+    say(&ferry, "o_user_retry", "你好", 5004).await;
+
+    let sent = wechat.wait_for_sent(1, Duration::from_secs(30)).await;
+    assert_eq!(sent[0].content, DEFAULT_APOLOGY);
+    let job = finished_job(&redis, &ferry, 5004).await;
+    assert_eq!(
+        (job.state, job.attempts, job.max_attempts),
+        (JobState::Dead, 4, 4)
+    );
+    // Three calls on the first attempt, then one on each of the three job
+    // retries: 3 + 1 + 1 + 1, not 3 × 4.
+    assert_eq!(deepseek.count(), 6);
+    ferry.stop().await;
 }

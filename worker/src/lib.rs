@@ -12,7 +12,8 @@
 //! - [`promoter`] moves due retries back to their streams;
 //! - [`heartbeat`] registers this worker as alive;
 //! - [`handlers`] what each job kind does; [`providers`] the AI models;
-//!   [`reply`] delivery of answers to WeChat users.
+//!   [`memory`] what each WeChat user said lately; [`reply`] delivery of
+//!   answers to WeChat users.
 
 pub mod acker;
 pub mod fetcher;
@@ -23,6 +24,7 @@ pub mod in_flight;
 pub mod job_retry;
 pub mod launcher;
 pub mod lease;
+pub mod memory;
 mod outage;
 pub mod processor;
 pub mod promoter;

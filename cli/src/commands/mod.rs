@@ -4,6 +4,7 @@ pub mod api;
 pub mod dev;
 pub mod dlq;
 pub mod migrate;
+pub mod providers;
 pub mod queues;
 pub mod simulate;
 pub mod worker;

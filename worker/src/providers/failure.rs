@@ -128,6 +128,15 @@ impl ProviderError {
         self
     }
 
+    /// The provider answered, but its output token cap (`max_tokens`) ran
+    /// out before any text: the key, model and endpoint work, the cap is too
+    /// small (a thinking model may spend it all on thoughts).
+    pub fn is_cut_by_max_tokens(&self) -> bool {
+        self.class == FailureClass::Transient
+            && self.status.is_none()
+            && matches!(self.code.as_deref(), Some("length" | "MAX_TOKENS"))
+    }
+
     /// A request that got no HTTP answer: always transient (it may still be
     /// running, and billed, upstream).
     pub(crate) fn network(provider: &str, err: &reqwest::Error) -> Self {

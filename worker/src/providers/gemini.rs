@@ -220,7 +220,9 @@ fn parse_response(provider: &str, body: &str) -> Result<Completion, ProviderErro
         .collect();
     if text.trim().is_empty() {
         let msg = format!("the answer is empty (finishReason {finish:?})");
-        return Err(ProviderError::new(provider, FailureClass::Transient, msg));
+        let mut err = ProviderError::new(provider, FailureClass::Transient, msg);
+        err.code = (!finish.is_empty()).then_some(finish);
+        return Err(err);
     }
     // Thinking tokens are billed as output.
     let usage = parsed.usage_metadata.map_or_else(Usage::default, |u| {
@@ -328,5 +330,17 @@ mod tests {
             let err = parse_response("gemini", body).unwrap_err();
             assert_eq!(err.class, FailureClass::Transient, "{body}");
         }
+    }
+
+    #[test]
+    fn an_answer_cut_by_the_token_cap_before_any_text_says_so() {
+        let body = r#"{"candidates":[{"content":{"parts":[{"text":"hmm","thought":true}]},"finishReason":"MAX_TOKENS"}]}"#;
+        let err = parse_response("gemini", body).unwrap_err();
+        assert!(err.is_cut_by_max_tokens(), "{err}");
+        assert!(
+            !parse_response("gemini", "{}")
+                .unwrap_err()
+                .is_cut_by_max_tokens()
+        );
     }
 }

@@ -24,7 +24,7 @@ pub use failure::{Classification, FailureClass, ProviderError, classify, retry_h
 pub use gemini::Gemini;
 pub use http::{HttpSettings, HttpSetupError, build_client};
 pub use openai::OpenAiCompatible;
-pub use router::{RetryPolicy, Router, RouterError};
+pub use router::{Allowance, CallPolicy, Router, RouterError};
 
 /// Who said a message. Serialized lowercase, as the OpenAI shape wants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

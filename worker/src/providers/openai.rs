@@ -141,7 +141,9 @@ fn parse_response(provider: &str, body: &str) -> Result<Completion, ProviderErro
     }
     if content.trim().is_empty() {
         let msg = format!("the answer is empty (finish_reason {finish:?})");
-        return Err(ProviderError::new(provider, FailureClass::Transient, msg));
+        let mut err = ProviderError::new(provider, FailureClass::Transient, msg);
+        err.code = (!finish.is_empty()).then_some(finish);
+        return Err(err);
     }
     let usage = parsed.usage.map_or_else(Usage::default, |u| Usage {
         prompt_tokens: u.prompt_tokens,

@@ -20,7 +20,7 @@ use super::{Answer, ChatRequest, FailureClass, Provider, ProviderError};
 
 /// How hard to try each provider, and for how long in all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
+pub struct CallPolicy {
     /// Attempts on one provider, the first included (at least one is made).
     pub max_attempts_per_provider: u32,
     /// Backoff ceiling before the first retry; it doubles per retry.
@@ -31,7 +31,7 @@ pub struct RetryPolicy {
     pub total_budget: Duration,
 }
 
-impl Default for RetryPolicy {
+impl Default for CallPolicy {
     fn default() -> Self {
         Self {
             max_attempts_per_provider: 3,
@@ -40,6 +40,18 @@ impl Default for RetryPolicy {
             total_budget: Duration::from_secs(90),
         }
     }
+}
+
+/// What one call may spend: the caller's share of a larger budget (the
+/// job's), within the policy's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allowance {
+    /// The whole call, every provider and wait included (at most the
+    /// policy's total budget).
+    pub time: Duration,
+    /// Attempts on each provider, the first included (at least one, at most
+    /// the policy's).
+    pub attempts_per_provider: u32,
 }
 
 /// No provider of the chain answered.
@@ -81,11 +93,11 @@ fn describe(tried: &[String], last: &Option<ProviderError>) -> String {
 #[derive(Debug, Clone)]
 pub struct Router {
     providers: Vec<Provider>,
-    policy: RetryPolicy,
+    policy: CallPolicy,
 }
 
 impl Router {
-    pub fn new(providers: Vec<Provider>, policy: RetryPolicy) -> Self {
+    pub fn new(providers: Vec<Provider>, policy: CallPolicy) -> Self {
         Self { providers, policy }
     }
 
@@ -93,7 +105,7 @@ impl Router {
     pub fn from_configs(
         configs: &[ProviderConfig],
         client: &reqwest::Client,
-        policy: RetryPolicy,
+        policy: CallPolicy,
     ) -> Self {
         let providers = configs
             .iter()
@@ -106,18 +118,37 @@ impl Router {
         &self.providers
     }
 
-    pub fn policy(&self) -> &RetryPolicy {
+    pub fn policy(&self) -> &CallPolicy {
         &self.policy
     }
 
     /// Answers `req` from the first provider that can, within the smaller of
-    /// `budget_left` (what the job has left) and the policy's total budget.
+    /// `budget_left` (what the job has left) and the policy's total budget,
+    /// with the policy's attempts on each provider.
     pub async fn chat(
         &self,
         req: &ChatRequest,
         budget_left: Duration,
     ) -> Result<Answer, RouterError> {
-        let budget = budget_left.min(self.policy.total_budget);
+        let allowance = Allowance {
+            time: budget_left,
+            attempts_per_provider: self.policy.max_attempts_per_provider,
+        };
+        self.chat_within(req, allowance).await
+    }
+
+    /// Answers `req` from the first provider that can, spending at most
+    /// `allowance` (capped by the policy).
+    pub async fn chat_within(
+        &self,
+        req: &ChatRequest,
+        allowance: Allowance,
+    ) -> Result<Answer, RouterError> {
+        let budget = allowance.time.min(self.policy.total_budget);
+        let attempts = allowance
+            .attempts_per_provider
+            .min(self.policy.max_attempts_per_provider)
+            .max(1);
         let deadline = Instant::now()
             .checked_add(budget)
             .unwrap_or_else(far_future);
@@ -132,7 +163,10 @@ impl Router {
                 break;
             }
             tried.push(provider.name().to_owned());
-            match self.call_with_retries(provider, req, deadline).await {
+            match self
+                .call_with_retries(provider, req, deadline, attempts)
+                .await
+            {
                 Ok(answer) => return Ok(answer),
                 Err(err) => {
                     let fails_over = err.class.fails_over();
@@ -159,17 +193,18 @@ impl Router {
         Err(RouterError { tried, last })
     }
 
-    /// One provider, retried while its failures are retryable, the attempts
-    /// last, and each wait fits in the budget.
+    /// One provider, retried while its failures are retryable, the
+    /// `max_attempts` last, and each wait fits in the budget.
     async fn call_with_retries(
         &self,
         provider: &Provider,
         req: &ChatRequest,
         deadline: Instant,
+        max_attempts: u32,
     ) -> Result<Answer, ProviderError> {
         let counter = AtomicU32::new(0);
         let attempts = &counter;
-        let retries = self.policy.max_attempts_per_provider.saturating_sub(1);
+        let retries = max_attempts.saturating_sub(1);
         let backoff = ExponentialBuilder::new()
             .with_min_delay(self.policy.base_delay)
             .with_max_delay(self.policy.max_delay)
@@ -295,7 +330,7 @@ mod tests {
     }
 
     fn router(configs: &[ProviderConfig], max_attempts: u32) -> Router {
-        let policy = RetryPolicy {
+        let policy = CallPolicy {
             max_attempts_per_provider: max_attempts,
             base_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(5),
