@@ -184,6 +184,26 @@ async fn a_job_retried_after_the_answer_remembers_its_turn_once() {
     w.ferry.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_who_unsubscribes_is_forgotten_and_starts_afresh_on_return() {
+    let w = world(&[]).await;
+    w.exchange("o_grace", "我叫格蕾丝", 1, 1).await;
+    assert_eq!(w.stored("o_grace").len(), 2);
+
+    let unsubscribe = format!(
+        "<xml><ToUserName><![CDATA[gh_account]]></ToUserName><FromUserName><![CDATA[o_grace]]></FromUserName><CreateTime>{}</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[unsubscribe]]></Event></xml>",
+        chrono::Utc::now().timestamp()
+    );
+    let (status, _) = w.ferry.post_wechat(&unsubscribe).await;
+    assert_eq!(status, 200);
+    assert!(w.stored("o_grace").is_empty());
+    w.exchange("o_grace", "我是谁？", 2, 2).await;
+
+    let requests = w.provider.requests();
+    assert_eq!(requests[1].messages, [system(), user("我是谁？")]);
+    w.ferry.stop().await;
+}
+
 // ---------------------------------------------------------------------------
 // The memory itself, against a real Redis.
 

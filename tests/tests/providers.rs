@@ -1083,10 +1083,12 @@ async fn the_job_result_names_the_provider_model_tokens_and_latency_of_the_answe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_whose_budget_runs_out_gets_the_apology_and_no_further_calls() {
     let deepseek = openai().await;
+    // Far longer than the budget (the per-attempt timeout is a minute): the
+    // call is cut when the budget runs out, and nothing follows it.
     deepseek.push(Reply::text("far too late").stall(Duration::from_secs(20)));
     let (redis, wechat, ferry) = ferry_with(
         &[("deepseek", &deepseek)],
-        &[("FERRY_AI_TOTAL_BUDGET", "1")],
+        &[("FERRY_AI_TOTAL_BUDGET", "3")],
     )
     .await;
 
