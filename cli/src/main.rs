@@ -35,6 +35,8 @@ enum Command {
     /// The AI provider chain and its settings (keys redacted); `check` makes
     /// one tiny call to each provider and reports.
     Providers(commands::providers::Args),
+    /// The fleet's shared circuit breakers: list, reset, force open.
+    Breaker(commands::breaker::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -59,6 +61,7 @@ fn main() -> std::process::ExitCode {
             Command::Queues => commands::queues::run().await,
             Command::Dlq(args) => commands::dlq::run(args).await,
             Command::Providers(args) => commands::providers::run(args).await,
+            Command::Breaker(args) => commands::breaker::run(args).await,
         }
     });
     match result {

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::fleet::{BreakerSettings, GateSettings};
 use crate::secret::Secret;
 
 /// Environment variable names: the one place each is spelled.
@@ -277,6 +278,8 @@ pub struct Config {
     pub queue: QueueConfig,
     pub max_body_bytes: usize,
     pub ingress: IngressConfig,
+    /// Fleet-wide limits and breaker settings per provider of the chain.
+    pub gates: HashMap<String, GateSettings>,
 }
 
 /// The api's WeChat ingress: how soon it must acknowledge, where it keeps
@@ -603,12 +606,18 @@ impl Config {
         }
 
         let ai = ai_config(&s)?;
+        let providers = providers(&s)?;
+        let gates = providers
+            .iter()
+            .map(|p| Ok((p.name.clone(), gate_settings(&s, &p.name)?)))
+            .collect::<Result<_, ConfigError>>()?;
 
         Ok(Config {
             redis_url: Secret::from(redis_url),
             prefix,
             listen,
-            providers: providers(&s)?,
+            providers,
+            gates,
             system_prompt: s.get(vars::FERRY_SYSTEM_PROMPT),
             ai,
             wechat,
@@ -620,6 +629,11 @@ impl Config {
             max_body_bytes: positive(&s, vars::FERRY_MAX_BODY_BYTES, 64 * 1024)?,
             ingress: ingress_config(&s)?,
         })
+    }
+
+    /// The gate settings of a provider (defaults for one not in the chain).
+    pub fn gate(&self, provider: &str) -> GateSettings {
+        self.gates.get(provider).cloned().unwrap_or_default()
     }
 
     /// The Redis URL with any password replaced, for logs and messages.
@@ -790,7 +804,12 @@ fn providers(s: &Sources) -> Result<Vec<ProviderConfig>, ConfigError> {
         None => KNOWN_PROVIDERS
             .iter()
             .map(|p| p.name.to_owned())
-            .chain(s.file_providers.keys().cloned())
+            .chain(
+                s.file_providers
+                    .keys()
+                    .filter(|name| !KNOWN_PROVIDERS.iter().any(|k| k.name == name.as_str()))
+                    .cloned(),
+            )
             .filter(|name| api_key(s, name).is_some())
             .collect(),
     };
@@ -924,6 +943,64 @@ fn provider(s: &Sources, name: &str) -> Result<ProviderConfig, ConfigError> {
     })
 }
 
+/// One provider's fleet limits and breaker: `<NAME>_RPM`, `_RPM_BURST`,
+/// `_TPM`, `_MAX_CONCURRENCY`, `_BREAKER_WINDOW`, `_BREAKER_MIN_CALLS`,
+/// `_BREAKER_FAILURE_RATE`, `_BREAKER_OPEN_FOR`, `_BREAKER_OPEN_FOR_QUOTA`,
+/// `_SLOW_CALL` (seconds where a time), or the same settings in lower case
+/// without the prefix in `[providers.<name>]` of ferry.toml
+/// (`requests_per_minute`, `burst`, `tokens_per_minute`, `max_concurrency`,
+/// `breaker_window`, `breaker_min_calls`, `breaker_failure_rate`,
+/// `breaker_open_for`, `breaker_open_for_quota`, `slow_call`).
+fn gate_settings(s: &Sources, name: &str) -> Result<GateSettings, ConfigError> {
+    let setting = |suffix: &str, file_key: &str| -> Option<(String, String)> {
+        let var = provider_var(name, suffix);
+        if let Some(v) = s.get(&var) {
+            return Some((var, v));
+        }
+        let value = s.file_providers.get(name)?.get(file_key)?;
+        let raw = value.as_str().map(str::to_owned).unwrap_or_else(|| value.to_string());
+        Some((format!("providers.{name}.{file_key}"), raw))
+    };
+    fn parsed<T: FromStr>(found: Option<(String, String)>, default: T, expected: &str) -> Result<T, ConfigError> {
+        match found {
+            None => Ok(default),
+            Some((var, raw)) => raw.parse().map_err(|_| ConfigError::new(var, format!("expected {expected}, got {raw:?}"))),
+        }
+    }
+    let secs = |suffix: &str, key: &str, default: Duration| -> Result<Duration, ConfigError> {
+        let found = setting(suffix, key);
+        let var = found.as_ref().map(|(v, _)| v.clone()).unwrap_or_default();
+        let secs: f64 = parsed(found, default.as_secs_f64(), "a number of seconds")?;
+        if !(secs.is_finite() && secs >= 0.0) {
+            return Err(ConfigError::new(var, "expected a non-negative number of seconds"));
+        }
+        Ok(Duration::from_secs_f64(secs))
+    };
+    let d = GateSettings::default();
+    let rpm: u32 = parsed(setting("RPM", "requests_per_minute"), d.requests_per_minute, "requests per minute")?;
+    let failure_rate: f64 = parsed(setting("BREAKER_FAILURE_RATE", "breaker_failure_rate"), d.breaker.failure_rate, "a ratio")?;
+    if !(failure_rate > 0.0 && failure_rate <= 1.0) {
+        return Err(ConfigError::new(provider_var(name, "BREAKER_FAILURE_RATE"), "expected a ratio in (0, 1]"));
+    }
+    let slow = secs("SLOW_CALL", "slow_call", Duration::ZERO)?;
+    Ok(GateSettings {
+        requests_per_minute: rpm,
+        // Default burst: three seconds' worth of the rate, at least one.
+        burst: parsed(setting("RPM_BURST", "burst"), (rpm / 20).max(1), "a whole number")?,
+        tokens_per_minute: parsed(setting("TPM", "tokens_per_minute"), d.tokens_per_minute, "tokens per minute")?,
+        max_concurrency: parsed(setting("MAX_CONCURRENCY", "max_concurrency"), d.max_concurrency, "a whole number")?,
+        lease_ttl: d.lease_ttl,
+        breaker: BreakerSettings {
+            window: secs("BREAKER_WINDOW", "breaker_window", d.breaker.window)?.max(Duration::from_secs(1)),
+            minimum_calls: parsed(setting("BREAKER_MIN_CALLS", "breaker_min_calls"), d.breaker.minimum_calls, "a whole number")?,
+            failure_rate,
+            open_for: secs("BREAKER_OPEN_FOR", "breaker_open_for", d.breaker.open_for)?,
+            open_for_quota: secs("BREAKER_OPEN_FOR_QUOTA", "breaker_open_for_quota", d.breaker.open_for_quota)?,
+            slow_call: (!slow.is_zero()).then_some(slow),
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1025,6 +1102,28 @@ mod tests {
         assert_eq!(c.providers[0].name, "qwen");
         assert_eq!(c.providers[1].base_url, "http://127.0.0.1:9/v1");
         assert_eq!(c.providers[1].model, "deepseek-reasoner");
+    }
+
+    #[test]
+    fn gate_settings_come_from_the_environment_over_the_file() {
+        let dir = tempfile_dir();
+        let path = dir.join("gates.toml");
+        std::fs::write(&path, "[providers.qwen]\nrequests_per_minute = 600\nmax_concurrency = 8\nbreaker_open_for = 5\n").unwrap();
+        let c = load(&[
+            ("FERRY_CONFIG", path.to_str().unwrap()),
+            ("QWEN_API_KEY", "q"),
+            ("QWEN_RPM", "120"),
+            ("QWEN_BREAKER_MIN_CALLS", "3"),
+        ])
+        .unwrap();
+        let g = c.gate("qwen");
+        assert_eq!(g.requests_per_minute, 120);
+        assert_eq!(g.burst, 6);
+        assert_eq!(g.max_concurrency, 8);
+        assert_eq!(g.breaker.minimum_calls, 3);
+        assert_eq!(g.breaker.open_for, Duration::from_secs(5));
+        assert_eq!(load(&[("QWEN_API_KEY", "q"), ("QWEN_RPM", "many")]).unwrap_err().var, "QWEN_RPM");
+        assert_eq!(load(&[("QWEN_API_KEY", "q"), ("QWEN_BREAKER_FAILURE_RATE", "2")]).unwrap_err().var, "QWEN_BREAKER_FAILURE_RATE");
     }
 
     #[test]
