@@ -969,6 +969,46 @@ async fn providers_check_succeeds_when_every_provider_answers() {
     );
 }
 
+#[tokio::test]
+async fn providers_check_gives_each_call_the_configured_attempt_timeout() {
+    let deepseek = openai().await;
+    deepseek.push(Reply::text("ok").stall(Duration::from_secs(5)));
+    let url = deepseek.base_url();
+    let config = Config::from_vars([
+        ("FERRY_PROVIDERS", "deepseek"),
+        ("DEEPSEEK_API_KEY", KEY),
+        ("DEEPSEEK_BASE_URL", url.as_str()),
+        ("FERRY_PROVIDER_TIMEOUT", "0.3"),
+    ])
+    .unwrap();
+    let mut out = Vec::new();
+
+    let result = providers_command::check(&config, &mut out).await;
+
+    assert!(result.is_err());
+    let out = String::from_utf8(out).unwrap();
+    assert!(
+        out.contains("FAILED  -        transient: timed out"),
+        "{out}"
+    );
+    assert_eq!(deepseek.count(), 1);
+}
+
+#[test]
+fn an_unreadable_extra_ca_file_stops_start_up_naming_the_variable() {
+    let config =
+        Config::from_vars([("FERRY_EXTRA_CA_FILE", "/nonexistent/gateway-ca.pem")]).unwrap();
+
+    let err = ferry_cli::app::provider_client(&config).unwrap_err();
+
+    assert!(
+        err.to_string().starts_with(
+            "FERRY_EXTRA_CA_FILE: cannot read the CA file /nonexistent/gateway-ca.pem"
+        ),
+        "{err}"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // `wechat.reply` end to end: what the job records, one budget per message.
 
