@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use ferry_common::config::{Config, vars};
-use ferry_common::fleet::{TokenCache, TokenSource};
+use ferry_common::config::{Config, ECHO_PROVIDER, vars};
+use ferry_common::fleet::{ProviderGate, TokenCache, TokenSource};
 use ferry_common::queue::JobQueue;
 use ferry_common::wechat::MessageCrypt;
 use ferry_common::{Keys, Secret, connection, schema, telemetry};
@@ -160,7 +160,14 @@ pub fn worker(
             ))
         }
     };
-    let router = Router::from_configs(&config.providers, &providers_http, call_policy(config));
+    // Every real provider's calls pass the fleet's gate; the built-in echo
+    // provider needs no limits.
+    let router = Router::from_configs(&config.providers, &providers_http, call_policy(config))
+        .with_gates(|name| {
+            (name != ECHO_PROVIDER).then(|| {
+                ProviderGate::new(queue.pool().clone(), queue.keys(), name, config.gate(name))
+            })
+        });
     let memory = ConversationMemory::new(
         queue.pool().clone(),
         queue.keys().clone(),

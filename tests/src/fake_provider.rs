@@ -203,6 +203,8 @@ struct Inner {
     key: String,
     model: String,
     script: VecDeque<Reply>,
+    /// The answer when the script is empty (`None`: echo).
+    default: Option<Reply>,
     received: Vec<Received>,
 }
 
@@ -225,6 +227,7 @@ impl FakeProvider {
             key: expected_key.into(),
             model: expected_model.into(),
             script: VecDeque::new(),
+            default: None,
             received: Vec::new(),
         }));
         let app = Router::new().fallback(handle).with_state(inner.clone());
@@ -261,6 +264,12 @@ impl FakeProvider {
         }
     }
 
+    /// The answer to every request once the script is empty (e.g. an error
+    /// to make the provider fail every call); `None` goes back to echoing.
+    pub fn set_default(&self, reply: Option<Reply>) {
+        self.inner.lock().unwrap().default = reply;
+    }
+
     /// Queues the answer to the next valid request not yet scripted.
     pub fn push(&self, reply: Reply) {
         self.inner.lock().unwrap().script.push_back(reply);
@@ -289,7 +298,11 @@ async fn handle(
         let (received, rejected) = inspect(&inner, &method, &uri, &headers, &body);
         let reply = match &rejected {
             Some(r) => rejection(inner.kind, r),
-            None => inner.script.pop_front().unwrap_or_else(Reply::echo),
+            None => inner
+                .script
+                .pop_front()
+                .or_else(|| inner.default.clone())
+                .unwrap_or_else(Reply::echo),
         };
         let (status, json) = render(&inner, &reply, &received);
         inner.received.push(received);

@@ -60,7 +60,11 @@ async fn main() -> anyhow::Result<()> {
     let mut admit = Vec::with_capacity(args.calls);
     let mut settle = Vec::with_capacity(args.calls);
     for round in 0..2 {
-        let n = if round == 0 { args.calls / 10 } else { args.calls };
+        let n = if round == 0 {
+            args.calls / 10
+        } else {
+            args.calls
+        };
         ping.clear();
         admit.clear();
         settle.clear();
@@ -77,14 +81,29 @@ async fn main() -> anyhow::Result<()> {
             };
             admit.push(t.elapsed());
             let t = Instant::now();
-            gate.settle(pass, CallResult::Success, Duration::from_millis(1), Some(480), None, "").await;
+            gate.settle(
+                pass,
+                CallResult::Success,
+                Duration::from_millis(1),
+                Some(480),
+                None,
+                "",
+            )
+            .await;
             settle.push(t.elapsed());
         }
     }
-    println!("{} sequential calls, redis-server on loopback, pooled connections", args.calls);
+    println!(
+        "{} sequential calls, redis-server on loopback, pooled connections",
+        args.calls
+    );
     let rt = report("bare round trip (PING)", ping);
     let a = report("admit (1 round trip, FCALL)", admit);
     let s = report("settle (1 round trip, FCALL)", settle);
-    println!("gate total: 2 round trips, {:.1} µs = {:.1}x a bare round trip", a + s, (a + s) / rt);
+    println!(
+        "gate total: 2 round trips, {:.1} µs = {:.1}x a bare round trip",
+        a + s,
+        (a + s) / rt
+    );
     Ok(())
 }

@@ -47,7 +47,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             if chain.is_empty() {
                 println!("no providers configured (FERRY_PROVIDERS)");
             }
-            println!("{:<12} {:<10} {:<27} reason", "provider", "state", "open until");
+            println!(
+                "{:<12} {:<10} {:<27} reason",
+                "provider", "state", "open until"
+            );
             for b in breakers.list(&chain).await? {
                 println!(
                     "{:<12} {:<10} {:<27} {}{}",
@@ -55,7 +58,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     b.state,
                     b.open_until.as_deref().unwrap_or("-"),
                     b.reason.as_deref().unwrap_or(""),
-                    b.slowed_until.map(|s| format!(" (slowed by a 429 until {s})")).unwrap_or_default()
+                    b.slowed_until
+                        .map(|s| format!(" (slowed by a 429 until {s})"))
+                        .unwrap_or_default()
                 );
             }
         }
@@ -64,9 +69,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             breakers.reset(&provider).await?;
             println!("{provider}: closed");
         }
-        Action::Open { provider, for_secs, reason } => {
+        Action::Open {
+            provider,
+            for_secs,
+            reason,
+        } => {
             known(&provider)?;
-            breakers.force_open(&provider, Duration::from_secs(for_secs), &reason).await?;
+            breakers
+                .force_open(&provider, Duration::from_secs(for_secs), &reason)
+                .await?;
             println!("{provider}: open for {for_secs} s");
         }
     }

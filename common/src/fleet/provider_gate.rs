@@ -164,6 +164,15 @@ pub struct ProviderGate {
     local: Option<Arc<DefaultDirectRateLimiter>>,
 }
 
+impl std::fmt::Debug for ProviderGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderGate")
+            .field("provider", &self.provider)
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
 impl ProviderGate {
     pub fn new(pool: Pool, keys: &Keys, provider: &str, settings: GateSettings) -> Self {
         let local = NonZeroU32::new(settings.requests_per_minute).map(|rpm| {

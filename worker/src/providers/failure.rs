@@ -27,6 +27,9 @@ pub enum FailureClass {
     BadRequest,
     /// The provider refused the content: answer the user politely.
     ContentFiltered,
+    /// The fleet's circuit breaker for this provider is open: no call was
+    /// made; fail over at once.
+    Unavailable,
 }
 
 impl FailureClass {
@@ -50,6 +53,7 @@ impl FailureClass {
             Self::Auth => "auth",
             Self::BadRequest => "bad_request",
             Self::ContentFiltered => "content_filtered",
+            Self::Unavailable => "unavailable",
         }
     }
 }

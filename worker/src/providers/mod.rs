@@ -161,6 +161,11 @@ impl Provider {
         self.config().kind
     }
 
+    /// The configured answer length, if any.
+    pub fn max_tokens(&self) -> Option<u32> {
+        self.config().max_tokens
+    }
+
     /// One call, no retry: retries and failover are the [`Router`]'s.
     pub async fn chat(&self, req: &ChatRequest) -> Result<Answer, ProviderError> {
         if req.messages.is_empty() {

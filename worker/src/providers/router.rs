@@ -16,7 +16,13 @@ use backon::{ExponentialBuilder, Retryable};
 use ferry_common::config::ProviderConfig;
 use tracing::{debug, warn};
 
+use ferry_common::fleet::{Admission, CallResult, Denial, Pass, ProviderGate};
+
 use super::{Answer, ChatRequest, FailureClass, Provider, ProviderError};
+
+/// The message of an attempt Ferry cut at the time budget (not the
+/// provider's fault, so not counted against its breaker).
+const BUDGET_CUT: &str = "no answer within the time budget";
 
 /// How hard to try each provider, and for how long in all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,11 +100,26 @@ fn describe(tried: &[String], last: &Option<ProviderError>) -> String {
 pub struct Router {
     providers: Vec<Provider>,
     policy: CallPolicy,
+    /// The fleet gate of each provider (same order), when coordinated.
+    gates: Vec<Option<ProviderGate>>,
 }
 
 impl Router {
     pub fn new(providers: Vec<Provider>, policy: CallPolicy) -> Self {
-        Self { providers, policy }
+        let gates = vec![None; providers.len()];
+        Self {
+            providers,
+            policy,
+            gates,
+        }
+    }
+
+    /// Puts every call through the fleet's gate of its provider (rate
+    /// limits, concurrency leases, circuit breaker); `gate` is asked for
+    /// each provider by name.
+    pub fn with_gates(mut self, gate: impl Fn(&str) -> Option<ProviderGate>) -> Self {
+        self.gates = self.providers.iter().map(|p| gate(p.name())).collect();
+        self
     }
 
     /// A chain built from configuration, in its order, sharing `client`.
@@ -256,14 +277,43 @@ impl Router {
         deadline: Instant,
         attempt: u32,
     ) -> Result<Answer, ProviderError> {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let over_budget = || {
-            ProviderError::new(
-                provider.name(),
-                FailureClass::Transient,
-                "no answer within the time budget",
-            )
+        let gate = self
+            .providers
+            .iter()
+            .position(|p| std::ptr::eq(p, provider))
+            .and_then(|i| self.gates.get(i).cloned().flatten());
+        let Some(gate) = gate else {
+            return self.call(provider, req, deadline, attempt).await;
         };
+        let estimate = estimate_tokens(req, provider.max_tokens());
+        let pass = admit(&gate, provider.name(), estimate, deadline).await?;
+        let started = Instant::now();
+        let result = self.call(provider, req, deadline, attempt).await;
+        let (outcome, tokens, hint, reason) = match &result {
+            Ok(answer) => (
+                CallResult::Success,
+                Some(answer.usage.total_tokens),
+                None,
+                String::new(),
+            ),
+            Err(err) => (gate_result(err), None, err.retry_after, err.to_string()),
+        };
+        gate.settle(pass, outcome, started.elapsed(), tokens, hint, &reason)
+            .await;
+        result
+    }
+
+    /// The provider call itself, cut at the deadline.
+    async fn call(
+        &self,
+        provider: &Provider,
+        req: &ChatRequest,
+        deadline: Instant,
+        attempt: u32,
+    ) -> Result<Answer, ProviderError> {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let over_budget =
+            || ProviderError::new(provider.name(), FailureClass::Transient, BUDGET_CUT);
         if remaining.is_zero() {
             return Err(over_budget());
         }
@@ -283,6 +333,72 @@ impl Router {
         }
         result
     }
+}
+
+/// Waits for the fleet's permission to call, as long as the deadline allows.
+/// An open breaker fails over at once; a limit whose wait would outlast the
+/// deadline is reported as rate limited with that wait, so the router fails
+/// over instead of sleeping past the budget.
+async fn admit(
+    gate: &ProviderGate,
+    provider: &str,
+    estimate: u32,
+    deadline: Instant,
+) -> Result<Pass, ProviderError> {
+    loop {
+        match gate.admit(estimate).await {
+            Admission::Granted(pass) => return Ok(pass),
+            Admission::Denied {
+                why: Denial::Open,
+                retry_after,
+            } => {
+                let mut err =
+                    ProviderError::new(provider, FailureClass::Unavailable, "circuit breaker open");
+                err.retry_after = Some(retry_after);
+                return Err(err);
+            }
+            Admission::Denied { why, retry_after } => {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                if retry_after >= remaining {
+                    let mut err = ProviderError::new(
+                        provider,
+                        FailureClass::RateLimited,
+                        format!("fleet limit ({why:?}) reached"),
+                    );
+                    err.retry_after = Some(retry_after);
+                    return Err(err);
+                }
+                debug!(
+                    provider,
+                    ?why,
+                    wait_ms = millis(retry_after),
+                    "waiting for the fleet limit"
+                );
+                tokio::time::sleep(retry_after).await;
+            }
+        }
+    }
+}
+
+/// What a call's failure tells the fleet about the provider's health.
+fn gate_result(err: &ProviderError) -> CallResult {
+    match err.class {
+        FailureClass::Transient if err.message == BUDGET_CUT => CallResult::Neutral,
+        FailureClass::Transient => CallResult::Failure,
+        FailureClass::RateLimited => CallResult::RateLimited,
+        FailureClass::Quota => CallResult::Quota,
+        FailureClass::Auth => CallResult::Auth,
+        FailureClass::BadRequest | FailureClass::ContentFiltered | FailureClass::Unavailable => {
+            CallResult::Neutral
+        }
+    }
+}
+
+/// A rough token count for the reservation (corrected after the call):
+/// about two characters a token across Chinese and English, plus the answer.
+fn estimate_tokens(req: &ChatRequest, max_tokens: Option<u32>) -> u32 {
+    let chars: usize = req.messages.iter().map(|m| m.content.chars().count()).sum();
+    (chars / 2) as u32 + max_tokens.unwrap_or(512)
 }
 
 /// The wait before the next attempt: full jitter under the backoff
