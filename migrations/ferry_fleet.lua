@@ -209,6 +209,21 @@ local function breaker_admin(keys, args)
   return 'open'
 end
 
+-- A plain GCRA limit on one key (a WeChat user, an API key).
+-- KEYS: the limit's key
+-- ARGV: per minute, burst, cost
+-- -> {1, 0} allowed (and taken), or {0, wait ms}
+local function limit(keys, args)
+  local now = now_ms()
+  local ok, wait, tat = gcra(keys[1], now, 60000 / tonumber(args[1]), tonumber(args[2]), tonumber(args[3]))
+  if not ok then
+    return {0, wait}
+  end
+  redis.call('SET', keys[1], tat, 'PX', math.ceil(tat - now) + 60000)
+  return {1, 0}
+end
+
+redis.register_function('ferry_limit', limit)
 redis.register_function('ferry_admit', admit)
 redis.register_function('ferry_settle', settle)
 redis.register_function('ferry_breaker_admin', breaker_admin)

@@ -79,6 +79,12 @@ impl Keys {
         }
     }
 
+    /// A fleet-wide GCRA limit on one subject (`user:<openid>`,
+    /// `api_key:<name>`): its theoretical arrival time.
+    pub fn limit(&self, subject: &str) -> String {
+        self.global(&format!("limit:{subject}"))
+    }
+
     /// Replies the console sink recorded for one user, read by
     /// `ferry simulate` through the dev api (only used by `ferry dev`).
     pub fn dev_outbox(&self, openid: &str) -> String {

@@ -260,3 +260,37 @@ async fn tokens_are_reserved_from_the_estimate_and_corrected_from_usage() {
     .await;
     assert!(matches!(g.admit(100).await, Admission::Granted(_)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_subject_limit_is_shared_by_every_process() {
+    let redis = RedisServer::start();
+    migrate(&redis).await;
+    let limit = |_: usize| {
+        ferry_common::fleet::RateLimit::new(
+            connection::pool(&Secret::new(redis.url()), 2).unwrap(),
+            Keys::new("ferry"),
+            6,
+            2,
+        )
+    };
+    let (a, b) = (limit(0), limit(1));
+    use ferry_common::fleet::Verdict;
+    assert_eq!(a.check("user:o_1").await.unwrap(), Verdict::Allowed);
+    assert_eq!(
+        b.check("user:o_1").await.unwrap(),
+        Verdict::Allowed,
+        "the burst of 2"
+    );
+    match a.check("user:o_1").await.unwrap() {
+        Verdict::Limited(wait) => assert!(
+            wait > Duration::from_secs(5) && wait <= Duration::from_secs(10),
+            "{wait:?}"
+        ),
+        Verdict::Allowed => panic!("a third message within the burst window passed"),
+    }
+    assert_eq!(
+        b.check("user:o_2").await.unwrap(),
+        Verdict::Allowed,
+        "another user has a budget of their own"
+    );
+}

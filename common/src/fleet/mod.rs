@@ -3,6 +3,7 @@
 
 pub mod breaker;
 pub mod provider_gate;
+pub mod rate_limit;
 pub mod wechat_token;
 pub mod workers;
 
@@ -10,5 +11,6 @@ pub use breaker::{BreakerView, Breakers};
 pub use provider_gate::{
     Admission, BreakerSettings, BreakerState, CallResult, Denial, GateSettings, Pass, ProviderGate,
 };
+pub use rate_limit::{RateLimit, Verdict};
 pub use wechat_token::{TokenCache, TokenError, TokenSource};
 pub use workers::{WorkerInfo, WorkerRegistry};

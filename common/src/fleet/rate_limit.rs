@@ -1,0 +1,57 @@
+//! A fleet-wide GCRA rate limit on one subject (a WeChat user's messages per
+//! minute, an API key's submissions per minute): one atomic call of
+//! `ferry_limit`, time from Redis, so every process shares the same budget.
+
+use std::time::Duration;
+
+use deadpool_redis::Pool;
+use redis::Pipeline;
+
+use super::provider_gate::GateError;
+use crate::functions::{fcall, run};
+use crate::keys::Keys;
+
+/// The answer to one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed,
+    /// Over the limit; the next unit is allowed after this wait.
+    Limited(Duration),
+}
+
+#[derive(Clone)]
+pub struct RateLimit {
+    pool: Pool,
+    keys: Keys,
+    per_minute: u32,
+    burst: u32,
+}
+
+impl RateLimit {
+    /// `per_minute` units a minute, `burst` of them back to back.
+    pub fn new(pool: Pool, keys: Keys, per_minute: u32, burst: u32) -> Self {
+        Self {
+            pool,
+            keys,
+            per_minute: per_minute.max(1),
+            burst: burst.max(1),
+        }
+    }
+
+    /// Takes one unit for `subject` if the limit allows it.
+    pub async fn check(&self, subject: &str) -> Result<Verdict, GateError> {
+        let key = self.keys.limit(subject);
+        let mut pipe = Pipeline::new();
+        fcall(&mut pipe, "ferry_limit", &[&key])
+            .arg(self.per_minute)
+            .arg(self.burst)
+            .arg(1);
+        let mut conn = self.pool.get().await?;
+        let ((allowed, wait),): ((i64, u64),) = run(&mut conn, &pipe).await?;
+        Ok(if allowed == 1 {
+            Verdict::Allowed
+        } else {
+            Verdict::Limited(Duration::from_millis(wait))
+        })
+    }
+}
