@@ -32,11 +32,11 @@ pub enum Handed {
     Spooled,
 }
 
-/// Enqueues `job` within the budget, else spools it.
+/// Enqueues `job` (batched with concurrent pushes) within the budget, else
+/// spools it.
 pub async fn enqueue(state: &AppState, job: NewJob) -> Result<Handed, ApiError> {
-    let reason = match tokio::time::timeout(state.wechat.ack_budget, state.queue.enqueue(&job))
-        .await
-    {
+    let attempt = state.batcher.enqueue(job.clone());
+    let reason = match tokio::time::timeout(state.wechat.ack_budget, attempt).await {
         Ok(Ok(enqueued)) => {
             if enqueued.created {
                 tracing::debug!(job = %enqueued.id, "WeChat message enqueued");
@@ -47,7 +47,7 @@ pub async fn enqueue(state: &AppState, job: NewJob) -> Result<Handed, ApiError> 
                 created: enqueued.created,
             });
         }
-        Ok(Err(e)) => e.to_string(),
+        Ok(Err(e)) => e,
         Err(_) => "no answer within the acknowledgement budget".to_owned(),
     };
     spool(state, SpoolRecord::enqueue(&job), &reason).await

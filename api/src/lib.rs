@@ -7,10 +7,12 @@
 //! - `GET /healthz` ([`health`]);
 //! - `GET /dev/replies/{openid}` only under `ferry dev` ([`dev`]).
 //!
-//! When Redis does not take a push within the acknowledgement budget, the
-//! push goes to a local spool on disk ([`spool`], via [`handoff`]) and a
-//! background task of [`serve`] replays it into Redis later.
+//! Concurrent pushes share Redis round trips ([`batcher`]). When Redis does
+//! not take a push within the acknowledgement budget, the push goes to a
+//! local spool on disk ([`spool`], via [`handoff`]) and a background task of
+//! [`serve`] replays it into Redis later.
 
+pub mod batcher;
 pub mod client_ip;
 pub mod dev;
 pub mod error;
@@ -32,12 +34,13 @@ use axum::routing::get;
 use axum::serve::ListenerExt;
 use tokio_util::sync::CancellationToken;
 
+pub use batcher::EnqueueBatcher;
 pub use client_ip::{ClientIp, ClientIpResolver};
 pub use error::ApiError;
 pub use limiter::IpLimiter;
 pub use security::{SecurityCounters, SecurityCounts, SecurityEvent};
 pub use spool::{Spool, SpoolStats};
-pub use state::{AppState, ReplyTexts, WeChatIngress};
+pub use state::{AppState, ReplyTexts, SharedState, WeChatIngress};
 
 /// Every route, with the body limit applied (an oversized body gets 413).
 /// Serve it with connection info (as [`serve`] does) for the per-IP limit.

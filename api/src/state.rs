@@ -7,6 +7,7 @@ use ferry_common::Secret;
 use ferry_common::queue::JobQueue;
 use ferry_common::wechat::MessageCrypt;
 
+use crate::batcher::EnqueueBatcher;
 use crate::client_ip::ClientIpResolver;
 use crate::limiter::IpLimiter;
 use crate::security::SecurityCounters;
@@ -40,9 +41,29 @@ pub struct ReplyTexts {
     pub voice_unrecognized: String,
 }
 
+/// The handle every handler gets: one `Arc`, so the per-request clones axum
+/// makes of its state cost a reference count, not an allocation.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<SharedState>);
+
+impl AppState {
+    pub fn new(shared: SharedState) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = SharedState;
+
+    fn deref(&self) -> &SharedState {
+        &self.0
+    }
+}
+
+pub struct SharedState {
     pub queue: JobQueue,
+    /// Pushes' enqueues, batched into shared Redis round trips.
+    pub batcher: Arc<EnqueueBatcher>,
     pub wechat: Arc<WeChatIngress>,
     pub max_body_bytes: usize,
     /// Serve `/dev/replies` (only `ferry dev`, with the console reply sink).
@@ -54,10 +75,10 @@ pub struct AppState {
     /// The per-IP flood guard; `None` when turned off.
     pub limiter: Option<Arc<IpLimiter>>,
     /// Refused requests that look like attacks, by kind.
-    pub security: Arc<SecurityCounters>,
+    pub security: SecurityCounters,
 }
 
-impl AppState {
+impl SharedState {
     /// The security event counts of this process.
     pub fn security(&self) -> &SecurityCounters {
         &self.security

@@ -666,7 +666,11 @@ fn ingress_config(s: &Sources) -> Result<IngressConfig, ConfigError> {
             format!("expected 1..={MAX_ACK_BUDGET_MS} ms (WeChat waits 5 s in all)"),
         ));
     }
-    let ip_rate = match s.get(vars::FERRY_IP_RATE_LIMIT).as_deref() {
+    let ip_rate = match s
+        .get(vars::FERRY_IP_RATE_LIMIT)
+        .map(|v| v.to_ascii_lowercase())
+        .as_deref()
+    {
         Some("off" | "0") => None,
         _ => Some(IpRateLimit {
             per_second: positive(s, vars::FERRY_IP_RATE_LIMIT, 100)?,

@@ -290,6 +290,32 @@ fn knows_something_about(redis: &RedisServer, openid: &str) -> bool {
         .any(|key| exists(redis, key))
 }
 
+/// Restarts Redis and waits until it has loaded its data. (`RedisServer::
+/// restart` can return while Redis still answers `-LOADING`: its readiness
+/// check also matches the `async_loading:0` line of `INFO persistence`.)
+fn restart(redis: &mut RedisServer) {
+    redis.restart();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let loaded = redis::Client::open(redis.url())
+            .and_then(|client| client.get_connection())
+            .and_then(|mut conn| {
+                redis::cmd("INFO")
+                    .arg("persistence")
+                    .query::<String>(&mut conn)
+            })
+            .is_ok_and(|info| info.lines().any(|line| line.trim() == "loading:0"));
+        if loaded {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis-server did not finish loading"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn api(ferry: &TestFerry) -> &ferry_api::AppState {
     ferry.api.as_ref().unwrap()
 }
@@ -509,12 +535,34 @@ async fn an_unsubscribe_while_redis_is_down_is_spooled_and_carried_out_when_it_r
 
     let answer = post(&ferry, &Push::plain(&event("o_leaving", "unsubscribe"))).await;
     assert_success(&answer);
-    redis.restart();
+    restart(&mut redis);
 
     eventually(WAIT, "the spooled unsubscribe forgets the user", || {
         !knows_something_about(&redis, "o_leaving")
     })
     .await;
+    ferry.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_of_one_message_arriving_together_make_one_job() {
+    let redis = RedisServer::start();
+    let ferry = ferry_with(&redis, &[]).await;
+    let xml = text("o_impatient", "同时到达的重试", 60);
+
+    let answers = futures::future::join_all((0..20).map(|_| {
+        let push = Push::plain(&xml);
+        let ferry = &ferry;
+        async move { post(ferry, &push).await }
+    }))
+    .await;
+
+    assert!(
+        answers
+            .iter()
+            .all(|a| (a.status, a.body.as_str()) == (200, "success"))
+    );
+    assert_eq!(enqueued(&redis), ["同时到达的重试"]);
     ferry.stop().await;
 }
 
@@ -659,7 +707,7 @@ async fn pushes_while_redis_is_down_are_acknowledged_and_each_enqueued_exactly_o
         assert_success(&post(&ferry, &Push::plain(xml)).await);
     }
     assert_eq!(api(&ferry).spool.stats().spooled, 26);
-    redis.restart();
+    restart(&mut redis);
 
     eventually(WAIT, "the spool is drained", || {
         api(&ferry).spool.stats().files == 0
@@ -732,7 +780,7 @@ async fn a_spool_left_by_a_stopped_api_is_replayed_by_the_next_one() {
         assert_success(&post(&first, &push).await);
     }
     first.stop().await;
-    redis.restart();
+    restart(&mut redis);
 
     let next = ferry_with(&redis, &vars).await;
 

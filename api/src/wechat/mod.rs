@@ -14,9 +14,8 @@ pub mod dispatch;
 pub mod passive;
 pub mod verify;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{FromRequest, Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, body::Bytes};
 
@@ -34,12 +33,6 @@ fn caller<'a>(state: &'a AppState, client: Option<Extension<ClientIp>>) -> Calle
     }
 }
 
-fn query(query: Result<Query<SignedQuery>, QueryRejection>) -> Result<SignedQuery, ApiError> {
-    query
-        .map(|Query(q)| q)
-        .map_err(|_| ApiError::BadRequest("unreadable query string".into()))
-}
-
 /// URL verification: answer `echostr` unchanged, only for a valid
 /// signature. It has no side effect, so an old one replayed only echoes its
 /// own `echostr`: no timestamp window here (WeChat's documented examples use
@@ -47,10 +40,10 @@ fn query(query: Result<Query<SignedQuery>, QueryRejection>) -> Result<SignedQuer
 pub async fn verify_url(
     State(state): State<AppState>,
     client: Option<Extension<ClientIp>>,
-    q: Result<Query<SignedQuery>, QueryRejection>,
+    uri: Uri,
 ) -> Result<Response, ApiError> {
     let caller = caller(&state, client);
-    let signed = query(q)?.verify(&state.wechat.token, &caller)?;
+    let signed = SignedQuery::parse(uri.query()).verify(&state.wechat.token, &caller)?;
     let echostr = signed
         .echostr
         .ok_or_else(|| ApiError::BadRequest("missing query parameter echostr".into()))?;
@@ -61,12 +54,11 @@ pub async fn verify_url(
 pub async fn receive(
     State(state): State<AppState>,
     client: Option<Extension<ClientIp>>,
-    q: Result<Query<SignedQuery>, QueryRejection>,
     request: Request,
 ) -> Result<Response, ApiError> {
     let caller = caller(&state, client);
     let ingress = &state.wechat;
-    let signed = query(q)?.verify(&ingress.token, &caller)?;
+    let signed = SignedQuery::parse(request.uri().query()).verify(&ingress.token, &caller)?;
     let now = chrono::Utc::now().timestamp();
     verify::check_fresh(&signed, now, ingress.max_skew, &caller)?;
     // Only a signed, fresh request gets its body read.

@@ -4,20 +4,19 @@
 //! reply encrypted, with a fresh `msg_signature` over token, timestamp,
 //! nonce and `Encrypt`, as WeChat requires in safe mode.
 
-use axum::http::header;
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use ferry_common::wechat::{self, Incoming};
 
 use super::verify::Signed;
 use crate::state::WeChatIngress;
 
+const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+const XML: HeaderValue = HeaderValue::from_static("application/xml; charset=utf-8");
+
 /// Acknowledges without a passive reply.
 pub fn success() -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        "success",
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, TEXT)], "success").into_response()
 }
 
 /// A passive text reply to `message`, encrypted when the request was.
@@ -43,9 +42,5 @@ pub fn text_reply(
         }
         _ => xml,
     };
-    (
-        [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
-        body,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, XML)], body).into_response()
 }

@@ -18,14 +18,13 @@ use std::time::Duration;
 
 use ferry_common::Secret;
 use ferry_common::wechat::{self, Incoming, MessageError};
-use serde::Deserialize;
 
 use crate::error::ApiError;
 use crate::security::{SecurityCounters, SecurityEvent};
 use crate::state::WeChatIngress;
 
 /// The query WeChat sends with every request, as received.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default)]
 pub struct SignedQuery {
     signature: Option<String>,
     timestamp: Option<String>,
@@ -65,6 +64,27 @@ fn required(value: Option<String>, name: &str) -> Result<String, ApiError> {
 }
 
 impl SignedQuery {
+    /// Reads the parameters WeChat sends from a query string (percent-
+    /// decoded; others ignored; of a repeated one the first counts).
+    pub fn parse(query: Option<&str>) -> Self {
+        let mut q = Self::default();
+        for (name, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            let slot = match &*name {
+                "signature" => &mut q.signature,
+                "timestamp" => &mut q.timestamp,
+                "nonce" => &mut q.nonce,
+                "echostr" => &mut q.echostr,
+                "encrypt_type" => &mut q.encrypt_type,
+                "msg_signature" => &mut q.msg_signature,
+                _ => continue,
+            };
+            if slot.is_none() {
+                *slot = Some(value.into_owned());
+            }
+        }
+        q
+    }
+
     /// Checks `signature` over the token, `timestamp` and `nonce`.
     pub fn verify(self, token: &Secret, caller: &Caller<'_>) -> Result<Signed, ApiError> {
         let signature = required(self.signature, "signature")?;
@@ -155,6 +175,9 @@ pub fn open(
 }
 
 fn refused_body(e: MessageError, caller: &Caller<'_>) -> ApiError {
+    if let MessageError::TooLarge(_) = e {
+        return ApiError::TooLarge;
+    }
     if e == MessageError::Forbidden {
         caller.refuse(
             SecurityEvent::ForbiddenXml,
@@ -195,6 +218,18 @@ mod tests {
         let forged = signed_query("100").verify(&Secret::new("guess"), &caller(&security));
         assert!(matches!(forged, Err(ApiError::BadSignature)));
         assert_eq!(security.counts().bad_signature, 1);
+    }
+
+    #[test]
+    fn the_query_is_percent_decoded_and_unknown_parameters_ignored() {
+        let q = SignedQuery::parse(Some(
+            "signature=abc&timestamp=1&nonce=n%20o&openid=o1&echostr=a%2Bb&signature=second",
+        ));
+        assert_eq!(q.signature.as_deref(), Some("abc"));
+        assert_eq!(q.nonce.as_deref(), Some("n o"));
+        assert_eq!(q.echostr.as_deref(), Some("a+b"));
+        assert_eq!(q.encrypt_type, None);
+        assert!(SignedQuery::parse(None).signature.is_none());
     }
 
     #[test]

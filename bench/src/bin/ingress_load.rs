@@ -1,0 +1,511 @@
+//! Load on the WeChat ingress: how many pushes per second Ferry's api
+//! acknowledges (and enqueues) on this machine, at what latency, beside
+//! Redis's own rate for the same enqueue function.
+//!
+//! It starts a redis-server of its own, migrates it, and runs the api
+//! in-process on a runtime of its own, built by the same code as `ferry api`
+//! (`ferry_cli::app`), per-IP limiter on and the generator's address
+//! allowlisted, as WeChat's servers would be. The generator holds N
+//! keep-alive connections, each sending correctly signed pushes one after
+//! another (a closed loop) and timing each from the first byte written to
+//! the last byte of the answer. The pushes are built before the clock starts
+//! (every one a distinct MsgId, so every one is a new job), once in plaintext
+//! mode and once in safe mode (AES-encrypted, `msg_signature`). Then it runs
+//! `redis-benchmark` on the same Redis calling `ferry_enqueue` with the same
+//! number of connections, and reports the ratio.
+//!
+//!     cargo build --release -p ferry-bench
+//!     target/release/ingress_load --connections 32 --messages 200000
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail, ensure};
+use clap::Parser;
+use ferry_common::config::Config;
+use ferry_common::embedded_redis::RedisProcess;
+use ferry_common::wechat::{self, MessageCrypt};
+use ferry_common::{Keys, connection, schema};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+const TOKEN: &str = "bench-token";
+const APP_ID: &str = "wx_bench_app";
+const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+const ACCOUNT: &str = "gh_bench";
+
+#[derive(Parser)]
+#[command(about = "Load generator for Ferry's WeChat ingress")]
+struct Args {
+    /// Keep-alive connections, each with one request in flight.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Measured pushes per mode.
+    #[arg(long, default_value_t = 200_000)]
+    messages: usize,
+    /// Pushes per mode sent before measuring (connections and caches warm).
+    #[arg(long, default_value_t = 20_000)]
+    warmup: usize,
+    /// Worker threads of the api's runtime.
+    #[arg(long, default_value_t = 2)]
+    api_threads: usize,
+    /// Worker threads of the generator's runtime.
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+    /// Modes to run: plaintext, safe, or both.
+    #[arg(long, default_value = "both")]
+    mode: String,
+    /// Skip redis-benchmark.
+    #[arg(long)]
+    no_redis_benchmark: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Plaintext,
+    Safe,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Plaintext => "plaintext",
+            Mode::Safe => "safe mode (AES)",
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let modes = match args.mode.as_str() {
+        "plaintext" => vec![Mode::Plaintext],
+        "safe" => vec![Mode::Safe],
+        "both" => vec![Mode::Plaintext, Mode::Safe],
+        other => bail!("--mode: expected plaintext, safe or both, got {other:?}"),
+    };
+
+    let redis_dir = tempfile::Builder::new()
+        .prefix("ferry-bench-redis-")
+        .tempdir()?;
+    let spool_dir = tempfile::Builder::new()
+        .prefix("ferry-bench-spool-")
+        .tempdir()?;
+    let redis = RedisProcess::start(redis_dir.path(), false).context("redis-server")?;
+    let config = Config::from_vars([
+        ("REDIS_URL", redis.url()),
+        ("WECHAT_TOKEN", TOKEN.into()),
+        ("WECHAT_APP_ID", APP_ID.into()),
+        ("WECHAT_ENCODING_AES_KEY", AES_KEY.into()),
+        ("FERRY_SPOOL_DIR", spool_dir.path().display().to_string()),
+        ("FERRY_IP_RATE_ALLOW", "127.0.0.1".into()),
+    ])?;
+
+    // The api: the same parts `ferry api` builds, on a runtime of its own.
+    let api_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.api_threads)
+        .thread_name("api")
+        .enable_all()
+        .build()?;
+    let shutdown = CancellationToken::new();
+    let (addr, state, api) = api_rt.block_on(async {
+        let client = connection::client(&config.redis_url)?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        schema::migrate(&mut conn, &Keys::new(&config.prefix), "bench").await?;
+        let queue = ferry_cli::app::job_queue(&config, 64)?;
+        ferry_cli::app::require_schema(&queue, &config).await?;
+        let state = ferry_cli::app::api_state(&config, queue, false)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let api = tokio::spawn(ferry_api::serve(listener, state.clone(), shutdown.clone()));
+        anyhow::Ok((addr, state, api))
+    })?;
+
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.client_threads)
+        .thread_name("generator")
+        .enable_all()
+        .build()?;
+    println!(
+        "# ingress_load: {} connections, {} measured pushes per mode ({} warm-up), api runtime {} threads, generator {} thread(s), {} CPUs",
+        args.connections,
+        args.messages,
+        args.warmup,
+        args.api_threads,
+        args.client_threads,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let redis_pid = redis_pid(&redis)?;
+    let mut next_msg_id = 1_i64;
+    let mut rates = Vec::new();
+    for mode in modes {
+        flush(&redis)?;
+        let warmup = build_pushes(mode, addr, args.warmup, args.connections, &mut next_msg_id);
+        client_rt.block_on(drive(addr, warmup))?;
+        let pushes = build_pushes(
+            mode,
+            addr,
+            args.messages,
+            args.connections,
+            &mut next_msg_id,
+        );
+        let cpu_before = CpuTimes::read(redis_pid)?;
+        let run = client_rt.block_on(drive(addr, pushes))?;
+        let cpu = CpuTimes::read(redis_pid)?.since(&cpu_before);
+        let enqueued = stream_len(&redis)?;
+        let expected = (args.warmup + args.messages) as u64;
+        ensure!(
+            enqueued == expected,
+            "{}: {enqueued} jobs enqueued for {expected} acknowledged pushes",
+            mode.name()
+        );
+        ensure!(
+            state.spool.stats().spooled == 0,
+            "pushes were spooled: Redis too slow?"
+        );
+        let rate = run.report(mode.name());
+        cpu.report(run.acknowledged);
+        rates.push((mode, rate));
+    }
+
+    if !args.no_redis_benchmark {
+        flush(&redis)?;
+        let payload = serde_json::json!({
+            "openid": "o_bench_user_000000000000000",
+            "account": ACCOUNT,
+            "content": content(1_000_000),
+            "msg_id": 1_000_000_i64,
+            "create_time": now(),
+        })
+        .to_string();
+        let q = Keys::new(&config.prefix).queue("wechat");
+        let (stream, job, idem) = (
+            q.stream(),
+            q.job("wechat:__rand_int__"),
+            q.idempotency("msg:__rand_int__"),
+        );
+        let command = [
+            "-r",
+            "100000000000",
+            "FCALL",
+            "ferry_enqueue",
+            "3",
+            &stream,
+            &job,
+            &idem,
+            "wechat:__rand_int__",
+            "wechat.reply",
+            "wechat",
+            &payload,
+            "4",
+            "300",
+        ];
+        let unpipelined = redis_benchmark(&redis, args.messages, args.connections, 1, &command)?;
+        flush(&redis)?;
+        let pipelined = redis_benchmark(&redis, args.messages, args.connections, 16, &command)?;
+        for (mode, rate) in rates {
+            println!(
+                "ratio {}: {:.2} of redis-benchmark -P 1, {:.2} of -P 16",
+                mode.name(),
+                rate / unpipelined,
+                rate / pipelined
+            );
+        }
+    }
+
+    shutdown.cancel();
+    api_rt.block_on(async {
+        let _ = tokio::time::timeout(Duration::from_secs(10), api).await;
+    });
+    Ok(())
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// What a user might write: about 40 bytes of UTF-8.
+fn content(n: i64) -> String {
+    format!("你好，请问第 {n} 个问题的答案是什么？")
+}
+
+/// The raw HTTP requests, dealt round-robin to `connections` lists.
+fn build_pushes(
+    mode: Mode,
+    addr: SocketAddr,
+    count: usize,
+    connections: usize,
+    next_msg_id: &mut i64,
+) -> Vec<Vec<Vec<u8>>> {
+    let crypt = MessageCrypt::new(AES_KEY, APP_ID).expect("bench key");
+    let mut lists: Vec<Vec<Vec<u8>>> = (0..connections)
+        .map(|_| Vec::with_capacity(count / connections + 1))
+        .collect();
+    let timestamp = now().to_string();
+    for i in 0..count {
+        let msg_id = *next_msg_id;
+        *next_msg_id += 1;
+        let openid = format!("o_bench_user_{:015}", msg_id % 10_000);
+        let xml = wechat::text_message_xml(ACCOUNT, &openid, now(), &content(msg_id), msg_id);
+        let nonce = format!("{}", 100_000_000 + msg_id);
+        let signature = wechat::sign(&[TOKEN, &timestamp, &nonce]);
+        let mut query =
+            format!("signature={signature}&timestamp={timestamp}&nonce={nonce}&openid={openid}");
+        let body = match mode {
+            Mode::Plaintext => xml,
+            Mode::Safe => {
+                let encrypt = crypt.encrypt(&xml).expect("encrypt");
+                let msg_signature = wechat::sign(&[TOKEN, &timestamp, &nonce, &encrypt]);
+                query.push_str(&format!("&encrypt_type=aes&msg_signature={msg_signature}"));
+                format!(
+                    "<xml><ToUserName><![CDATA[{ACCOUNT}]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
+                )
+            }
+        };
+        let request = format!(
+            "POST /wechat?{query} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: Mozilla/4.0\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        lists[i % connections].push(request.into_bytes());
+    }
+    lists
+}
+
+struct Run {
+    acknowledged: usize,
+    elapsed: Duration,
+    /// Microseconds, sorted.
+    latencies: Vec<u32>,
+}
+
+impl Run {
+    /// Prints the run and returns its rate (acknowledged pushes per second).
+    fn report(&self, name: &str) -> f64 {
+        let rate = self.acknowledged as f64 / self.elapsed.as_secs_f64();
+        let pct = |p: f64| {
+            let i =
+                ((self.latencies.len() as f64 * p).ceil() as usize).clamp(1, self.latencies.len());
+            f64::from(self.latencies[i - 1]) / 1000.0
+        };
+        println!(
+            "{name}: {} acknowledged in {:.2} s = {rate:.0} msgs/s; latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+            self.acknowledged,
+            self.elapsed.as_secs_f64(),
+            pct(0.50),
+            pct(0.99),
+            pct(0.999),
+            pct(1.0),
+        );
+        rate
+    }
+}
+
+/// Sends every list over its own keep-alive connection, all at once.
+async fn drive(addr: SocketAddr, lists: Vec<Vec<Vec<u8>>>) -> anyhow::Result<Run> {
+    let mut streams = Vec::with_capacity(lists.len());
+    for _ in 0..lists.len() {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        streams.push(stream);
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = streams
+        .into_iter()
+        .zip(lists)
+        .map(|(stream, list)| tokio::spawn(connection(stream, list)))
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    Ok(Run {
+        acknowledged: latencies.len(),
+        elapsed,
+        latencies,
+    })
+}
+
+/// One keep-alive connection: a request, its answer, the next request.
+async fn connection(mut stream: TcpStream, requests: Vec<Vec<u8>>) -> anyhow::Result<Vec<u32>> {
+    let mut latencies = Vec::with_capacity(requests.len());
+    let mut buf = Vec::with_capacity(1024);
+    for request in &requests {
+        let sent = Instant::now();
+        stream.write_all(request).await?;
+        let (status, body) = read_response(&mut stream, &mut buf).await?;
+        let micros = sent.elapsed().as_micros();
+        ensure!(
+            status == 200 && body == b"success",
+            "push not acknowledged: HTTP {status} {:?}",
+            String::from_utf8_lossy(&body)
+        );
+        latencies.push(u32::try_from(micros).unwrap_or(u32::MAX));
+    }
+    Ok(latencies)
+}
+
+/// Reads one HTTP/1.1 response with a Content-Length body.
+async fn read_response(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> anyhow::Result<(u16, Vec<u8>)> {
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = std::str::from_utf8(&buf[..end])?;
+            let status: u16 = head
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .context("unreadable status line")?;
+            let length: usize = head
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().ok())?
+                })
+                .context("response without Content-Length")?;
+            let total = end + 4 + length;
+            while buf.len() < total {
+                if stream.read_buf(buf).await? == 0 {
+                    bail!("connection closed mid-response");
+                }
+            }
+            let body = buf[end + 4..total].to_vec();
+            buf.drain(..total);
+            return Ok((status, body));
+        }
+        if stream.read_buf(buf).await? == 0 {
+            bail!("connection closed by the api");
+        }
+    }
+}
+
+/// CPU time (user + system) used by the api's threads, the generator's
+/// threads and redis-server: unlike a rate, it does not depend on what else
+/// the machine runs at the time.
+struct CpuTimes {
+    api: Duration,
+    generator: Duration,
+    redis: Duration,
+}
+
+impl CpuTimes {
+    fn read(redis_pid: u32) -> anyhow::Result<Self> {
+        let mut times = CpuTimes {
+            api: Duration::ZERO,
+            generator: Duration::ZERO,
+            redis: cpu_of(&format!("/proc/{redis_pid}/stat"))?.1,
+        };
+        for task in std::fs::read_dir("/proc/self/task")? {
+            let (name, cpu) = cpu_of(&task?.path().join("stat").display().to_string())?;
+            match name.as_str() {
+                "api" => times.api += cpu,
+                "generator" => times.generator += cpu,
+                _ => {}
+            }
+        }
+        Ok(times)
+    }
+
+    fn since(&self, before: &Self) -> Self {
+        CpuTimes {
+            api: self.api.saturating_sub(before.api),
+            generator: self.generator.saturating_sub(before.generator),
+            redis: self.redis.saturating_sub(before.redis),
+        }
+    }
+
+    fn report(&self, messages: usize) {
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / messages as f64;
+        let total = per(self.api) + per(self.generator) + per(self.redis);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        println!(
+            "  CPU per message: api {:.1} µs, redis-server {:.1} µs, generator {:.1} µs; total {total:.1} µs = at most {:.0} msgs/s on {cores} idle cores",
+            per(self.api),
+            per(self.redis),
+            per(self.generator),
+            cores * 1e6 / total
+        );
+    }
+}
+
+/// A thread's or process's name and CPU time from its `stat` file.
+fn cpu_of(stat: &str) -> anyhow::Result<(String, Duration)> {
+    let text = std::fs::read_to_string(stat)?;
+    let (open, close) = (
+        text.find('(').context("stat")?,
+        text.rfind(')').context("stat")?,
+    );
+    let name = text[open + 1..close].to_owned();
+    // After the name: state is field 3; utime and stime are fields 14, 15.
+    let fields: Vec<&str> = text[close + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    // USER_HZ is 100 on Linux.
+    Ok((name, Duration::from_millis(ticks * 10)))
+}
+
+fn redis_pid(redis: &RedisProcess) -> anyhow::Result<u32> {
+    let mut conn = redis::Client::open(redis.url())?.get_connection()?;
+    let info: String = redis::cmd("INFO").arg("server").query(&mut conn)?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .context("no process_id in INFO")?
+        .trim()
+        .parse()
+        .context("process_id")
+}
+
+/// Runs `redis-benchmark` on the bench's Redis; prints and returns calls/s.
+fn redis_benchmark(
+    redis: &RedisProcess,
+    requests: usize,
+    clients: usize,
+    pipeline: usize,
+    command: &[&str],
+) -> anyhow::Result<f64> {
+    let output = std::process::Command::new("redis-benchmark")
+        .args(["-p", &redis.port().to_string()])
+        .args(["-n", &requests.to_string(), "-c", &clients.to_string()])
+        .args(["-P", &pipeline.to_string(), "--csv"])
+        .args(command)
+        .output()
+        .context("redis-benchmark (apt-get install redis-tools)")?;
+    ensure!(output.status.success(), "redis-benchmark failed");
+    // "test","rps","avg","min","p50","p95","p99","max": the test column
+    // repeats the command (commas included), so read from the right.
+    let text = String::from_utf8_lossy(&output.stdout);
+    let row = text
+        .lines()
+        .last()
+        .context("redis-benchmark printed nothing")?;
+    let numbers: Vec<f64> = row
+        .rsplit(',')
+        .take(7)
+        .map(|f| f.trim_matches('"').parse())
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("unreadable redis-benchmark output: {row}"))?;
+    let (rps, p50, p99) = (numbers[6], numbers[3], numbers[1]);
+    println!(
+        "redis-benchmark FCALL ferry_enqueue (-c {clients} -P {pipeline}): {rps:.0} calls/s; latency p50 {p50:.2} ms, p99 {p99:.2} ms"
+    );
+    Ok(rps)
+}
+
+fn flush(redis: &RedisProcess) -> anyhow::Result<()> {
+    // FLUSHALL keeps the function libraries: only data goes.
+    let mut conn = redis::Client::open(redis.url())?.get_connection()?;
+    redis::cmd("FLUSHALL").query::<()>(&mut conn)?;
+    Ok(())
+}
+
+fn stream_len(redis: &RedisProcess) -> anyhow::Result<u64> {
+    let mut conn = redis::Client::open(redis.url())?.get_connection()?;
+    Ok(redis::cmd("XLEN")
+        .arg(Keys::new("ferry").queue("wechat").stream())
+        .query(&mut conn)?)
+}
