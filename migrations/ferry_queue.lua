@@ -54,25 +54,57 @@ local function enqueue(keys, args)
   return {args[1], 1}
 end
 
+-- Marks one job running and counts the attempt.
+-- -> {status, kind, payload, attempts, max_attempts, created_ms}; status
+--    'run', 'missing' (record gone, e.g. purged) or 'finished' (already
+--    succeeded or dead: a late duplicate).
+local function start_one(key, worker, now)
+  local r = redis.call('HMGET', key, 'state', 'kind', 'payload', 'attempts', 'max_attempts', 'created_ms')
+  if not r[1] then
+    return {'missing'}
+  end
+  if finished(r[1]) then
+    return {'finished'}
+  end
+  local attempts = redis.call('HINCRBY', key, 'attempts', 1)
+  redis.call('HSET', key, 'state', 'running', 'started_ms', now, 'updated_ms', now, 'worker', worker)
+  return {'run', r[2], r[3], attempts, r[5], r[6]}
+end
+
 -- KEYS: the job records of a fetched batch
 -- ARGV: worker id
--- -> one {status, kind, payload, attempts, max_attempts, created_ms} per key;
---    status 'run' (now running, attempts counted), 'missing' (record gone,
---    e.g. purged) or 'finished' (already succeeded or dead: a late duplicate).
+-- -> one start_one answer per key.
 local function start(keys, args)
   local now = now_ms()
   local out = {}
   for i, key in ipairs(keys) do
-    local r = redis.call('HMGET', key, 'state', 'kind', 'payload', 'attempts', 'max_attempts', 'created_ms')
-    if not r[1] then
-      out[i] = {'missing'}
-    elseif finished(r[1]) then
-      out[i] = {'finished'}
-    else
-      local attempts = redis.call('HINCRBY', key, 'attempts', 1)
-      redis.call('HSET', key, 'state', 'running', 'started_ms', now, 'updated_ms', now, 'worker', args[1])
-      out[i] = {'run', r[2], r[3], attempts, r[5], r[6]}
+    out[i] = start_one(key, args[1], now)
+  end
+  return out
+end
+
+-- Reads new entries and starts their jobs in one call (the fast path of a
+-- busy worker: one round trip per batch instead of two).
+-- KEYS: stream
+-- ARGV: group, consumer (worker id), count, job record key prefix
+-- -> per entry {entry id, job id, start_one answer...}. Stale entries (job
+--    missing or finished) are acknowledged and deleted here.
+local function fetch(keys, args)
+  local reply = redis.call('XREADGROUP', 'GROUP', args[1], args[2], 'COUNT', args[3], 'STREAMS', keys[1], '>')
+  if not reply then
+    return {}
+  end
+  local now = now_ms()
+  local out = {}
+  for i, entry in ipairs(reply[1][2]) do
+    local job_id = entry[2][2]
+    local started = start_one(args[4] .. job_id, args[2], now)
+    if started[1] ~= 'run' then
+      release(keys[1], args[1], entry[1])
     end
+    table.insert(started, 1, job_id)
+    table.insert(started, 1, entry[1])
+    out[i] = started
   end
   return out
 end
@@ -196,6 +228,7 @@ end
 redis.register_function('ferry_enqueue', enqueue)
 redis.register_function('ferry_hand_back', hand_back)
 redis.register_function('ferry_start', start)
+redis.register_function('ferry_fetch', fetch)
 redis.register_function('ferry_complete', complete)
 redis.register_function('ferry_retry', retry)
 redis.register_function('ferry_dead_letter', dead_letter)

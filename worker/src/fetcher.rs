@@ -103,24 +103,28 @@ impl Fetcher {
         } else {
             0
         };
-        let mut fetched = Vec::new();
+        // The fast path: read and start in one call per queue, WeChat first.
+        let mut deliveries = Vec::new();
         if serves(WECHAT) && free > reserve {
-            fetched = self.read(conn, &[WECHAT], free - reserve, None).await?;
+            deliveries = self.queue.fetch(conn, &self.worker_id, WECHAT, free - reserve).await?;
         }
-        if serves(BATCH) && fetched.len() < free {
-            let more = self
-                .read(conn, &[BATCH], free - fetched.len(), None)
-                .await?;
-            fetched.extend(more);
+        if serves(BATCH) && deliveries.len() < free {
+            let more = self.queue.fetch(conn, &self.worker_id, BATCH, free - deliveries.len()).await?;
+            deliveries.extend(more);
         }
-        if fetched.is_empty() {
-            // Nothing waiting: block until something arrives on any queue,
-            // holding one slot only so the recoverer can use the others.
-            if permits.num_permits() > 1 {
-                drop(permits.split(permits.num_permits() - 1));
+        if !deliveries.is_empty() {
+            if permits.num_permits() > deliveries.len() {
+                drop(permits.split(permits.num_permits() - deliveries.len()));
             }
-            fetched = self.read(conn, &self.queues, 1, Some(self.block)).await?;
+            self.processor.dispatch(deliveries, permits);
+            return Ok(());
         }
+        // Nothing waiting: block until something arrives on any queue,
+        // holding one slot only so the recoverer can use the others.
+        if permits.num_permits() > 1 {
+            drop(permits.split(permits.num_permits() - 1));
+        }
+        let fetched = self.read(conn, &self.queues, 1, Some(self.block)).await?;
         if fetched.is_empty() {
             return Ok(());
         }

@@ -100,6 +100,68 @@ impl JobQueue {
         Ok(fetched)
     }
 
+    /// Reads up to `count` new entries of one queue and starts their jobs in
+    /// ONE function call (`ferry_fetch`): the fast path while there is work.
+    /// Never blocks; use [`JobQueue::read_new`] with a block time to wait.
+    pub async fn fetch<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        consumer: &str,
+        queue: &str,
+        count: usize,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        let q = self.keys.queue(queue);
+        let stream = q.stream();
+        let record_prefix = q.job("");
+        let mut pipe = Pipeline::new();
+        fcall(&mut pipe, "ferry_fetch", &[&stream])
+            .arg(CONSUMER_GROUP)
+            .arg(consumer)
+            .arg(count)
+            .arg(&record_prefix);
+        let (reply,): (Vec<Vec<redis::Value>>,) = match run(conn, &pipe).await {
+            Err(e) if e.code() == Some("NOGROUP") || e.to_string().contains("NOGROUP") => {
+                tracing::warn!("consumer group missing (Redis lost its data?): recreating it");
+                crate::schema::ensure_groups(conn, &self.keys).await?;
+                run(conn, &pipe).await?
+            }
+            other => other?,
+        };
+        let mut deliveries = Vec::with_capacity(reply.len());
+        let mut corrupt = Pipeline::new();
+        for entry in reply {
+            let mut it = entry.into_iter();
+            let entry_id: String = redis::from_redis_value(it.next().unwrap_or(redis::Value::Nil))?;
+            let job_id: String = redis::from_redis_value(it.next().unwrap_or(redis::Value::Nil))?;
+            let f = Fetched {
+                queue: queue.to_owned(),
+                entry_id,
+                job_id,
+            };
+            match parse_started(&f, it.collect()) {
+                Ok(Some(d)) => deliveries.push(d),
+                Ok(None) => {} // acknowledged by ferry_fetch
+                Err(e) => {
+                    tracing::error!(job = %f.job_id, error = %e, "unreadable job record: dead-lettering it");
+                    self.add_outcome(
+                        &mut corrupt,
+                        &f.queue,
+                        &f.entry_id,
+                        &f.job_id,
+                        &Outcome::Dead {
+                            reason: e.to_string(),
+                        },
+                    );
+                    corrupt.ignore();
+                }
+            }
+        }
+        if corrupt.cmd_iter().next().is_some() {
+            run::<(), _>(conn, &corrupt).await?;
+        }
+        Ok(deliveries)
+    }
+
     /// Marks fetched jobs running and counts the attempt: one function call
     /// per queue for the whole batch. Entries whose job is gone or already
     /// finished are acknowledged and dropped here.
