@@ -609,7 +609,13 @@ impl Config {
         let providers = providers(&s)?;
         let gates = providers
             .iter()
-            .map(|p| Ok((p.name.clone(), gate_settings(&s, &p.name)?)))
+            .map(|p| {
+                let mut gate = gate_settings(&s, &p.name)?;
+                // A lease (and a probe) outlives the longest attempt, so only
+                // a crashed holder's lease ever expires under a live call.
+                gate.lease_ttl = ai.connect_timeout + ai.request_timeout + Duration::from_secs(5);
+                Ok((p.name.clone(), gate))
+            })
             .collect::<Result<_, ConfigError>>()?;
 
         Ok(Config {

@@ -8,6 +8,18 @@ pub mod fake_wechat;
 pub mod ferry;
 pub mod redis_server;
 
+/// The `ferry` binary the process-level tests run (built before the tests by
+/// `scripts/test`): under `CARGO_TARGET_DIR` when set, else the workspace's
+/// `target/`.
+pub fn ferry_binary() -> std::path::PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let binary = target.join("debug/ferry");
+    assert!(binary.exists(), "{} is missing: build it first (cargo build --workspace --bins)", binary.display());
+    binary
+}
+
 pub use fake_wechat::FakeWeChat;
 pub use ferry::{Parts, TestFerry, eventually};
 pub use redis_server::RedisServer;

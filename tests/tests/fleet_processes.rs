@@ -11,7 +11,7 @@ use ferry_common::job::{Idempotency, NewJob};
 use ferry_common::queue::JobQueue;
 use ferry_common::{Keys, Secret, connection, schema};
 use ferry_tests::fake_provider::{FakeKind, FakeProvider, Reply};
-use ferry_tests::{FakeWeChat, RedisServer};
+use ferry_tests::{FakeWeChat, RedisServer, ferry_binary};
 
 const APP_ID: &str = "wx_fleet";
 const APP_SECRET: &str = "fleet-secret";
@@ -29,9 +29,6 @@ impl Drop for Fleet {
     }
 }
 
-fn ferry_binary() -> String {
-    format!("{}/../target/debug/ferry", env!("CARGO_MANIFEST_DIR"))
-}
 
 fn start_workers(
     n: usize,
@@ -289,5 +286,38 @@ async fn after_the_cool_down_exactly_one_probe_goes_out_fleet_wide() {
             "two probes within one cool-down: {:?}",
             pair[1] - pair[0]
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrency_limit_holds_across_worker_processes() {
+    let redis = RedisServer::start();
+    let queue = queue(&redis).await;
+    let wechat = FakeWeChat::start(APP_ID, APP_SECRET).await;
+    let provider = FakeProvider::start(FakeKind::OpenAi, "sk-conc", "deepseek-chat").await;
+    let stall = Duration::from_millis(300);
+    provider.set_default(Some(Reply::echo().stall(stall)));
+    let _fleet = start_workers(
+        3,
+        &redis,
+        &wechat,
+        &[
+            ("FERRY_PROVIDERS", "deepseek".into()),
+            ("DEEPSEEK_API_KEY", "sk-conc".into()),
+            ("DEEPSEEK_BASE_URL", provider.base_url()),
+            ("DEEPSEEK_MAX_CONCURRENCY", "2".into()),
+            ("FERRY_WORKER_CONCURRENCY", "4".into()),
+        ],
+    );
+    ask(&queue, 12, "conc").await;
+    wait_until("every user answered", Duration::from_secs(60), || wechat.sent().len() >= 12).await;
+    // A call is admitted only after an earlier one settled, which is after
+    // its answer (at least `stall` after it arrived): so at any arrival, at
+    // most two calls can have arrived within the last `stall`.
+    let arrivals: Vec<Instant> = provider.requests().iter().map(|r| r.at).collect();
+    assert_eq!(arrivals.len(), 12);
+    for &t in &arrivals {
+        let running = arrivals.iter().filter(|&&a| a <= t && t < a + stall).count();
+        assert!(running <= 2, "{running} calls in flight at once across the fleet, the limit is 2");
     }
 }

@@ -708,7 +708,7 @@ async fn the_queues_and_dlq_commands_show_and_replay_dead_letters() {
     running.await.unwrap();
 
     let ferry = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_MANIFEST_DIR").to_owned() + "/../target/debug/ferry")
+        let out = Command::new(ferry_tests::ferry_binary())
             .args(args)
             .env("REDIS_URL", redis.url())
             .env("LOG_LEVEL", "error")
