@@ -19,19 +19,10 @@ impl JobQueue {
     /// Enqueues one job. With an idempotency key, a repeat within the key's
     /// TTL returns the first job and enqueues nothing.
     pub async fn enqueue(&self, job: &NewJob) -> Result<Enqueued, QueueError> {
-        let mut pipe = Pipeline::new();
-        self.add_enqueue(&mut pipe, job)?;
-        let mut conn = self.conn().await?;
-        let ((id, created),): ((String, i32),) = run(&mut conn, &pipe).await?;
-        let id = id
-            .parse()
-            .map_err(|e: crate::job::BadJobId| QueueError::Corrupt {
-                id: id.clone(),
-                reason: e.to_string(),
-            })?;
-        Ok(Enqueued {
-            id,
-            created: created == 1,
+        let mut answers = self.enqueue_many(std::slice::from_ref(job)).await?;
+        answers.pop().ok_or_else(|| QueueError::Corrupt {
+            id: String::new(),
+            reason: "no answer from ferry_enqueue".into(),
         })
     }
 
