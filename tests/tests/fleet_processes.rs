@@ -29,7 +29,6 @@ impl Drop for Fleet {
     }
 }
 
-
 fn start_workers(
     n: usize,
     redis: &RedisServer,
@@ -310,14 +309,23 @@ async fn a_concurrency_limit_holds_across_worker_processes() {
         ],
     );
     ask(&queue, 12, "conc").await;
-    wait_until("every user answered", Duration::from_secs(60), || wechat.sent().len() >= 12).await;
+    wait_until("every user answered", Duration::from_secs(60), || {
+        wechat.sent().len() >= 12
+    })
+    .await;
     // A call is admitted only after an earlier one settled, which is after
     // its answer (at least `stall` after it arrived): so at any arrival, at
     // most two calls can have arrived within the last `stall`.
     let arrivals: Vec<Instant> = provider.requests().iter().map(|r| r.at).collect();
     assert_eq!(arrivals.len(), 12);
     for &t in &arrivals {
-        let running = arrivals.iter().filter(|&&a| a <= t && t < a + stall).count();
-        assert!(running <= 2, "{running} calls in flight at once across the fleet, the limit is 2");
+        let running = arrivals
+            .iter()
+            .filter(|&&a| a <= t && t < a + stall)
+            .count();
+        assert!(
+            running <= 2,
+            "{running} calls in flight at once across the fleet, the limit is 2"
+        );
     }
 }

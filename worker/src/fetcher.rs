@@ -106,10 +106,16 @@ impl Fetcher {
         // The fast path: read and start in one call per queue, WeChat first.
         let mut deliveries = Vec::new();
         if serves(WECHAT) && free > reserve {
-            deliveries = self.queue.fetch(conn, &self.worker_id, WECHAT, free - reserve).await?;
+            deliveries = self
+                .queue
+                .fetch(conn, &self.worker_id, WECHAT, free - reserve)
+                .await?;
         }
         if serves(BATCH) && deliveries.len() < free {
-            let more = self.queue.fetch(conn, &self.worker_id, BATCH, free - deliveries.len()).await?;
+            let more = self
+                .queue
+                .fetch(conn, &self.worker_id, BATCH, free - deliveries.len())
+                .await?;
             deliveries.extend(more);
         }
         if !deliveries.is_empty() {
