@@ -316,6 +316,21 @@ fn restart(redis: &mut RedisServer) {
     }
 }
 
+/// Returns once a PING goes unanswered for 100 ms (a script holds Redis).
+fn wait_until_redis_stops_answering(redis: &RedisServer) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let mut conn = redis.conn();
+        conn.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        if redis::cmd("PING").query::<String>(&mut conn).is_err() {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "Redis never got busy");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn api(ferry: &TestFerry) -> &ferry_api::AppState {
     ferry.api.as_ref().unwrap()
 }
@@ -727,15 +742,15 @@ async fn pushes_while_redis_is_down_are_acknowledged_and_each_enqueued_exactly_o
 async fn a_redis_that_does_not_answer_within_the_budget_does_not_hold_up_the_acknowledgement() {
     let redis = RedisServer::start();
     let ferry = ferry_with(&redis, &[("FERRY_ACK_BUDGET_MS", "200")]).await;
-    // A script that keeps Redis busy for 3 s: every other client waits.
+    // A script that keeps Redis busy for 4 s: every other client waits.
     let mut busy = redis.conn();
     let stall = std::thread::spawn(move || {
         redis::cmd("EVAL")
-            .arg("local s = tonumber(redis.call('TIME')[1]) while tonumber(redis.call('TIME')[1]) - s < 3 do end")
+            .arg("local s = tonumber(redis.call('TIME')[1]) while tonumber(redis.call('TIME')[1]) - s < 4 do end")
             .arg(0)
             .query::<()>(&mut busy)
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until_redis_stops_answering(&redis);
 
     let answer = post(&ferry, &Push::plain(&text("o_slow", "慢", 200))).await;
 

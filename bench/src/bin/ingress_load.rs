@@ -165,6 +165,10 @@ fn main() -> anyhow::Result<()> {
         );
         let rate = run.report(mode.name());
         cpu.report(run.acknowledged);
+        println!(
+            "  inside Redis: {:.1} µs per ferry_enqueue call (INFO commandstats)",
+            fcall_usec_per_call(&redis)?
+        );
         rates.push((mode, rate));
     }
 
@@ -500,7 +504,26 @@ fn flush(redis: &RedisProcess) -> anyhow::Result<()> {
     // FLUSHALL keeps the function libraries: only data goes.
     let mut conn = redis::Client::open(redis.url())?.get_connection()?;
     redis::cmd("FLUSHALL").query::<()>(&mut conn)?;
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query::<()>(&mut conn)?;
     Ok(())
+}
+
+/// Redis's own time per `FCALL` since the last flush (execution only, no
+/// network): what the queue engine's function costs.
+fn fcall_usec_per_call(redis: &RedisProcess) -> anyhow::Result<f64> {
+    let mut conn = redis::Client::open(redis.url())?.get_connection()?;
+    let stats: String = redis::cmd("INFO").arg("commandstats").query(&mut conn)?;
+    let line = stats
+        .lines()
+        .find(|l| l.starts_with("cmdstat_fcall:"))
+        .context("no FCALL in INFO commandstats")?;
+    line.split(',')
+        .find_map(|f| f.strip_prefix("usec_per_call="))
+        .context("no usec_per_call")?
+        .parse()
+        .context("usec_per_call")
 }
 
 fn stream_len(redis: &RedisProcess) -> anyhow::Result<u64> {
