@@ -16,6 +16,8 @@ use ferry_worker::providers::{CallPolicy, HttpSettings, HttpSetupError, Router, 
 use ferry_worker::reply::{ConsoleSink, CustomerService, ReplySink};
 use ferry_worker::{Worker, WorkerSettings};
 
+use crate::reload::Reloadable;
+
 /// What the user sees when every provider fails for good.
 pub const DEFAULT_APOLOGY: &str = "抱歉，AI 暂时无法回答，请稍后再试。";
 
@@ -23,6 +25,9 @@ pub const DEFAULT_APOLOGY: &str = "抱歉，AI 暂时无法回答，请稍后再
 pub fn init() -> anyhow::Result<(Config, ferry_common::telemetry::LogGuard)> {
     let config = Config::from_env()?;
     let guard = telemetry::init(&config.log).map_err(anyhow::Error::msg)?;
+    if let Some(report) = &config.secrets_file_report {
+        report.log();
+    }
     Ok((config, guard))
 }
 
@@ -80,8 +85,7 @@ pub fn api_state(
                 ingress.spool_dir.display()
             )
         })?;
-    Ok(ferry_api::AppState::new(ferry_api::SharedState {
-        batcher: Arc::new(ferry_api::EnqueueBatcher::new(queue.clone())),
+    Ok(ferry_api::AppState {
         queue,
         wechat: Arc::new(ferry_api::WeChatIngress {
             token,
@@ -105,8 +109,8 @@ pub fn api_state(
             .ip_rate
             .as_ref()
             .map(|rate| Arc::new(ferry_api::IpLimiter::from_config(rate))),
-        security: Default::default(),
-    }))
+        security: Arc::default(),
+    })
 }
 
 /// Where the worker sends replies.
@@ -124,6 +128,17 @@ pub fn worker(
     replies: Replies,
     settings: WorkerSettings,
 ) -> anyhow::Result<Worker> {
+    Ok(worker_with_reload(config, queue, replies, settings)?.0)
+}
+
+/// [`worker`], with what SIGHUP may change in it while it runs (its
+/// provider keys; see [`crate::reload`]).
+pub fn worker_with_reload(
+    config: &Config,
+    queue: JobQueue,
+    replies: Replies,
+    settings: WorkerSettings,
+) -> anyhow::Result<(Worker, Reloadable)> {
     if config.providers.is_empty() {
         bail!(
             "{}: no AI provider is configured; set a key such as DEEPSEEK_API_KEY (or FERRY_PROVIDERS=echo to test)",
@@ -169,6 +184,8 @@ pub fn worker(
                 ProviderGate::new(queue.pool().clone(), queue.keys(), name, config.gate(name))
             })
         });
+    // Every key of each provider, used in turn; SIGHUP replaces them.
+    let reloadable = Reloadable::for_worker(config, &router);
     let memory = ConversationMemory::new(
         queue.pool().clone(),
         queue.keys().clone(),
@@ -190,12 +207,8 @@ pub fn worker(
     let handlers = Handlers::new()
         .register(ferry_common::job::kinds::WECHAT_REPLY, wechat)
         .register(NOOP, Noop);
-    Ok(Worker::new(
-        queue,
-        config.redis_url.clone(),
-        handlers,
-        settings,
-    ))
+    let worker = Worker::new(queue, config.redis_url.clone(), handlers, settings);
+    Ok((worker, reloadable))
 }
 
 /// The client every provider call goes through: rustls, verified, with the

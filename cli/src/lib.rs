@@ -4,4 +4,5 @@
 
 pub mod app;
 pub mod commands;
+pub mod reload;
 pub mod signals;

@@ -37,6 +37,9 @@ enum Command {
     Providers(commands::providers::Args),
     /// The fleet's shared circuit breakers: list, reset, force open.
     Breaker(commands::breaker::Args),
+    /// The encrypted secrets file (FERRY_SECRETS_FILE): encrypt, decrypt,
+    /// edit, rotate its password, check it.
+    Secrets(commands::secrets::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -62,6 +65,7 @@ fn main() -> std::process::ExitCode {
             Command::Dlq(args) => commands::dlq::run(args).await,
             Command::Providers(args) => commands::providers::run(args).await,
             Command::Breaker(args) => commands::breaker::run(args).await,
+            Command::Secrets(args) => commands::secrets::run(args).await,
         }
     });
     match result {

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use crate::fleet::{BreakerSettings, GateSettings};
 use crate::secret::Secret;
+use crate::secrets_file::Secrets;
 
 /// Environment variable names: the one place each is spelled.
 pub mod vars {
@@ -69,6 +70,112 @@ pub mod vars {
     pub const FERRY_WECHAT_WELCOME: &str = "FERRY_WECHAT_WELCOME";
     pub const FERRY_WECHAT_UNSUPPORTED_REPLY: &str = "FERRY_WECHAT_UNSUPPORTED_REPLY";
     pub const FERRY_WECHAT_VOICE_UNRECOGNIZED_REPLY: &str = "FERRY_WECHAT_VOICE_UNRECOGNIZED_REPLY";
+    /// Bearer tokens of the jobs API (comma-separated, or an array in the
+    /// secrets file).
+    pub const FERRY_API_TOKENS: &str = "FERRY_API_TOKENS";
+    /// Bearer token of the admin API.
+    pub const FERRY_ADMIN_TOKEN: &str = "FERRY_ADMIN_TOKEN";
+    /// `ferry secrets rotate`: the new password (else it is asked for).
+    pub const FERRY_NEW_SECURE_CONFIG_PASSWORD: &str = "FERRY_NEW_SECURE_CONFIG_PASSWORD";
+
+    /// Every name above (a test keeps it complete), plus the per-provider
+    /// `<NAME>_...` variables, which are recognized by [`is_known`].
+    pub const ALL: &[&str] = &[
+        FERRY_CONFIG,
+        REDIS_URL,
+        FERRY_PREFIX,
+        FERRY_LISTEN,
+        FERRY_PROVIDERS,
+        OPENAI_API_KEY,
+        WECHAT_APP_ID,
+        WECHAT_APP_SECRET,
+        WECHAT_TOKEN,
+        WECHAT_ENCODING_AES_KEY,
+        WECHAT_API_BASE,
+        SECURE_CONFIG_PASSWORD,
+        FERRY_SECRETS_FILE,
+        LOG_LEVEL,
+        LOG_FILE,
+        LOG_FORMAT,
+        API_ERROR_RATE_THRESHOLD,
+        RESPONSE_TIME_THRESHOLD,
+        RATE_LIMIT_THRESHOLD,
+        FERRY_WORKER_CONCURRENCY,
+        FERRY_VISIBILITY_TIMEOUT,
+        FERRY_JOB_RETENTION,
+        FERRY_DEDUP_TTL,
+        FERRY_FETCH_BATCH,
+        FERRY_FETCH_BLOCK_MS,
+        FERRY_MAX_DELIVERIES,
+        FERRY_SHUTDOWN_GRACE,
+        FERRY_BATCH_MIN_SHARE,
+        FERRY_SYSTEM_PROMPT,
+        FERRY_EXTRA_CA_FILE,
+        FERRY_PROVIDER_CONNECT_TIMEOUT,
+        FERRY_PROVIDER_TIMEOUT,
+        FERRY_PROVIDER_ATTEMPTS,
+        FERRY_AI_TOTAL_BUDGET,
+        FERRY_MEMORY_TURNS,
+        FERRY_MEMORY_TTL,
+        FERRY_MAX_PROMPT_CHARS,
+        FERRY_MAX_BODY_BYTES,
+        FERRY_ACK_BUDGET_MS,
+        FERRY_SPOOL_DIR,
+        FERRY_SPOOL_MAX_BYTES,
+        FERRY_WECHAT_MAX_SKEW,
+        FERRY_IP_RATE_LIMIT,
+        FERRY_IP_RATE_BURST,
+        FERRY_IP_RATE_ALLOW,
+        FERRY_TRUSTED_PROXIES,
+        FERRY_WECHAT_WELCOME,
+        FERRY_WECHAT_UNSUPPORTED_REPLY,
+        FERRY_WECHAT_VOICE_UNRECOGNIZED_REPLY,
+        FERRY_API_TOKENS,
+        FERRY_ADMIN_TOKEN,
+        FERRY_NEW_SECURE_CONFIG_PASSWORD,
+    ];
+
+    /// Names the secrets file may not set: they say where and how to read it.
+    pub const NOT_IN_SECRETS_FILE: &[&str] = &[
+        FERRY_CONFIG,
+        FERRY_SECRETS_FILE,
+        SECURE_CONFIG_PASSWORD,
+        FERRY_NEW_SECURE_CONFIG_PASSWORD,
+    ];
+
+    /// Per-provider variables: `<NAME>_<suffix>`.
+    const PROVIDER_SUFFIXES: &[&str] = &[
+        "_API_KEY",
+        "_BASE_URL",
+        "_MODEL",
+        "_TEMPERATURE",
+        "_MAX_TOKENS",
+        "_RPM",
+        "_RPM_BURST",
+        "_TPM",
+        "_MAX_CONCURRENCY",
+        "_BREAKER_WINDOW",
+        "_BREAKER_MIN_CALLS",
+        "_BREAKER_FAILURE_RATE",
+        "_BREAKER_OPEN_FOR",
+        "_BREAKER_OPEN_FOR_QUOTA",
+        "_SLOW_CALL",
+    ];
+
+    /// Whether `name` is a variable Ferry reads: one of [`ALL`], or a
+    /// provider's `<NAME>_API_KEY`, `<NAME>_MODEL`, ... (any provider name,
+    /// since ferry.toml may declare new ones).
+    pub fn is_known(name: &str) -> bool {
+        ALL.contains(&name)
+            || PROVIDER_SUFFIXES.iter().any(|suffix| {
+                name.strip_suffix(suffix).is_some_and(|provider| {
+                    !provider.is_empty()
+                        && provider
+                            .chars()
+                            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                })
+            })
+    }
 }
 
 /// A configuration value that cannot be used: start-up stops with this line.
@@ -280,6 +387,45 @@ pub struct Config {
     pub ingress: IngressConfig,
     /// Fleet-wide limits and breaker settings per provider of the chain.
     pub gates: HashMap<String, GateSettings>,
+    /// Every key of each provider of the chain, to be used in turn
+    /// (`DEEPSEEK_API_KEY=k1,k2`, or an array in the secrets file); the
+    /// first is also `ProviderConfig::api_key`.
+    pub provider_keys: HashMap<String, Vec<Secret>>,
+    /// What the secrets file (`FERRY_SECRETS_FILE`) supplied, by name.
+    pub secrets_file_report: Option<SecretsFileReport>,
+}
+
+/// Which names the secrets file supplied and which the environment
+/// overrode: logged once at start-up and on reload, names only.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecretsFileReport {
+    pub path: PathBuf,
+    /// Names whose value comes from the file.
+    pub from_file: Vec<String>,
+    /// Names in the file that are also set in the environment, which wins.
+    pub overridden_by_env: Vec<String>,
+    /// Names in the file that Ferry does not read (`ferry secrets check`
+    /// fails on them).
+    pub ignored: Vec<String>,
+}
+
+impl SecretsFileReport {
+    /// One info line (and a warning for ignored names). Never a value.
+    pub fn log(&self) {
+        tracing::info!(
+            path = %self.path.display(),
+            from_file = %self.from_file.join(","),
+            overridden_by_environment = %self.overridden_by_env.join(","),
+            "secrets file loaded; the environment wins over it"
+        );
+        if !self.ignored.is_empty() {
+            tracing::warn!(
+                path = %self.path.display(),
+                names = %self.ignored.join(","),
+                "the secrets file sets names Ferry does not read; they are ignored"
+            );
+        }
+    }
 }
 
 /// The api's WeChat ingress: how soon it must acknowledge, where it keeps
@@ -375,9 +521,11 @@ impl std::fmt::Display for IpRange {
     }
 }
 
-/// Where values come from: the environment, then ferry.toml.
+/// Where values come from: the environment, then the secrets file, then
+/// ferry.toml.
 struct Sources {
     env: HashMap<String, String>,
+    secrets: Option<(PathBuf, Secrets)>,
     file: BTreeMap<String, toml::Value>,
     file_providers: BTreeMap<String, toml::Table>,
 }
@@ -386,6 +534,7 @@ impl Sources {
     fn new(env: HashMap<String, String>) -> Result<Self, ConfigError> {
         let mut sources = Sources {
             env,
+            secrets: None,
             file: BTreeMap::new(),
             file_providers: BTreeMap::new(),
         };
@@ -427,19 +576,85 @@ impl Sources {
                 }
             }
         }
+        sources.secrets = sources.secrets_file()?;
         Ok(sources)
     }
 
-    /// The raw value of a variable, environment first. Empty means unset.
+    /// Decrypts `FERRY_SECRETS_FILE` with `SECURE_CONFIG_PASSWORD`, all or
+    /// nothing.
+    fn secrets_file(&self) -> Result<Option<(PathBuf, Secrets)>, ConfigError> {
+        let Some(path) = self.get(vars::FERRY_SECRETS_FILE).map(PathBuf::from) else {
+            return Ok(None);
+        };
+        let Some(password) = self.secret(vars::SECURE_CONFIG_PASSWORD) else {
+            return Err(ConfigError::new(
+                vars::SECURE_CONFIG_PASSWORD,
+                format!(
+                    "required to decrypt {} ({})",
+                    path.display(),
+                    vars::FERRY_SECRETS_FILE
+                ),
+            ));
+        };
+        let secrets = crate::secrets_file::load(&path, &password).map_err(|e| {
+            ConfigError::new(vars::FERRY_SECRETS_FILE, format!("{}: {e}", path.display()))
+        })?;
+        Ok(Some((path, secrets)))
+    }
+
+    /// What the secrets file supplied, overrode and left unread.
+    fn secrets_file_report(&self) -> Option<SecretsFileReport> {
+        let (path, secrets) = self.secrets.as_ref()?;
+        let mut report = SecretsFileReport {
+            path: path.clone(),
+            ..SecretsFileReport::default()
+        };
+        for name in secrets.names() {
+            let list = if !vars::is_known(name) || vars::NOT_IN_SECRETS_FILE.contains(&name) {
+                &mut report.ignored
+            } else if self.env.get(name).is_some_and(|v| !v.trim().is_empty()) {
+                &mut report.overridden_by_env
+            } else {
+                &mut report.from_file
+            };
+            list.push(name.to_owned());
+        }
+        Some(report)
+    }
+
+    /// The raw value of a variable: the environment, then the secrets file,
+    /// then ferry.toml. Empty means unset; a list (an array in a file) is
+    /// comma-separated.
     fn get(&self, var: &str) -> Option<String> {
         if let Some(v) = self.env.get(var).filter(|v| !v.trim().is_empty()) {
             return Some(v.trim().to_owned());
         }
+        if let Some((_, secrets)) = &self.secrets
+            && !vars::NOT_IN_SECRETS_FILE.contains(&var)
+            && let Some(v) = secrets.joined(var)
+        {
+            return Some(v);
+        }
         match self.file.get(var)? {
             toml::Value::String(s) if s.trim().is_empty() => None,
             toml::Value::String(s) => Some(s.trim().to_owned()),
+            toml::Value::Array(items) if items.iter().all(toml::Value::is_str) => {
+                let items: Vec<&str> = items.iter().filter_map(|v| v.as_str()).collect();
+                Some(items.join(",")).filter(|s| !s.is_empty())
+            }
             other => Some(other.to_string()),
         }
+    }
+
+    /// A comma-separated list (an array in a file), without empty items.
+    fn list(&self, var: &str) -> Vec<String> {
+        self.get(var)
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(str::to_owned)
+            .collect()
     }
 
     fn secret(&self, var: &str) -> Option<Secret> {
@@ -609,14 +824,13 @@ impl Config {
         let providers = providers(&s)?;
         let gates = providers
             .iter()
-            .map(|p| {
-                let mut gate = gate_settings(&s, &p.name)?;
-                // A lease (and a probe) outlives the longest attempt, so only
-                // a crashed holder's lease ever expires under a live call.
-                gate.lease_ttl = ai.connect_timeout + ai.request_timeout + Duration::from_secs(5);
-                Ok((p.name.clone(), gate))
-            })
+            .map(|p| Ok((p.name.clone(), gate_settings(&s, &p.name)?)))
             .collect::<Result<_, ConfigError>>()?;
+        let provider_keys = providers
+            .iter()
+            .filter(|p| p.kind != ProviderKind::Echo)
+            .map(|p| (p.name.clone(), api_keys(&s, &p.name)))
+            .collect();
 
         Ok(Config {
             redis_url: Secret::from(redis_url),
@@ -634,6 +848,8 @@ impl Config {
             queue,
             max_body_bytes: positive(&s, vars::FERRY_MAX_BODY_BYTES, 64 * 1024)?,
             ingress: ingress_config(&s)?,
+            provider_keys,
+            secrets_file_report: s.secrets_file_report(),
         })
     }
 
@@ -672,11 +888,7 @@ fn ingress_config(s: &Sources) -> Result<IngressConfig, ConfigError> {
             format!("expected 1..={MAX_ACK_BUDGET_MS} ms (WeChat waits 5 s in all)"),
         ));
     }
-    let ip_rate = match s
-        .get(vars::FERRY_IP_RATE_LIMIT)
-        .map(|v| v.to_ascii_lowercase())
-        .as_deref()
-    {
+    let ip_rate = match s.get(vars::FERRY_IP_RATE_LIMIT).as_deref() {
         Some("off" | "0") => None,
         _ => Some(IpRateLimit {
             per_second: positive(s, vars::FERRY_IP_RATE_LIMIT, 100)?,
@@ -836,12 +1048,20 @@ fn providers(s: &Sources) -> Result<Vec<ProviderConfig>, ConfigError> {
     Ok(chain)
 }
 
+/// A provider's keys, in the order given: `<NAME>_API_KEY` (ChatGPT also
+/// `OPENAI_API_KEY`), comma-separated in the environment.
+fn api_keys(s: &Sources, name: &str) -> Vec<Secret> {
+    let keys = s.list(&provider_var(name, "API_KEY"));
+    let keys = if keys.is_empty() && name == "chatgpt" {
+        s.list(vars::OPENAI_API_KEY)
+    } else {
+        keys
+    };
+    keys.into_iter().map(Secret::from).collect()
+}
+
 fn api_key(s: &Sources, name: &str) -> Option<Secret> {
-    s.secret(&provider_var(name, "API_KEY")).or_else(|| {
-        (name == "chatgpt")
-            .then(|| s.secret(vars::OPENAI_API_KEY))
-            .flatten()
-    })
+    api_keys(s, name).into_iter().next()
 }
 
 fn provider(s: &Sources, name: &str) -> Result<ProviderConfig, ConfigError> {
@@ -1277,6 +1497,107 @@ mod tests {
         assert_eq!(one.to_string(), "::1/128");
         let mapped = "::ffff:10.0.0.0/104".parse::<IpRange>();
         assert!(mapped.is_err(), "IPv4-mapped prefixes are written as IPv4");
+    }
+
+    #[test]
+    fn every_variable_name_is_in_vars_all() {
+        let source = include_str!("config.rs");
+        let module = source
+            .split("pub mod vars {")
+            .nth(1)
+            .and_then(|rest| rest.split("pub const ALL").next())
+            .unwrap();
+        let declared: Vec<&str> = module
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("pub const "))
+            .filter_map(|l| l.split(':').next())
+            .collect();
+        assert!(declared.len() > 40);
+        for name in declared {
+            assert!(
+                vars::ALL.contains(&name),
+                "{name} is missing from vars::ALL"
+            );
+        }
+        assert!(vars::is_known("LOCAL_API_KEY") && vars::is_known("QWEN_RPM"));
+        assert!(!vars::is_known("DEEPSEK_APIKEY") && !vars::is_known("_API_KEY"));
+    }
+
+    #[test]
+    fn several_keys_per_provider_are_a_comma_separated_list() {
+        let c = load(&[
+            ("DEEPSEEK_API_KEY", " k1, k2 ,,k3"),
+            ("OPENAI_API_KEY", "o"),
+        ])
+        .unwrap();
+        let keys: Vec<&str> = c.provider_keys["deepseek"]
+            .iter()
+            .map(|k| k.expose())
+            .collect();
+        assert_eq!(keys, ["k1", "k2", "k3"]);
+        assert_eq!(c.providers[0].api_key.as_ref().unwrap().expose(), "k1");
+        assert_eq!(c.provider_keys["chatgpt"].len(), 1);
+        assert!(c.secrets_file_report.is_none());
+    }
+
+    fn secrets_file(dir: &std::path::Path, plaintext: &str) -> String {
+        let path = dir.join("secrets.enc");
+        let password = Secret::new("pw");
+        let params = crate::secrets_file::KdfParams::default();
+        crate::secrets_file::encrypt_to_file(&path, plaintext, &password, params).unwrap();
+        path.to_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn the_secrets_file_sits_between_the_environment_and_ferry_toml() {
+        let dir = tempfile_dir().join("secrets-between");
+        std::fs::create_dir_all(&dir).unwrap();
+        let toml = dir.join("ferry.toml");
+        std::fs::write(
+            &toml,
+            "wechat_token = \"from-toml\"\nwechat_app_id = \"wx1\"\n",
+        )
+        .unwrap();
+        let path = secrets_file(
+            &dir,
+            "DEEPSEEK_API_KEY = [\"f1\", \"f2\"]\nWECHAT_TOKEN = \"from-file\"\nWECHAT_APP_SECRET = \"s-file\"\nNOT_A_FERRY_NAME = \"x\"\n",
+        );
+        let c = load(&[
+            ("FERRY_CONFIG", toml.to_str().unwrap()),
+            ("FERRY_SECRETS_FILE", &path),
+            ("SECURE_CONFIG_PASSWORD", "pw"),
+            ("WECHAT_APP_SECRET", "s-env"),
+        ])
+        .unwrap();
+        let keys: Vec<&str> = c.provider_keys["deepseek"]
+            .iter()
+            .map(|k| k.expose())
+            .collect();
+        assert_eq!(keys, ["f1", "f2"]);
+        assert_eq!(c.wechat.token.as_ref().unwrap().expose(), "from-file");
+        assert_eq!(c.wechat.app_secret.as_ref().unwrap().expose(), "s-env");
+        assert_eq!(c.wechat.app_id.as_deref(), Some("wx1"));
+        let report = c.secrets_file_report.unwrap();
+        assert_eq!(report.from_file, ["DEEPSEEK_API_KEY", "WECHAT_TOKEN"]);
+        assert_eq!(report.overridden_by_env, ["WECHAT_APP_SECRET"]);
+        assert_eq!(report.ignored, ["NOT_A_FERRY_NAME"]);
+    }
+
+    #[test]
+    fn a_secrets_file_needs_its_password_and_the_right_one() {
+        let dir = tempfile_dir().join("secrets-password");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = secrets_file(&dir, "DEEPSEEK_API_KEY = \"sk-hidden\"\n");
+        let err = load(&[("FERRY_SECRETS_FILE", &path)]).unwrap_err();
+        assert_eq!(err.var, "SECURE_CONFIG_PASSWORD");
+        let err = load(&[
+            ("FERRY_SECRETS_FILE", &path),
+            ("SECURE_CONFIG_PASSWORD", "wrong"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.var, "FERRY_SECRETS_FILE");
+        assert!(err.reason.contains("password"), "{err}");
+        assert!(!err.to_string().contains("sk-hidden"));
     }
 
     fn tempfile_dir() -> PathBuf {

@@ -11,14 +11,17 @@ pub mod embedded_redis;
 pub mod fleet;
 pub mod functions;
 pub mod job;
+pub mod key_ring;
 pub mod keys;
 pub mod queue;
 pub mod schema;
 pub mod secret;
+pub mod secrets_file;
 pub mod telemetry;
 pub mod users;
 pub mod wechat;
 
 pub use config::{Config, ConfigError};
+pub use key_ring::KeyRing;
 pub use keys::Keys;
 pub use secret::Secret;

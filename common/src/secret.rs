@@ -4,7 +4,8 @@
 //! they travel through configuration, errors and `tracing` fields, and any
 //! `{:?}` on a struct that holds one would leak it. `Secret` makes the safe
 //! thing the default: `Debug` and `Display` print `[redacted]`, and reading
-//! the value needs an explicit, greppable `expose()`.
+//! the value needs an explicit, greppable `expose()`. Several keys for one
+//! provider, used in turn, are a [`crate::KeyRing`].
 
 use std::fmt;
 
@@ -22,6 +23,14 @@ impl Secret {
     /// Ferry's care: keep them few.
     pub fn expose(&self) -> &str {
         &self.0
+    }
+}
+
+/// The value is wiped from memory when the last copy is dropped (a core
+/// dump or a swapped page then holds less).
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
     }
 }
 

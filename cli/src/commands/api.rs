@@ -2,7 +2,9 @@
 
 use anyhow::Context;
 
-use crate::{app, signals};
+use ferry_common::Config;
+
+use crate::{app, reload, signals};
 
 pub async fn run() -> anyhow::Result<()> {
     let (config, _guard) = app::init()?;
@@ -12,6 +14,11 @@ pub async fn run() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("FERRY_LISTEN: cannot listen on {}", config.listen))?;
-    ferry_api::serve(listener, state, signals::shutdown_token()).await?;
+    let shutdown = signals::shutdown_token();
+    // Nothing the api holds reloads yet: SIGHUP checks the configuration,
+    // says what needs a restart, and does not end the process.
+    let reloadable = reload::Reloadable::for_api(&config);
+    reload::on_sighup(reloadable, Config::from_env, shutdown.clone())?;
+    ferry_api::serve(listener, state, shutdown).await?;
     Ok(())
 }

@@ -7,5 +7,6 @@ pub mod dlq;
 pub mod migrate;
 pub mod providers;
 pub mod queues;
+pub mod secrets;
 pub mod simulate;
 pub mod worker;

@@ -1,9 +1,10 @@
 //! `ferry worker`: consume jobs until SIGTERM, then shut down gracefully.
 
+use ferry_common::Config;
 use ferry_common::queue::QUEUES;
 use ferry_worker::WorkerSettings;
 
-use crate::{app, signals};
+use crate::{app, reload, signals};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -42,7 +43,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let queue = app::job_queue(&config, settings.concurrency.clamp(8, 64))?;
     app::require_schema(&queue, &config).await?;
-    let worker = app::worker(&config, queue, app::Replies::WeChat, settings)?;
-    worker.run(signals::shutdown_token()).await;
+    let (worker, reloadable) =
+        app::worker_with_reload(&config, queue, app::Replies::WeChat, settings)?;
+    let shutdown = signals::shutdown_token();
+    reload::on_sighup(reloadable, Config::from_env, shutdown.clone())?;
+    worker.run(shutdown).await;
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! `promptFeedback.blockReason` instead of an error, and the retry hint is in
 //! the error body (handled by `failure`).
 
+use ferry_common::KeyRing;
 use ferry_common::config::ProviderConfig;
 use reqwest::header::HeaderName;
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,8 @@ use super::{ChatRequest, Completion, Role, Usage};
 pub struct Gemini {
     pub(super) config: ProviderConfig,
     client: reqwest::Client,
+    /// The keys, used in turn (the configured `api_key` until replaced).
+    keys: KeyRing,
 }
 
 const API_KEY_HEADER: HeaderName = HeaderName::from_static("x-goog-api-key");
@@ -121,12 +124,22 @@ struct UsageMetadata {
 
 impl Gemini {
     pub(super) fn new(config: ProviderConfig, client: reqwest::Client) -> Self {
-        Self { config, client }
+        let keys = KeyRing::new(config.api_key.clone());
+        Self {
+            config,
+            client,
+            keys,
+        }
+    }
+
+    /// The provider's keys: replace them to add or rotate keys while running.
+    pub fn key_ring(&self) -> &KeyRing {
+        &self.keys
     }
 
     pub(super) async fn complete(&self, req: &ChatRequest) -> Result<Completion, ProviderError> {
         let name = self.config.name.as_str();
-        let Some(key) = &self.config.api_key else {
+        let Some(key) = self.keys.next_key() else {
             return Err(ProviderError::new(
                 name,
                 FailureClass::Auth,

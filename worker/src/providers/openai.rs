@@ -6,6 +6,7 @@
 //! blank lines before the JSON, a 200 that carries an error object, and
 //! Zhipu's `sensitive` finish reason.
 
+use ferry_common::KeyRing;
 use ferry_common::config::ProviderConfig;
 use reqwest::header::AUTHORIZATION;
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,8 @@ use super::{ChatMessage, ChatRequest, Completion, Usage};
 pub struct OpenAiCompatible {
     pub(super) config: ProviderConfig,
     client: reqwest::Client,
+    /// The keys, used in turn (the configured `api_key` until replaced).
+    keys: KeyRing,
 }
 
 #[derive(Serialize)]
@@ -69,12 +72,22 @@ const FILTERED_FINISH_REASONS: &[&str] = &["content_filter", "sensitive"];
 
 impl OpenAiCompatible {
     pub(super) fn new(config: ProviderConfig, client: reqwest::Client) -> Self {
-        Self { config, client }
+        let keys = KeyRing::new(config.api_key.clone());
+        Self {
+            config,
+            client,
+            keys,
+        }
+    }
+
+    /// The provider's keys: replace them to add or rotate keys while running.
+    pub fn key_ring(&self) -> &KeyRing {
+        &self.keys
     }
 
     pub(super) async fn complete(&self, req: &ChatRequest) -> Result<Completion, ProviderError> {
         let name = self.config.name.as_str();
-        let Some(key) = &self.config.api_key else {
+        let Some(key) = self.keys.next_key() else {
             return Err(ProviderError::new(
                 name,
                 FailureClass::Auth,
