@@ -85,7 +85,8 @@ pub fn api_state(
                 ingress.spool_dir.display()
             )
         })?;
-    Ok(ferry_api::AppState {
+    Ok(ferry_api::AppState::new(ferry_api::SharedState {
+        batcher: Arc::new(ferry_api::EnqueueBatcher::new(queue.clone())),
         queue,
         wechat: Arc::new(ferry_api::WeChatIngress {
             token,
@@ -109,8 +110,8 @@ pub fn api_state(
             .ip_rate
             .as_ref()
             .map(|rate| Arc::new(ferry_api::IpLimiter::from_config(rate))),
-        security: Arc::default(),
-    })
+        security: Default::default(),
+    }))
 }
 
 /// Where the worker sends replies.

@@ -824,7 +824,13 @@ impl Config {
         let providers = providers(&s)?;
         let gates = providers
             .iter()
-            .map(|p| Ok((p.name.clone(), gate_settings(&s, &p.name)?)))
+            .map(|p| {
+                let mut gate = gate_settings(&s, &p.name)?;
+                // A lease (and a probe) outlives the longest attempt, so only
+                // a crashed holder's lease ever expires under a live call.
+                gate.lease_ttl = ai.connect_timeout + ai.request_timeout + Duration::from_secs(5);
+                Ok((p.name.clone(), gate))
+            })
             .collect::<Result<_, ConfigError>>()?;
         let provider_keys = providers
             .iter()
@@ -888,7 +894,11 @@ fn ingress_config(s: &Sources) -> Result<IngressConfig, ConfigError> {
             format!("expected 1..={MAX_ACK_BUDGET_MS} ms (WeChat waits 5 s in all)"),
         ));
     }
-    let ip_rate = match s.get(vars::FERRY_IP_RATE_LIMIT).as_deref() {
+    let ip_rate = match s
+        .get(vars::FERRY_IP_RATE_LIMIT)
+        .map(|v| v.to_ascii_lowercase())
+        .as_deref()
+    {
         Some("off" | "0") => None,
         _ => Some(IpRateLimit {
             per_second: positive(s, vars::FERRY_IP_RATE_LIMIT, 100)?,
