@@ -5,21 +5,23 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use ferry_common::config::{Config, ECHO_PROVIDER, vars};
-use ferry_common::fleet::{ProviderGate, TokenCache, TokenSource};
+use ferry_common::fleet::{ProviderGate, RateLimit, TokenCache};
 use ferry_common::queue::JobQueue;
 use ferry_common::wechat::MessageCrypt;
 use ferry_common::{Keys, Secret, connection, schema, telemetry};
 use ferry_worker::handler::Handlers;
+use ferry_worker::handlers::wechat_reply::UserLimit;
 use ferry_worker::handlers::{Noop, WeChatReplyHandler, noop::NOOP};
 use ferry_worker::memory::{ConversationMemory, MemorySettings};
 use ferry_worker::providers::{CallPolicy, HttpSettings, HttpSetupError, Router, build_client};
-use ferry_worker::reply::{ConsoleSink, CustomerService, ReplySink};
+use ferry_worker::reply::{ConsoleSink, CustomerService, ReplyCounters, ReplySink};
 use ferry_worker::{Worker, WorkerSettings};
 
 use crate::reload::Reloadable;
 
-/// What the user sees when every provider fails for good.
-pub const DEFAULT_APOLOGY: &str = "抱歉，AI 暂时无法回答，请稍后再试。";
+/// What the user sees when every provider fails for good (the default of
+/// `FERRY_APOLOGY_TEXT`; it lives with the configuration).
+pub use ferry_common::config::DEFAULT_APOLOGY;
 
 /// Loads configuration and installs logging. Keep the guard alive.
 pub fn init() -> anyhow::Result<(Config, ferry_common::telemetry::LogGuard)> {
@@ -140,6 +142,19 @@ pub fn worker_with_reload(
     replies: Replies,
     settings: WorkerSettings,
 ) -> anyhow::Result<(Worker, Reloadable)> {
+    worker_counting(config, queue, replies, settings, ReplyCounters::new())
+}
+
+/// [`worker_with_reload`], counting what reply delivery does (sends, WeChat
+/// errcodes, token fetches, apologies, limit notices) in `counters`, which
+/// the caller keeps to read (a `/metrics` endpoint, a test).
+pub fn worker_counting(
+    config: &Config,
+    queue: JobQueue,
+    replies: Replies,
+    settings: WorkerSettings,
+    counters: ReplyCounters,
+) -> anyhow::Result<(Worker, Reloadable)> {
     if config.providers.is_empty() {
         bail!(
             "{}: no AI provider is configured; set a key such as DEEPSEEK_API_KEY (or FERRY_PROVIDERS=echo to test)",
@@ -168,12 +183,14 @@ pub fn worker_with_reload(
                 config.wechat.api_base.clone(),
                 app_id.clone(),
                 secret.clone(),
-                TokenSource::Stable,
-            );
+                config.wechat.token_source,
+            )
+            .counting_fetches_in(counters.token_fetch_counter());
             ReplySink::CustomerService(CustomerService::new(
                 http.clone(),
                 config.wechat.api_base.clone(),
                 tokens,
+                counters.clone(),
             ))
         }
     };
@@ -202,8 +219,19 @@ pub fn worker_with_reload(
         sink,
         memory,
         system_prompt: config.system_prompt.clone(),
-        apology: DEFAULT_APOLOGY.into(),
+        apology: config.reply.apology.clone(),
         total_budget: config.ai.total_budget,
+        typing_indicator: config.reply.typing_indicator,
+        user_limit: config.reply.user_limit.map(|l| UserLimit {
+            limit: RateLimit::new(
+                queue.pool().clone(),
+                queue.keys().clone(),
+                l.per_minute,
+                l.burst,
+            ),
+            notice: config.reply.user_limit_text.clone(),
+        }),
+        counters,
     };
     let handlers = Handlers::new()
         .register(ferry_common::job::kinds::WECHAT_REPLY, wechat)

@@ -58,6 +58,13 @@ pub mod vars {
     pub const FERRY_MEMORY_TURNS: &str = "FERRY_MEMORY_TURNS";
     pub const FERRY_MEMORY_TTL: &str = "FERRY_MEMORY_TTL";
     pub const FERRY_MAX_PROMPT_CHARS: &str = "FERRY_MAX_PROMPT_CHARS";
+    /// `stable` (`/cgi-bin/stable_token`) or `classic` (`/cgi-bin/token`).
+    pub const WECHAT_TOKEN_ENDPOINT: &str = "WECHAT_TOKEN_ENDPOINT";
+    pub const FERRY_TYPING_INDICATOR: &str = "FERRY_TYPING_INDICATOR";
+    pub const FERRY_APOLOGY_TEXT: &str = "FERRY_APOLOGY_TEXT";
+    pub const FERRY_USER_MESSAGES_PER_MINUTE: &str = "FERRY_USER_MESSAGES_PER_MINUTE";
+    pub const FERRY_USER_BURST: &str = "FERRY_USER_BURST";
+    pub const FERRY_USER_LIMIT_TEXT: &str = "FERRY_USER_LIMIT_TEXT";
     pub const FERRY_MAX_BODY_BYTES: &str = "FERRY_MAX_BODY_BYTES";
     pub const FERRY_ACK_BUDGET_MS: &str = "FERRY_ACK_BUDGET_MS";
     pub const FERRY_SPOOL_DIR: &str = "FERRY_SPOOL_DIR";
@@ -118,6 +125,12 @@ pub mod vars {
         FERRY_MEMORY_TURNS,
         FERRY_MEMORY_TTL,
         FERRY_MAX_PROMPT_CHARS,
+        WECHAT_TOKEN_ENDPOINT,
+        FERRY_TYPING_INDICATOR,
+        FERRY_APOLOGY_TEXT,
+        FERRY_USER_MESSAGES_PER_MINUTE,
+        FERRY_USER_BURST,
+        FERRY_USER_LIMIT_TEXT,
         FERRY_MAX_BODY_BYTES,
         FERRY_ACK_BUDGET_MS,
         FERRY_SPOOL_DIR,
@@ -294,6 +307,8 @@ pub struct WeChatConfig {
     pub token: Option<Secret>,
     pub encoding_aes_key: Option<Secret>,
     pub api_base: String,
+    /// Where the fleet's access token comes from.
+    pub token_source: crate::fleet::TokenSource,
 }
 
 impl WeChatConfig {
@@ -369,6 +384,34 @@ pub struct AiConfig {
     pub max_prompt_chars: usize,
 }
 
+/// What WeChat users see of the worker besides the answers: the typing
+/// indicator, the apology, and the per-user message limit.
+#[derive(Debug, Clone)]
+pub struct ReplyConfig {
+    /// Show "typing..." while the provider works (best effort).
+    pub typing_indicator: bool,
+    /// Sent once when the AI fails for good, instead of silence.
+    pub apology: String,
+    /// Messages per minute per WeChat user; `None` when turned off.
+    pub user_limit: Option<UserLimit>,
+    /// The one reply a user over the limit gets per window.
+    pub user_limit_text: String,
+}
+
+/// A fleet-wide GCRA limit on each WeChat user's messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserLimit {
+    pub per_minute: u32,
+    /// Messages a user may send back to back.
+    pub burst: u32,
+}
+
+/// What the user sees when the AI fails for good.
+pub const DEFAULT_APOLOGY: &str = "抱歉，AI 暂时无法回答，请稍后再试。";
+
+/// What a user over the per-user limit sees, once per window.
+pub const DEFAULT_USER_LIMIT_TEXT: &str = "您的消息有点多，请稍等一分钟再发，我会继续为您解答。";
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub redis_url: Secret,
@@ -377,6 +420,7 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
     pub system_prompt: Option<String>,
     pub ai: AiConfig,
+    pub reply: ReplyConfig,
     pub wechat: WeChatConfig,
     pub secure_config_password: Option<Secret>,
     pub secrets_file: Option<PathBuf>,
@@ -735,6 +779,7 @@ impl Config {
             token: s.secret(vars::WECHAT_TOKEN),
             encoding_aes_key: s.secret(vars::WECHAT_ENCODING_AES_KEY),
             api_base: url_var(&s, vars::WECHAT_API_BASE, "https://api.weixin.qq.com")?,
+            token_source: token_source(&s)?,
         };
         if let Some(key) = &wechat.encoding_aes_key
             && key.expose().len() != 43
@@ -846,6 +891,7 @@ impl Config {
             gates,
             system_prompt: s.get(vars::FERRY_SYSTEM_PROMPT),
             ai,
+            reply: reply_config(&s)?,
             wechat,
             secure_config_password: s.secret(vars::SECURE_CONFIG_PASSWORD),
             secrets_file: s.get(vars::FERRY_SECRETS_FILE).map(PathBuf::from),
@@ -994,6 +1040,59 @@ fn ai_config(s: &Sources) -> Result<AiConfig, ConfigError> {
             Duration::from_secs(1),
         )?,
         max_prompt_chars: positive(s, vars::FERRY_MAX_PROMPT_CHARS, 12_000)?,
+    })
+}
+
+fn token_source(s: &Sources) -> Result<crate::fleet::TokenSource, ConfigError> {
+    use crate::fleet::TokenSource;
+    match s
+        .get(vars::WECHAT_TOKEN_ENDPOINT)
+        .map(|v| v.to_ascii_lowercase())
+    {
+        None => Ok(TokenSource::Stable),
+        Some(v) if v == "stable" => Ok(TokenSource::Stable),
+        Some(v) if v == "classic" => Ok(TokenSource::Classic),
+        Some(other) => Err(ConfigError::new(
+            vars::WECHAT_TOKEN_ENDPOINT,
+            format!("expected stable or classic, got {other:?}"),
+        )),
+    }
+}
+
+fn reply_config(s: &Sources) -> Result<ReplyConfig, ConfigError> {
+    let typing_indicator = match s
+        .get(vars::FERRY_TYPING_INDICATOR)
+        .map(|v| v.to_ascii_lowercase())
+    {
+        None => true,
+        Some(v) if matches!(v.as_str(), "on" | "true" | "yes" | "1") => true,
+        Some(v) if matches!(v.as_str(), "off" | "false" | "no" | "0") => false,
+        Some(other) => {
+            return Err(ConfigError::new(
+                vars::FERRY_TYPING_INDICATOR,
+                format!("expected on or off, got {other:?}"),
+            ));
+        }
+    };
+    let per_minute: u32 = s.parse(
+        vars::FERRY_USER_MESSAGES_PER_MINUTE,
+        20,
+        "a whole number of messages per minute (0: no limit)",
+    )?;
+    let user_limit = (per_minute > 0)
+        .then(|| {
+            Ok(UserLimit {
+                per_minute,
+                burst: positive(s, vars::FERRY_USER_BURST, 5)?,
+            })
+        })
+        .transpose()?;
+    let text = |var: &str, default: &str| s.get(var).unwrap_or_else(|| default.to_owned());
+    Ok(ReplyConfig {
+        typing_indicator,
+        apology: text(vars::FERRY_APOLOGY_TEXT, DEFAULT_APOLOGY),
+        user_limit,
+        user_limit_text: text(vars::FERRY_USER_LIMIT_TEXT, DEFAULT_USER_LIMIT_TEXT),
     })
 }
 
@@ -1198,13 +1297,22 @@ fn gate_settings(s: &Sources, name: &str) -> Result<GateSettings, ConfigError> {
             return Some((var, v));
         }
         let value = s.file_providers.get(name)?.get(file_key)?;
-        let raw = value.as_str().map(str::to_owned).unwrap_or_else(|| value.to_string());
+        let raw = value
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| value.to_string());
         Some((format!("providers.{name}.{file_key}"), raw))
     };
-    fn parsed<T: FromStr>(found: Option<(String, String)>, default: T, expected: &str) -> Result<T, ConfigError> {
+    fn parsed<T: FromStr>(
+        found: Option<(String, String)>,
+        default: T,
+        expected: &str,
+    ) -> Result<T, ConfigError> {
         match found {
             None => Ok(default),
-            Some((var, raw)) => raw.parse().map_err(|_| ConfigError::new(var, format!("expected {expected}, got {raw:?}"))),
+            Some((var, raw)) => raw
+                .parse()
+                .map_err(|_| ConfigError::new(var, format!("expected {expected}, got {raw:?}"))),
         }
     }
     let secs = |suffix: &str, key: &str, default: Duration| -> Result<Duration, ConfigError> {
@@ -1212,30 +1320,65 @@ fn gate_settings(s: &Sources, name: &str) -> Result<GateSettings, ConfigError> {
         let var = found.as_ref().map(|(v, _)| v.clone()).unwrap_or_default();
         let secs: f64 = parsed(found, default.as_secs_f64(), "a number of seconds")?;
         if !(secs.is_finite() && secs >= 0.0) {
-            return Err(ConfigError::new(var, "expected a non-negative number of seconds"));
+            return Err(ConfigError::new(
+                var,
+                "expected a non-negative number of seconds",
+            ));
         }
         Ok(Duration::from_secs_f64(secs))
     };
     let d = GateSettings::default();
-    let rpm: u32 = parsed(setting("RPM", "requests_per_minute"), d.requests_per_minute, "requests per minute")?;
-    let failure_rate: f64 = parsed(setting("BREAKER_FAILURE_RATE", "breaker_failure_rate"), d.breaker.failure_rate, "a ratio")?;
+    let rpm: u32 = parsed(
+        setting("RPM", "requests_per_minute"),
+        d.requests_per_minute,
+        "requests per minute",
+    )?;
+    let failure_rate: f64 = parsed(
+        setting("BREAKER_FAILURE_RATE", "breaker_failure_rate"),
+        d.breaker.failure_rate,
+        "a ratio",
+    )?;
     if !(failure_rate > 0.0 && failure_rate <= 1.0) {
-        return Err(ConfigError::new(provider_var(name, "BREAKER_FAILURE_RATE"), "expected a ratio in (0, 1]"));
+        return Err(ConfigError::new(
+            provider_var(name, "BREAKER_FAILURE_RATE"),
+            "expected a ratio in (0, 1]",
+        ));
     }
     let slow = secs("SLOW_CALL", "slow_call", Duration::ZERO)?;
     Ok(GateSettings {
         requests_per_minute: rpm,
         // Default burst: three seconds' worth of the rate, at least one.
-        burst: parsed(setting("RPM_BURST", "burst"), (rpm / 20).max(1), "a whole number")?,
-        tokens_per_minute: parsed(setting("TPM", "tokens_per_minute"), d.tokens_per_minute, "tokens per minute")?,
-        max_concurrency: parsed(setting("MAX_CONCURRENCY", "max_concurrency"), d.max_concurrency, "a whole number")?,
+        burst: parsed(
+            setting("RPM_BURST", "burst"),
+            (rpm / 20).max(1),
+            "a whole number",
+        )?,
+        tokens_per_minute: parsed(
+            setting("TPM", "tokens_per_minute"),
+            d.tokens_per_minute,
+            "tokens per minute",
+        )?,
+        max_concurrency: parsed(
+            setting("MAX_CONCURRENCY", "max_concurrency"),
+            d.max_concurrency,
+            "a whole number",
+        )?,
         lease_ttl: d.lease_ttl,
         breaker: BreakerSettings {
-            window: secs("BREAKER_WINDOW", "breaker_window", d.breaker.window)?.max(Duration::from_secs(1)),
-            minimum_calls: parsed(setting("BREAKER_MIN_CALLS", "breaker_min_calls"), d.breaker.minimum_calls, "a whole number")?,
+            window: secs("BREAKER_WINDOW", "breaker_window", d.breaker.window)?
+                .max(Duration::from_secs(1)),
+            minimum_calls: parsed(
+                setting("BREAKER_MIN_CALLS", "breaker_min_calls"),
+                d.breaker.minimum_calls,
+                "a whole number",
+            )?,
             failure_rate,
             open_for: secs("BREAKER_OPEN_FOR", "breaker_open_for", d.breaker.open_for)?,
-            open_for_quota: secs("BREAKER_OPEN_FOR_QUOTA", "breaker_open_for_quota", d.breaker.open_for_quota)?,
+            open_for_quota: secs(
+                "BREAKER_OPEN_FOR_QUOTA",
+                "breaker_open_for_quota",
+                d.breaker.open_for_quota,
+            )?,
             slow_call: (!slow.is_zero()).then_some(slow),
         },
     })
@@ -1362,8 +1505,18 @@ mod tests {
         assert_eq!(g.max_concurrency, 8);
         assert_eq!(g.breaker.minimum_calls, 3);
         assert_eq!(g.breaker.open_for, Duration::from_secs(5));
-        assert_eq!(load(&[("QWEN_API_KEY", "q"), ("QWEN_RPM", "many")]).unwrap_err().var, "QWEN_RPM");
-        assert_eq!(load(&[("QWEN_API_KEY", "q"), ("QWEN_BREAKER_FAILURE_RATE", "2")]).unwrap_err().var, "QWEN_BREAKER_FAILURE_RATE");
+        assert_eq!(
+            load(&[("QWEN_API_KEY", "q"), ("QWEN_RPM", "many")])
+                .unwrap_err()
+                .var,
+            "QWEN_RPM"
+        );
+        assert_eq!(
+            load(&[("QWEN_API_KEY", "q"), ("QWEN_BREAKER_FAILURE_RATE", "2")])
+                .unwrap_err()
+                .var,
+            "QWEN_BREAKER_FAILURE_RATE"
+        );
     }
 
     #[test]
@@ -1443,6 +1596,53 @@ mod tests {
         assert_eq!(c.providers[0].max_tokens, Some(64));
         let err = load(&[("FERRY_CONFIG", "/nonexistent/ferry.toml")]).unwrap_err();
         assert_eq!(err.var, "FERRY_CONFIG");
+    }
+
+    #[test]
+    fn reply_settings_have_defaults_and_are_read_from_the_environment() {
+        let d = load(&[]).unwrap();
+        assert_eq!(d.wechat.token_source, crate::fleet::TokenSource::Stable);
+        assert!(d.reply.typing_indicator);
+        assert_eq!(d.reply.apology, DEFAULT_APOLOGY);
+        assert_eq!(
+            d.reply.user_limit,
+            Some(UserLimit {
+                per_minute: 20,
+                burst: 5
+            })
+        );
+        assert_eq!(d.reply.user_limit_text, DEFAULT_USER_LIMIT_TEXT);
+        let c = load(&[
+            ("WECHAT_TOKEN_ENDPOINT", "classic"),
+            ("FERRY_TYPING_INDICATOR", "off"),
+            ("FERRY_APOLOGY_TEXT", "sorry"),
+            ("FERRY_USER_MESSAGES_PER_MINUTE", "6"),
+            ("FERRY_USER_BURST", "2"),
+            ("FERRY_USER_LIMIT_TEXT", "slow down"),
+        ])
+        .unwrap();
+        assert_eq!(c.wechat.token_source, crate::fleet::TokenSource::Classic);
+        assert!(!c.reply.typing_indicator);
+        assert_eq!(c.reply.apology, "sorry");
+        assert_eq!(
+            c.reply.user_limit,
+            Some(UserLimit {
+                per_minute: 6,
+                burst: 2
+            })
+        );
+        assert_eq!(c.reply.user_limit_text, "slow down");
+        let off = load(&[("FERRY_USER_MESSAGES_PER_MINUTE", "0")]).unwrap();
+        assert_eq!(off.reply.user_limit, None);
+        for (var, value) in [
+            ("WECHAT_TOKEN_ENDPOINT", "fast"),
+            ("FERRY_TYPING_INDICATOR", "maybe"),
+            ("FERRY_USER_MESSAGES_PER_MINUTE", "-1"),
+            ("FERRY_USER_BURST", "0"),
+        ] {
+            let err = load(&[(var, value)]).unwrap_err();
+            assert_eq!(err.var, var, "{err}");
+        }
     }
 
     #[test]

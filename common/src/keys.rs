@@ -85,6 +85,12 @@ impl Keys {
         self.global(&format!("limit:{subject}"))
     }
 
+    /// Set (with expiry) while a WeChat user over the per-user limit has
+    /// had their one notice, so further messages in the window get none.
+    pub fn limit_notice(&self, openid: &str) -> String {
+        self.global(&format!("limit_notice:{openid}"))
+    }
+
     /// Replies the console sink recorded for one user, read by
     /// `ferry simulate` through the dev api (only used by `ferry dev`).
     pub fn dev_outbox(&self, openid: &str) -> String {

@@ -3,7 +3,9 @@
 //!
 //! It issues tokens, checks `access_token` on every call (an unknown or
 //! expired token gets errcode 40001, as WeChat answers), records what users
-//! were sent, counts token fetches, and can be told to answer any errcode.
+//! were sent and every send attempt with its answer, counts token fetches,
+//! and can be told to answer any errcode, at once or after some messages
+//! were accepted.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -23,6 +25,16 @@ pub struct SentMessage {
     pub content: String,
 }
 
+/// One `custom/send` call the fake answered, accepted or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendAttempt {
+    /// Empty when the body had none.
+    pub touser: String,
+    pub content: String,
+    /// What the fake answered (0: accepted).
+    pub errcode: i64,
+}
+
 #[derive(Default)]
 struct Inner {
     app_id: String,
@@ -31,11 +43,14 @@ struct Inner {
     valid_tokens: Vec<String>,
     token_counter: u64,
     token_fetches: u64,
+    classic_token_fetches: u64,
     expires_in: u64,
     sent: Vec<SentMessage>,
+    attempts: Vec<SendAttempt>,
     typing: Vec<(String, String)>,
-    /// errcodes to answer to the next sends, in order.
-    send_errors: VecDeque<i64>,
+    /// errcodes to answer to the next sends, in order, each once at least
+    /// `.0` messages were accepted.
+    send_errors: VecDeque<(usize, i64)>,
     send_delay: Option<Duration>,
 }
 
@@ -89,8 +104,28 @@ impl FakeWeChat {
             .collect()
     }
 
+    /// Every `custom/send` call answered, in order, with its errcode (a
+    /// call whose client went away before the answer is not one).
+    pub fn send_attempts(&self) -> Vec<SendAttempt> {
+        self.inner.lock().unwrap().attempts.clone()
+    }
+
+    /// The `custom/send` calls answered for one user.
+    pub fn send_attempts_to(&self, openid: &str) -> Vec<SendAttempt> {
+        self.send_attempts()
+            .into_iter()
+            .filter(|a| a.touser == openid)
+            .collect()
+    }
+
+    /// Token fetches, from either endpoint.
     pub fn token_fetches(&self) -> u64 {
         self.inner.lock().unwrap().token_fetches
+    }
+
+    /// Token fetches from the classic `/cgi-bin/token` endpoint.
+    pub fn classic_token_fetches(&self) -> u64 {
+        self.inner.lock().unwrap().classic_token_fetches
     }
 
     pub fn typing(&self) -> Vec<(String, String)> {
@@ -104,7 +139,17 @@ impl FakeWeChat {
 
     /// The next sends answer these errcodes, one each, in order.
     pub fn fail_next_sends(&self, errcodes: &[i64]) {
-        self.inner.lock().unwrap().send_errors.extend(errcodes);
+        self.fail_sends_after(0, errcodes);
+    }
+
+    /// Once `accepted` messages were accepted (in all), the next sends
+    /// answer these errcodes, one each, in order.
+    pub fn fail_sends_after(&self, accepted: usize, errcodes: &[i64]) {
+        self.inner
+            .lock()
+            .unwrap()
+            .send_errors
+            .extend(errcodes.iter().map(|&code| (accepted, code)));
     }
 
     pub fn set_send_delay(&self, delay: Option<Duration>) {
@@ -178,6 +223,7 @@ async fn classic_token(
     }
     // Each classic fetch issues a new token.
     inner.valid_tokens.clear();
+    inner.classic_token_fetches += 1;
     Json(issue_token(&mut inner))
 }
 
@@ -204,27 +250,43 @@ async fn custom_send(
         tokio::time::sleep(d).await;
     }
     let mut inner = inner.lock().unwrap();
-    if let Some(err) = check_token(&inner, &q) {
-        return Json(err);
+    let answer = answer_send(&mut inner, &q, &body);
+    inner.attempts.push(SendAttempt {
+        touser: body["touser"].as_str().unwrap_or_default().into(),
+        content: body["text"]["content"].as_str().unwrap_or_default().into(),
+        errcode: answer["errcode"].as_i64().unwrap_or_default(),
+    });
+    Json(answer)
+}
+
+fn answer_send(inner: &mut Inner, q: &TokenQuery, body: &Value) -> Value {
+    if let Some(err) = check_token(inner, q) {
+        return err;
     }
-    if let Some(code) = inner.send_errors.pop_front() {
-        return Json(json!({"errcode": code, "errmsg": format!("fake error {code}")}));
+    let accepted = inner.sent.len();
+    if inner
+        .send_errors
+        .front()
+        .is_some_and(|(after, _)| accepted >= *after)
+    {
+        let (_, code) = inner.send_errors.pop_front().unwrap();
+        return json!({"errcode": code, "errmsg": format!("fake error {code}")});
     }
     let (Some(touser), Some("text"), Some(content)) = (
         body["touser"].as_str(),
         body["msgtype"].as_str(),
         body["text"]["content"].as_str(),
     ) else {
-        return Json(json!({"errcode": 44002, "errmsg": "empty post data or bad shape"}));
+        return json!({"errcode": 44002, "errmsg": "empty post data or bad shape"});
     };
     if content.len() >= 2048 {
-        return Json(json!({"errcode": 45002, "errmsg": "content size out of limit"}));
+        return json!({"errcode": 45002, "errmsg": "content size out of limit"});
     }
     inner.sent.push(SentMessage {
         touser: touser.into(),
         content: content.into(),
     });
-    Json(json!({"errcode": 0, "errmsg": "ok"}))
+    json!({"errcode": 0, "errmsg": "ok"})
 }
 
 async fn custom_typing(

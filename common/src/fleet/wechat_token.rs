@@ -6,7 +6,14 @@
 //! refreshes, under a lock, and a token that failed is dropped only if it is
 //! still the cached one (compare-and-swap): a worker holding a stale failure
 //! never throws away the token another worker just fetched.
+//!
+//! The cached copy expires [`EXPIRY_MARGIN`] before WeChat's own expiry, so
+//! the fleet refreshes ahead of it: the first call after that fetches a new
+//! token (one process, under the lock) while the old one is still valid for
+//! any send already under way.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use deadpool_redis::Pool;
@@ -39,7 +46,7 @@ pub enum TokenError {
 }
 
 /// Refresh the cached token this long before WeChat's expiry.
-const EXPIRY_MARGIN: Duration = Duration::from_secs(300);
+pub const EXPIRY_MARGIN: Duration = Duration::from_secs(300);
 /// A refresh lock outlives no crashed holder for longer than this.
 const LOCK_TTL: Duration = Duration::from_secs(10);
 const WAIT_FOR_OTHER: Duration = Duration::from_secs(12);
@@ -53,6 +60,8 @@ pub struct TokenCache {
     app_id: String,
     app_secret: Secret,
     source: TokenSource,
+    /// Tokens this process fetched from WeChat.
+    fetches: Arc<AtomicU64>,
 }
 
 #[derive(Deserialize)]
@@ -83,7 +92,20 @@ impl TokenCache {
             app_id,
             app_secret,
             source,
+            fetches: Arc::default(),
         }
+    }
+
+    /// Counts this process's fetches from WeChat in `counter` (a metric
+    /// the caller owns) instead of a counter of its own.
+    pub fn counting_fetches_in(mut self, counter: Arc<AtomicU64>) -> Self {
+        self.fetches = counter;
+        self
+    }
+
+    /// Tokens this process fetched from WeChat so far.
+    pub fn fetches(&self) -> u64 {
+        self.fetches.load(Ordering::Relaxed)
     }
 
     /// The current token: from the cache, or fetched by exactly one process
@@ -187,10 +209,8 @@ impl TokenCache {
                 errmsg: reply.errmsg,
             });
         };
-        let expires_in = Duration::from_secs(reply.expires_in.unwrap_or(7200));
-        let ttl = expires_in
-            .saturating_sub(EXPIRY_MARGIN)
-            .max(Duration::from_secs(30));
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        let ttl = cache_ttl(Duration::from_secs(reply.expires_in.unwrap_or(7200)));
         redis::cmd("SET")
             .arg(self.keys.wechat_token())
             .arg(&token)
@@ -203,6 +223,20 @@ impl TokenCache {
     }
 }
 
+/// How long the fleet keeps a token WeChat says is valid for `expires_in`:
+/// [`EXPIRY_MARGIN`] less, so it is refreshed before WeChat expires it; a
+/// token with less than twice the margin left (stable_token answers with
+/// what is left of the current token) is kept for half of what is left, so
+/// the cache never outlives WeChat's own expiry.
+pub fn cache_ttl(expires_in: Duration) -> Duration {
+    let ttl = if expires_in > EXPIRY_MARGIN * 2 {
+        expires_in - EXPIRY_MARGIN
+    } else {
+        expires_in / 2
+    };
+    ttl.max(Duration::from_secs(1))
+}
+
 async fn release_lock(conn: &mut deadpool_redis::Connection, key: &str, value: &str) {
     let released: Result<i32, _> = redis::Script::new(
         "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
@@ -213,5 +247,24 @@ async fn release_lock(conn: &mut deadpool_redis::Connection, key: &str, value: &
     .await;
     if let Err(e) = released {
         tracing::warn!(error = %e, "could not release the WeChat token lock; it expires by itself");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cached_token_expires_ahead_of_wechats_expiry() {
+        let secs = Duration::from_secs;
+        assert_eq!(cache_ttl(secs(7200)), secs(6900));
+        assert_eq!(cache_ttl(secs(601)), secs(301));
+        // Little left (stable_token near its renewal): half of it.
+        assert_eq!(cache_ttl(secs(300)), secs(150));
+        assert_eq!(cache_ttl(secs(40)), secs(20));
+        assert_eq!(cache_ttl(secs(0)), secs(1));
+        for left in [2, 10, 60, 599, 600, 601, 7200] {
+            assert!(cache_ttl(secs(left)) < secs(left), "{left} s");
+        }
     }
 }

@@ -1,18 +1,30 @@
-//! `wechat.reply`: answer a user's message with an AI reply.
+//! `wechat.reply`: answer a user's message with an AI reply, exactly as the
+//! user should see it.
 //!
+//! 0. The user's limit: a user over `FERRY_USER_MESSAGES_PER_MINUTE` is not
+//!    answered by the AI; the first message over the limit in a window gets
+//!    one polite notice, the others nothing, and the job succeeds with a
+//!    result saying it was rate limited. The verdict is noted, so a retry
+//!    neither counts the message twice nor changes its mind.
 //! 1. The answer: reused from the job's notes if an earlier attempt got one
 //!    (a retry must not ask the model again and send different text),
 //!    otherwise asked of the provider chain, with the user's recent
-//!    conversation, within what is left of the message's time budget. The
-//!    turn is remembered right after the answer is noted, so exactly once.
+//!    conversation, within what is left of the message's time budget, while
+//!    WeChat shows the user "typing..." (best effort, `FERRY_TYPING_INDICATOR`).
+//!    The turn is remembered right after the answer is noted, so exactly once.
 //! 2. The parts: the answer split under WeChat's size limit, sent in order;
-//!    after each part WeChat accepts, the count is noted on the job, so a
-//!    retried or taken-over job never resends a delivered part.
+//!    after each part WeChat accepts, the count is noted on the job before
+//!    the next part goes, so a retried or taken-over job never resends a
+//!    delivered part (the one remaining window is in ARCHITECTURE.md, "The
+//!    duplicate window"). WeChat busy (-1) is a job retry with the queue's
+//!    backoff; a refusal (45015, 45047, 45009, 48001, ...) dead-letters the
+//!    job with WeChat's reason and is never retried.
 //! 3. When the AI fails for good, the user gets one short apology instead of
-//!    silence.
+//!    silence (`FERRY_APOLOGY_TEXT`), noted so a take-over never sends a
+//!    second one.
 //!
 //! The job's result says who answered: provider, model, tokens and the
-//! answering call's latency.
+//! answering call's latency, and how many parts were sent.
 //!
 //! # One budget per message
 //!
@@ -39,12 +51,14 @@
 //! worker's clock, so hosts are assumed to keep NTP time (a skew moves the
 //! budget by as much).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
+use ferry_common::fleet::{RateLimit, Verdict};
 use ferry_common::job::Delivery;
 use ferry_common::job::kinds::WeChatReply;
 use ferry_common::queue::JobQueue;
@@ -53,12 +67,24 @@ use crate::handler::{Handler, HandlerError};
 use crate::memory::ConversationMemory;
 use crate::providers::{Allowance, Answer, Router, RouterError, Usage};
 use crate::reply::split::{MAX_PART_BYTES, split};
-use crate::reply::{ReplySink, SendError};
+use crate::reply::{ReplyCounters, ReplySink, SendError};
 
 const NOTE_ANSWER: &str = "answer";
 /// Who answered, as JSON ([`AnsweredBy`]).
 const NOTE_ANSWERED_BY: &str = "answered_by";
 const NOTE_PARTS_SENT: &str = "parts_sent";
+/// `allowed` or `limited`: the per-user limit's verdict on this message.
+const NOTE_USER_LIMIT: &str = "user_limit";
+const NOTE_APOLOGY_SENT: &str = "apology_sent";
+
+/// A user over the limit gets at most one notice in this long (or in the
+/// limit's own wait, if longer).
+const NOTICE_WINDOW: Duration = Duration::from_secs(60);
+/// The typing indicator may hold back the first part no longer than this.
+const TYPING_WAIT: Duration = Duration::from_secs(2);
+/// Tries to note an accepted part before the job gives up on it (and a
+/// retry would resend it): the waits between them double from 50 ms.
+const NOTE_TRIES: u32 = 6;
 
 pub struct WeChatReplyHandler {
     pub queue: JobQueue,
@@ -72,6 +98,20 @@ pub struct WeChatReplyHandler {
     /// Time from a message's arrival to its answer, every attempt included
     /// (see the module's "One budget per message").
     pub total_budget: Duration,
+    /// Show "typing..." while the provider works.
+    pub typing_indicator: bool,
+    /// Messages per minute per WeChat user (`None`: no limit) and the
+    /// notice a user over it gets.
+    pub user_limit: Option<UserLimit>,
+    /// Sends, errcodes, token refreshes, apologies, limit notices.
+    pub counters: ReplyCounters,
+}
+
+/// The fleet-wide limit on each user's messages, and what a user over it
+/// is told.
+pub struct UserLimit {
+    pub limit: RateLimit,
+    pub notice: String,
 }
 
 /// Who answered and what it cost: noted with the answer, and the job's
@@ -114,6 +154,8 @@ impl Handler for WeChatReplyHandler {
     }
 }
 
+type Notes = HashMap<String, String>;
+
 impl WeChatReplyHandler {
     async fn reply(&self, job: &Delivery) -> Result<serde_json::Value, HandlerError> {
         let msg: WeChatReply = serde_json::from_value(job.payload.clone())
@@ -126,7 +168,12 @@ impl WeChatReplyHandler {
         );
         let (answer, answered_by) = match noted {
             Some((answer, by)) => (answer.clone(), by),
-            None => self.answer(job, &msg).await?,
+            None => {
+                if let Some(limited) = self.over_limit(job, &msg, &notes).await? {
+                    return Ok(limited);
+                }
+                self.answer(job, &msg, &notes).await?
+            }
         };
         let parts = split(&answer, MAX_PART_BYTES);
         let already: usize = notes
@@ -134,23 +181,141 @@ impl WeChatReplyHandler {
             .and_then(|n| n.parse().ok())
             .unwrap_or(0);
         for (i, part) in parts.iter().enumerate().skip(already) {
+            let which = format!("part {} of {}", i + 1, parts.len());
             match self.sink.send_text(&msg.openid, part).await {
-                Ok(()) => {
-                    let sent = (i + 1).to_string();
-                    self.queue
-                        .write_notes(&job.id, &[(NOTE_PARTS_SENT, &sent)])
-                        .await
-                        .map_err(redis_error)?;
+                Ok(()) => self.note_parts_sent(job, i + 1).await?,
+                Err(SendError::Retry(e)) => {
+                    return Err(HandlerError::retry(format!("{which} not sent: {e}")));
                 }
-                Err(SendError::Retry(e)) => return Err(HandlerError::retry(e)),
                 Err(e @ SendError::Permanent { .. }) => {
-                    return Err(HandlerError::Permanent(e.to_string()));
+                    return Err(HandlerError::Permanent(format!("{e} ({which} not sent)")));
                 }
             }
         }
         let mut result = serde_json::to_value(&answered_by).expect("AnsweredBy serializes");
         result["parts"] = parts.len().into();
         Ok(result)
+    }
+
+    /// The per-user limit, once per message: `Some(result)` when the user
+    /// is over it (and was told, once per window), `None` to go on.
+    async fn over_limit(
+        &self,
+        job: &Delivery,
+        msg: &WeChatReply,
+        notes: &Notes,
+    ) -> Result<Option<serde_json::Value>, HandlerError> {
+        let Some(user_limit) = &self.user_limit else {
+            return Ok(None);
+        };
+        let wait = match notes.get(NOTE_USER_LIMIT).map(String::as_str) {
+            Some("allowed") => return Ok(None),
+            // Decided by an earlier attempt; its notice (if any) went then.
+            Some(_) => return Ok(Some(rate_limited(None, false))),
+            None => match user_limit
+                .limit
+                .check(&format!("user:{}", msg.openid))
+                .await
+            {
+                Ok(Verdict::Allowed) => None,
+                Ok(Verdict::Limited(wait)) => Some(wait),
+                Err(e) => {
+                    // Losing the limit for a moment beats losing the reply.
+                    tracing::warn!(job = %job.id, error = %e, "per-user limit unavailable; the message is answered");
+                    return Ok(None);
+                }
+            },
+        };
+        let verdict = if wait.is_some() { "limited" } else { "allowed" };
+        self.queue
+            .write_notes(&job.id, &[(NOTE_USER_LIMIT, verdict)])
+            .await
+            .map_err(redis_error)?;
+        let Some(wait) = wait else {
+            return Ok(None);
+        };
+        self.counters.rate_limited();
+        let noticed = self
+            .notify_limited(job, msg, wait, &user_limit.notice)
+            .await;
+        Ok(Some(rate_limited(Some(wait), noticed)))
+    }
+
+    /// Sends the limit notice if this is the first message over the limit
+    /// in the window (a `SET NX PX` flag per user); whether it was sent.
+    async fn notify_limited(
+        &self,
+        job: &Delivery,
+        msg: &WeChatReply,
+        wait: Duration,
+        notice: &str,
+    ) -> bool {
+        let key = self.queue.keys().limit_notice(&msg.openid);
+        let window = wait.max(NOTICE_WINDOW);
+        let first = async {
+            let mut conn = self.queue.pool().get().await.map_err(|e| e.to_string())?;
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(job.id.to_string())
+                .arg("NX")
+                .arg("PX")
+                .arg(u64::try_from(window.as_millis()).unwrap_or(u64::MAX))
+                .query_async::<Option<String>>(&mut conn)
+                .await
+                .map(|set| set.is_some())
+                .map_err(|e| e.to_string())
+        };
+        match first.await {
+            Ok(true) => {}
+            Ok(false) => return false,
+            Err(e) => {
+                tracing::warn!(job = %job.id, error = %e, "could not check the limit notice flag; no notice sent");
+                return false;
+            }
+        }
+        match self.sink.send_text(&msg.openid, notice).await {
+            Ok(()) => {
+                self.counters.limit_notice();
+                true
+            }
+            Err(e) => {
+                tracing::warn!(job = %job.id, error = %e, "could not send the limit notice");
+                // Let the next message over the limit try again.
+                if let Ok(mut conn) = self.queue.pool().get().await {
+                    let _: Result<(), _> = redis::cmd("DEL").arg(&key).query_async(&mut conn).await;
+                }
+                false
+            }
+        }
+    }
+
+    /// Notes that `sent` parts were delivered. Retried for a moment before
+    /// giving up, since a job retry would resend the part just delivered.
+    async fn note_parts_sent(&self, job: &Delivery, sent: usize) -> Result<(), HandlerError> {
+        let sent = sent.to_string();
+        let mut wait = Duration::from_millis(50);
+        for _ in 1..NOTE_TRIES {
+            match self
+                .queue
+                .write_notes(&job.id, &[(NOTE_PARTS_SENT, &sent)])
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(job = %job.id, error = %e, "could not note a delivered part; trying again");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+            }
+        }
+        self.queue
+            .write_notes(&job.id, &[(NOTE_PARTS_SENT, &sent)])
+            .await
+            .map_err(|e| {
+                HandlerError::retry(format!(
+                    "part {sent} was delivered but could not be noted (a retry resends it): Redis: {e}"
+                ))
+            })
     }
 
     /// Asks the chain within what is left of the budget; notes the answer
@@ -160,6 +325,7 @@ impl WeChatReplyHandler {
         &self,
         job: &Delivery,
         msg: &WeChatReply,
+        notes: &Notes,
     ) -> Result<(String, AnsweredBy), HandlerError> {
         let left = budget_left(self.total_budget, job.created_at, Utc::now());
         if left.is_zero() {
@@ -168,16 +334,23 @@ impl WeChatReplyHandler {
                 self.total_budget.as_secs_f64(),
                 job.attempt
             );
-            return Err(self.apologise(job, msg, spent).await);
+            return Err(self.apologise(job, msg, notes, spent).await);
         }
         let prompt = self
             .memory
             .prompt(&msg.openid, self.system_prompt.as_deref(), &msg.content)
             .await
             .map_err(|e| HandlerError::retry(e.to_string()))?;
-        self.sink.typing(&msg.openid).await;
         let allowance = allowance(self.router.policy().max_attempts_per_provider, job, left);
-        match self.router.chat_within(&prompt, allowance).await {
+        // The indicator goes while the provider works; both are awaited, so
+        // it never reaches WeChat after the answer.
+        let typing = async {
+            if self.typing_indicator {
+                let _ = tokio::time::timeout(TYPING_WAIT, self.sink.typing(&msg.openid)).await;
+            }
+        };
+        let ((), answered) = tokio::join!(typing, self.router.chat_within(&prompt, allowance));
+        match answered {
             Ok(a) => {
                 let by = AnsweredBy::from(&a);
                 let by_json = serde_json::to_string(&by).expect("AnsweredBy serializes");
@@ -209,20 +382,51 @@ impl WeChatReplyHandler {
                     }),
                     AfterFailure::GiveUp => {
                         let reason = format!("no provider could answer: {e}");
-                        Err(self.apologise(job, msg, reason).await)
+                        Err(self.apologise(job, msg, notes, reason).await)
                     }
                 }
             }
         }
     }
 
-    /// Sends the apology once (best effort) and fails the job for good.
-    async fn apologise(&self, job: &Delivery, msg: &WeChatReply, reason: String) -> HandlerError {
-        if let Err(send) = self.sink.send_text(&msg.openid, &self.apology).await {
-            tracing::warn!(job = %job.id, error = %send, "could not send the apology");
+    /// Sends the apology once (best effort; noted, so a take-over of this
+    /// job does not send it again) and fails the job for good.
+    async fn apologise(
+        &self,
+        job: &Delivery,
+        msg: &WeChatReply,
+        notes: &Notes,
+        reason: String,
+    ) -> HandlerError {
+        if notes.contains_key(NOTE_APOLOGY_SENT) {
+            return HandlerError::Permanent(reason);
+        }
+        match self.sink.send_text(&msg.openid, &self.apology).await {
+            Ok(()) => {
+                self.counters.apology();
+                if let Err(e) = self
+                    .queue
+                    .write_notes(&job.id, &[(NOTE_APOLOGY_SENT, "1")])
+                    .await
+                {
+                    tracing::warn!(job = %job.id, error = %e, "the apology was sent but not noted");
+                }
+            }
+            Err(send) => {
+                tracing::warn!(job = %job.id, error = %send, "could not send the apology");
+            }
         }
         HandlerError::Permanent(reason)
     }
+}
+
+/// The result of a message over the user's limit: not asked of the AI.
+fn rate_limited(wait: Option<Duration>, notice_sent: bool) -> serde_json::Value {
+    let mut result = serde_json::json!({"rate_limited": true, "notice_sent": notice_sent});
+    if let Some(wait) = wait {
+        result["retry_after_ms"] = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).into();
+    }
+    result
 }
 
 /// What is left of `total` for a job created at `created_at`, at `now`.

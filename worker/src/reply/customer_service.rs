@@ -1,16 +1,30 @@
 //! WeChat's customer-service (客服) message API: the asynchronous reply.
 //!
-//! Every errcode is classified per WECHAT.md: -1 is retried; a token error
-//! (40001/40014/42001) drops the fleet's cached token only if it is still the
-//! one that failed, then the send is tried once more; 45015, 45047, 45009 and
-//! 48001 are permanent and never retried (a blind retry could spam the user
-//! or burn the account's quota). `custom/send` is not idempotent, so a send
-//! whose answer was lost is a retry that might duplicate: see ARCHITECTURE.md.
+//! Every errcode is classified per WECHAT.md's table:
+//! - -1 (system busy) is worth a retry: the job retries with the queue's
+//!   backoff. WeChat did not take the message, so the retry duplicates
+//!   nothing.
+//! - 40001/40014/42001 (token invalid, illegal, expired): the fleet's cached
+//!   token is dropped only if it is still the one that failed (a stale
+//!   failure never drops a fresher token), and the call is tried once more
+//!   with the token the fleet has then. A second refusal in a row is left
+//!   to a job retry.
+//! - 45015, 45047, 45009, 48001 and any other code are permanent: never
+//!   retried (a blind retry could spam the user or burn the account's
+//!   quota). 45009 and 48001 stop replies for the whole account, so they are
+//!   logged at error level on the `alert` target with `alert = true`.
+//!
+//! Every errcode is counted ([`ReplyCounters`]). `custom/send` is not
+//! idempotent, so a call whose answer is lost (a timeout after WeChat took
+//! the message) is a retry that may duplicate: see ARCHITECTURE.md, "The
+//! duplicate window".
 
 use serde::Deserialize;
 use serde_json::json;
 
 use ferry_common::fleet::{TokenCache, TokenError};
+
+use super::counters::ReplyCounters;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
@@ -22,13 +36,13 @@ pub enum SendError {
     Permanent { errcode: i64, reason: String },
 }
 
-/// What Ferry does with an errcode.
+/// What Ferry does with a (non-token) errcode.
 fn classify(errcode: i64, errmsg: &str) -> SendError {
     let reason = match errcode {
         -1 => return SendError::Retry(format!("WeChat system busy (errcode -1): {errmsg}")),
         45015 => "outside the 48-hour reply window, or the user unfollowed",
         45047 => "too many messages for this user interaction; wait until the user writes again",
-        45009 => "the account's daily API quota is used up",
+        45009 => "the account's daily API quota is used up; no replies until tomorrow",
         48001 => "the account is not authorised for the customer-service API",
         _ => errmsg,
     };
@@ -40,6 +54,30 @@ fn classify(errcode: i64, errmsg: &str) -> SendError {
 
 fn is_token_error(errcode: i64) -> bool {
     matches!(errcode, 40001 | 40014 | 42001)
+}
+
+/// Errcodes that stop every reply of the account: someone must act.
+fn is_alert(errcode: i64) -> bool {
+    matches!(errcode, 45009 | 48001)
+}
+
+/// Logs a refusal at the level it deserves.
+fn report(error: &SendError) {
+    match error {
+        SendError::Permanent { errcode, reason } if is_alert(*errcode) => tracing::error!(
+            target: "alert",
+            alert = true,
+            errcode,
+            reason = %reason,
+            "WeChat refuses customer-service messages for the whole account; replies are dead-lettered until this is fixed"
+        ),
+        SendError::Permanent { errcode, reason } => tracing::warn!(
+            errcode,
+            reason = %reason,
+            "WeChat refused a customer-service message; it is not retried"
+        ),
+        SendError::Retry(error) => tracing::info!(error = %error, "WeChat call to be retried"),
+    }
 }
 
 #[derive(Deserialize)]
@@ -55,20 +93,29 @@ pub struct CustomerService {
     http: reqwest::Client,
     api_base: String,
     tokens: TokenCache,
+    counters: ReplyCounters,
 }
 
 impl CustomerService {
-    pub fn new(http: reqwest::Client, api_base: String, tokens: TokenCache) -> Self {
+    pub fn new(
+        http: reqwest::Client,
+        api_base: String,
+        tokens: TokenCache,
+        counters: ReplyCounters,
+    ) -> Self {
         Self {
             http,
             api_base,
             tokens,
+            counters,
         }
     }
 
     pub async fn send_text(&self, openid: &str, content: &str) -> Result<(), SendError> {
         let body = json!({"touser": openid, "msgtype": "text", "text": {"content": content}});
-        self.call("/cgi-bin/message/custom/send", &body).await
+        self.call("/cgi-bin/message/custom/send", &body).await?;
+        self.counters.part_sent();
+        Ok(())
     }
 
     pub async fn typing(&self, openid: &str) -> Result<(), SendError> {
@@ -76,24 +123,38 @@ impl CustomerService {
         self.call("/cgi-bin/message/custom/typing", &body).await
     }
 
-    /// One API call, with one retry after a token refresh.
+    /// One API call, tried once more after a token refusal.
     async fn call(&self, path: &str, body: &serde_json::Value) -> Result<(), SendError> {
-        let mut refreshed = false;
+        let mut refused_once = false;
         loop {
             let token = self.tokens.get().await.map_err(token_error)?;
-            let reply = self.post(path, &token, body).await?;
-            match reply.errcode {
-                0 => return Ok(()),
-                code if is_token_error(code) && !refreshed => {
-                    refreshed = true;
-                    tracing::info!(
-                        errcode = code,
-                        "WeChat refused the access token; refreshing it for the fleet"
-                    );
-                    self.tokens.invalidate(&token).await.map_err(token_error)?;
-                }
-                code => return Err(classify(code, &reply.errmsg)),
+            let reply = self.post(path, &token, body).await.inspect_err(|_| {
+                self.counters.unanswered();
+            })?;
+            let code = reply.errcode;
+            if code == 0 {
+                return Ok(());
             }
+            self.counters.errcode(code);
+            if !is_token_error(code) {
+                let error = classify(code, &reply.errmsg);
+                report(&error);
+                return Err(error);
+            }
+            if refused_once {
+                return Err(SendError::Retry(format!(
+                    "WeChat refused the fleet's new access token too (errcode {code}: {})",
+                    reply.errmsg
+                )));
+            }
+            refused_once = true;
+            let dropped = self.tokens.invalidate(&token).await.map_err(token_error)?;
+            self.counters.token_refused(dropped);
+            tracing::info!(
+                errcode = code,
+                dropped,
+                "WeChat refused the access token; trying once more with the fleet's current one"
+            );
         }
     }
 
@@ -123,12 +184,30 @@ impl CustomerService {
     }
 }
 
+/// A failed token fetch: busy is worth a retry; any other refusal is the
+/// account's configuration (secret, IP whitelist, quota) and needs a person.
 fn token_error(e: TokenError) -> SendError {
     match e {
-        TokenError::WeChat { errcode, errmsg } => SendError::Permanent {
-            errcode,
-            reason: format!("WeChat refused the token request: {errmsg}"),
-        },
+        TokenError::WeChat {
+            errcode: -1,
+            errmsg,
+        } => SendError::Retry(format!(
+            "WeChat's token endpoint is busy (errcode -1): {errmsg}"
+        )),
+        TokenError::WeChat { errcode, errmsg } => {
+            let error = SendError::Permanent {
+                errcode,
+                reason: format!("WeChat refused the access-token request: {errmsg}"),
+            };
+            tracing::error!(
+                target: "alert",
+                alert = true,
+                errcode,
+                errmsg = %errmsg,
+                "WeChat refuses to issue an access token (check WECHAT_APP_ID, WECHAT_APP_SECRET and the IP whitelist); replies are dead-lettered until this is fixed"
+            );
+            error
+        }
         other => SendError::Retry(other.to_string()),
     }
 }
@@ -140,12 +219,37 @@ mod tests {
     #[test]
     fn errcodes_are_classified_per_the_table() {
         assert!(matches!(classify(-1, "busy"), SendError::Retry(_)));
-        for code in [45015, 45047, 45009, 48001] {
+        for code in [45015, 45047, 45009, 48001, 40003] {
             assert!(
                 matches!(classify(code, ""), SendError::Permanent { errcode, .. } if errcode == code)
             );
         }
         assert!(is_token_error(40001) && is_token_error(40014) && is_token_error(42001));
         assert!(!is_token_error(45015));
+    }
+
+    #[test]
+    fn only_account_wide_refusals_are_alerts() {
+        assert!(is_alert(45009) && is_alert(48001));
+        for code in [-1, 45015, 45047, 40001] {
+            assert!(!is_alert(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn a_busy_token_endpoint_is_retried_and_a_refusal_is_not() {
+        let busy = TokenError::WeChat {
+            errcode: -1,
+            errmsg: "system error".into(),
+        };
+        let refused = TokenError::WeChat {
+            errcode: 40164,
+            errmsg: "invalid ip".into(),
+        };
+        assert!(matches!(token_error(busy), SendError::Retry(_)));
+        assert!(matches!(
+            token_error(refused),
+            SendError::Permanent { errcode: 40164, .. }
+        ));
     }
 }

@@ -2,13 +2,16 @@
 //!
 //! In production through WeChat's customer-service API
 //! ([`customer_service`]); in `ferry dev` without WeChat credentials, to the
-//! console ([`console`]). Long answers are split by [`split`].
+//! console ([`console`]). Long answers are split by [`split`]; what
+//! happens on the way is counted in [`counters`].
 
 pub mod console;
+pub mod counters;
 pub mod customer_service;
 pub mod split;
 
 pub use console::ConsoleSink;
+pub use counters::{ReplyCounters, ReplyCountersSnapshot};
 pub use customer_service::{CustomerService, SendError};
 
 /// Where replies go.
