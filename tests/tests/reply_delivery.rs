@@ -574,10 +574,12 @@ async fn a_worker_killed_between_parts_does_not_resend_delivered_parts() {
     };
 
     let job = ask(&queue, "o_killed", "a long answer, please").await;
+    // Kill -9 once two parts are delivered and noted.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let notes = queue.read_notes(&job).await.unwrap();
-        if notes.get("parts_sent").map(String::as_str) == Some("2") {
+        let noted: usize = notes.get("parts_sent").map_or(0, |n| n.parse().unwrap());
+        if noted >= 2 {
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "{notes:?}");
@@ -585,7 +587,13 @@ async fn a_worker_killed_between_parts_does_not_resend_delivered_parts() {
     }
     first.workers[0].kill().unwrap();
     first.workers[0].wait().unwrap();
-    assert_eq!(wechat.sent_to("o_killed"), parts[..2].to_vec());
+    let before_kill = wechat.sent_to("o_killed");
+    assert!(
+        (2..parts.len()).contains(&before_kill.len()),
+        "killed between parts: {} of {} delivered",
+        before_kill.len(),
+        parts.len()
+    );
 
     let _second = Fleet {
         workers: vec![worker_process(&redis, &wechat, &provider, &env)],

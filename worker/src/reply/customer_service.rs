@@ -236,8 +236,71 @@ mod tests {
         }
     }
 
+    /// The events one closure logs: (target, level, `alert` field).
+    fn logged(f: impl FnOnce()) -> Vec<(String, tracing::Level, Option<bool>)> {
+        use std::sync::{Arc, Mutex};
+        use tracing::field::{Field, Visit};
+        use tracing::span::{Attributes, Id, Record};
+        use tracing::{Event, Metadata, Subscriber};
+
+        type Seen = Arc<Mutex<Vec<(String, tracing::Level, Option<bool>)>>>;
+        struct Capture(Seen);
+        struct Alert(Option<bool>);
+        impl Visit for Alert {
+            fn record_bool(&mut self, field: &Field, value: bool) {
+                if field.name() == "alert" {
+                    self.0 = Some(value);
+                }
+            }
+            fn record_debug(&mut self, _: &Field, _: &dyn std::fmt::Debug) {}
+        }
+        impl Subscriber for Capture {
+            fn enabled(&self, _: &Metadata<'_>) -> bool {
+                true
+            }
+            fn new_span(&self, _: &Attributes<'_>) -> Id {
+                Id::from_u64(1)
+            }
+            fn record(&self, _: &Id, _: &Record<'_>) {}
+            fn record_follows_from(&self, _: &Id, _: &Id) {}
+            fn event(&self, event: &Event<'_>) {
+                let mut alert = Alert(None);
+                event.record(&mut alert);
+                let meta = event.metadata();
+                let seen = (meta.target().to_owned(), *meta.level(), alert.0);
+                self.0.lock().unwrap().push(seen);
+            }
+            fn enter(&self, _: &Id) {}
+            fn exit(&self, _: &Id) {}
+        }
+        let seen = Seen::default();
+        tracing::subscriber::with_default(Capture(seen.clone()), f);
+        seen.lock().unwrap().clone()
+    }
+
     #[test]
-    fn a_busy_token_endpoint_is_retried_and_a_refusal_is_not() {
+    fn quota_and_authorisation_refusals_are_logged_as_alerts_and_others_are_not() {
+        for code in [45009, 48001] {
+            let events = logged(|| report(&classify(code, "")));
+            assert_eq!(
+                events,
+                vec![("alert".to_owned(), tracing::Level::ERROR, Some(true))],
+                "{code}"
+            );
+        }
+        for code in [45015, 45047, -1] {
+            let events = logged(|| report(&classify(code, "")));
+            assert!(
+                events.iter().all(|(target, level, alert)| target != "alert"
+                    && *level > tracing::Level::ERROR
+                    && alert.is_none()),
+                "{code}: {events:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_busy_token_endpoint_is_retried_and_a_refusal_is_an_alert() {
         let busy = TokenError::WeChat {
             errcode: -1,
             errmsg: "system error".into(),
@@ -247,9 +310,16 @@ mod tests {
             errmsg: "invalid ip".into(),
         };
         assert!(matches!(token_error(busy), SendError::Retry(_)));
+        let mut error = None;
+        let events = logged(|| error = Some(token_error(refused)));
         assert!(matches!(
-            token_error(refused),
-            SendError::Permanent { errcode: 40164, .. }
+            error,
+            Some(SendError::Permanent { errcode: 40164, .. })
         ));
+        assert_eq!(
+            events,
+            vec![("alert".to_owned(), tracing::Level::ERROR, Some(true))],
+            "a refused token request stops the account: an alert"
+        );
     }
 }
