@@ -211,7 +211,7 @@ impl WeChatReplyHandler {
         let wait = match notes.get(NOTE_USER_LIMIT).map(String::as_str) {
             Some("allowed") => return Ok(None),
             // Decided by an earlier attempt; its notice (if any) went then.
-            Some(_) => return Ok(Some(rate_limited(None, false))),
+            Some(_) => return Ok(Some(rate_limited(None))),
             None => match user_limit
                 .limit
                 .check(&format!("user:{}", msg.openid))
@@ -238,7 +238,7 @@ impl WeChatReplyHandler {
         let noticed = self
             .notify_limited(job, msg, wait, &user_limit.notice)
             .await;
-        Ok(Some(rate_limited(Some(wait), noticed)))
+        Ok(Some(rate_limited(Some((wait, noticed)))))
     }
 
     /// Sends the limit notice if this is the first message over the limit
@@ -420,11 +420,14 @@ impl WeChatReplyHandler {
     }
 }
 
-/// The result of a message over the user's limit: not asked of the AI.
-fn rate_limited(wait: Option<Duration>, notice_sent: bool) -> serde_json::Value {
-    let mut result = serde_json::json!({"rate_limited": true, "notice_sent": notice_sent});
-    if let Some(wait) = wait {
+/// The result of a message over the user's limit (not asked of the AI):
+/// with the limit's wait and whether this job sent the notice, when this
+/// attempt decided (a retry of a decided job knows neither).
+fn rate_limited(decided: Option<(Duration, bool)>) -> serde_json::Value {
+    let mut result = serde_json::json!({"rate_limited": true});
+    if let Some((wait, notice_sent)) = decided {
         result["retry_after_ms"] = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).into();
+        result["notice_sent"] = notice_sent.into();
     }
     result
 }
