@@ -16,7 +16,11 @@ pub fn ferry_binary() -> std::path::PathBuf {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
     let binary = target.join("debug/ferry");
-    assert!(binary.exists(), "{} is missing: build it first (cargo build --workspace --bins)", binary.display());
+    assert!(
+        binary.exists(),
+        "{} is missing: build it first (cargo build --workspace --bins)",
+        binary.display()
+    );
     binary
 }
 
