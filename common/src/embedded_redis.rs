@@ -84,7 +84,8 @@ impl RedisProcess {
                 && let Ok(info) = redis::cmd("INFO")
                     .arg("persistence")
                     .query::<String>(&mut conn)
-                && info.contains("loading:0")
+                // `loading:0` exactly: `async_loading:0` is another line.
+                && info.lines().any(|line| line.trim() == "loading:0")
             {
                 return Ok(());
             }

@@ -316,14 +316,15 @@ fn restart(redis: &mut RedisServer) {
     }
 }
 
-/// Returns once a PING goes unanswered for 100 ms (a script holds Redis).
-fn wait_until_redis_stops_answering(redis: &RedisServer) {
+/// Returns once a PING on `conn` goes unanswered for 100 ms (a script holds
+/// Redis). The connection is made before Redis gets busy: making one while
+/// a script runs would itself wait for the script.
+fn wait_until_redis_stops_answering(conn: &mut redis::Connection) {
+    conn.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        let mut conn = redis.conn();
-        conn.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        if redis::cmd("PING").query::<String>(&mut conn).is_err() {
+        if redis::cmd("PING").query::<String>(conn).is_err() {
             return;
         }
         assert!(std::time::Instant::now() < deadline, "Redis never got busy");
@@ -744,13 +745,14 @@ async fn a_redis_that_does_not_answer_within_the_budget_does_not_hold_up_the_ack
     let ferry = ferry_with(&redis, &[("FERRY_ACK_BUDGET_MS", "200")]).await;
     // A script that keeps Redis busy for 4 s: every other client waits.
     let mut busy = redis.conn();
+    let mut probe = redis.conn();
     let stall = std::thread::spawn(move || {
         redis::cmd("EVAL")
             .arg("local s = tonumber(redis.call('TIME')[1]) while tonumber(redis.call('TIME')[1]) - s < 4 do end")
             .arg(0)
             .query::<()>(&mut busy)
     });
-    wait_until_redis_stops_answering(&redis);
+    wait_until_redis_stops_answering(&mut probe);
 
     let answer = post(&ferry, &Push::plain(&text("o_slow", "慢", 200))).await;
 
