@@ -290,32 +290,6 @@ fn knows_something_about(redis: &RedisServer, openid: &str) -> bool {
         .any(|key| exists(redis, key))
 }
 
-/// Restarts Redis and waits until it has loaded its data. (`RedisServer::
-/// restart` can return while Redis still answers `-LOADING`: its readiness
-/// check also matches the `async_loading:0` line of `INFO persistence`.)
-fn restart(redis: &mut RedisServer) {
-    redis.restart();
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let loaded = redis::Client::open(redis.url())
-            .and_then(|client| client.get_connection())
-            .and_then(|mut conn| {
-                redis::cmd("INFO")
-                    .arg("persistence")
-                    .query::<String>(&mut conn)
-            })
-            .is_ok_and(|info| info.lines().any(|line| line.trim() == "loading:0"));
-        if loaded {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "redis-server did not finish loading"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// Returns once a PING on `conn` goes unanswered for 100 ms (a script holds
 /// Redis). The connection is made before Redis gets busy: making one while
 /// a script runs would itself wait for the script.
@@ -551,7 +525,7 @@ async fn an_unsubscribe_while_redis_is_down_is_spooled_and_carried_out_when_it_r
 
     let answer = post(&ferry, &Push::plain(&event("o_leaving", "unsubscribe"))).await;
     assert_success(&answer);
-    restart(&mut redis);
+    redis.restart();
 
     eventually(WAIT, "the spooled unsubscribe forgets the user", || {
         !knows_something_about(&redis, "o_leaving")
@@ -723,7 +697,7 @@ async fn pushes_while_redis_is_down_are_acknowledged_and_each_enqueued_exactly_o
         assert_success(&post(&ferry, &Push::plain(xml)).await);
     }
     assert_eq!(api(&ferry).spool.stats().spooled, 26);
-    restart(&mut redis);
+    redis.restart();
 
     eventually(WAIT, "the spool is drained", || {
         api(&ferry).spool.stats().files == 0
@@ -797,7 +771,7 @@ async fn a_spool_left_by_a_stopped_api_is_replayed_by_the_next_one() {
         assert_success(&post(&first, &push).await);
     }
     first.stop().await;
-    restart(&mut redis);
+    redis.restart();
 
     let next = ferry_with(&redis, &vars).await;
 
