@@ -40,3 +40,22 @@ pub(crate) fn fcall<'a>(pipe: &'a mut Pipeline, name: &str, keys: &[&str]) -> &'
     }
     pipe
 }
+
+/// Deletes `key` only if it still holds `value`, atomically: releasing a
+/// lock we own (never one that expired and was taken by another process),
+/// or dropping a cached value only if it is still the one that failed.
+/// Returns whether the key was deleted.
+pub async fn delete_if_equals<C: ConnectionLike>(
+    conn: &mut C,
+    key: &str,
+    value: &str,
+) -> Result<bool, redis::RedisError> {
+    let deleted: i32 = redis::Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+    )
+    .key(key)
+    .arg(value)
+    .invoke_async(conn)
+    .await?;
+    Ok(deleted == 1)
+}

@@ -153,14 +153,10 @@ pub async fn migrate<C: ConnectionLike>(
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let result = apply(conn, keys, applied_by).await;
-    // Release only our own lock.
-    let _: Result<i32, _> = redis::Script::new(
-        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
-    )
-    .key(keys.migrate_lock())
-    .arg(&token)
-    .invoke_async(conn)
-    .await;
+    // Release only our own lock (if it expired meanwhile, it is not ours).
+    if let Err(e) = crate::functions::delete_if_equals(conn, &keys.migrate_lock(), &token).await {
+        tracing::warn!(error = %e, "could not release the migration lock; it expires by itself");
+    }
     result?;
     status(conn, keys).await
 }

@@ -7,6 +7,7 @@ pub mod fake_provider;
 pub mod fake_wechat;
 pub mod ferry;
 pub mod redis_server;
+pub mod worker_process;
 
 /// The `ferry` binary the process-level tests run (built before the tests by
 /// `scripts/test`): under `CARGO_TARGET_DIR` when set, else the workspace's

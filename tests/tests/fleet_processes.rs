@@ -3,7 +3,6 @@
 //! and a failing provider's breaker opens for the whole fleet, lets exactly
 //! one probe through after the cool-down, and closes on success.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferry_common::job::kinds::{self, WeChatReply};
@@ -11,53 +10,24 @@ use ferry_common::job::{Idempotency, NewJob};
 use ferry_common::queue::JobQueue;
 use ferry_common::{Keys, Secret, connection, schema};
 use ferry_tests::fake_provider::{FakeKind, FakeProvider, Reply};
-use ferry_tests::{FakeWeChat, RedisServer, ferry_binary};
+use ferry_tests::worker_process::{WorkerProcesses, ferry_worker};
+use ferry_tests::{FakeWeChat, RedisServer};
 
 const APP_ID: &str = "wx_fleet";
 const APP_SECRET: &str = "fleet-secret";
-
-struct Fleet {
-    workers: Vec<Child>,
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        for w in &mut self.workers {
-            let _ = w.kill();
-            let _ = w.wait();
-        }
-    }
-}
 
 fn start_workers(
     n: usize,
     redis: &RedisServer,
     wechat: &FakeWeChat,
     env: &[(&str, String)],
-) -> Fleet {
-    let workers = (0..n)
-        .map(|_| {
-            let mut cmd = Command::new(ferry_binary());
-            cmd.arg("worker")
-                .env_clear()
-                .env("PATH", std::env::var("PATH").unwrap_or_default())
-                .env("REDIS_URL", redis.url())
-                .env("WECHAT_APP_ID", APP_ID)
-                .env("WECHAT_APP_SECRET", APP_SECRET)
-                .env("WECHAT_API_BASE", wechat.base_url())
-                .env("FERRY_FETCH_BLOCK_MS", "100")
-                .env("FERRY_MEMORY_TURNS", "0")
-                .env("LOG_LEVEL", "warn")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            for (k, v) in env {
-                cmd.env(k, v);
-            }
-            cmd.spawn()
-                .expect("the ferry binary is built before the tests (scripts/test)")
-        })
-        .collect();
-    Fleet { workers }
+) -> WorkerProcesses {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    WorkerProcesses::new(
+        (0..n)
+            .map(|_| ferry_worker(redis, wechat, APP_ID, APP_SECRET, &env))
+            .collect(),
+    )
 }
 
 async fn queue(redis: &RedisServer) -> JobQueue {

@@ -12,7 +12,6 @@
 //! tests run real `target/debug/ferry worker` processes.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use ferry_cli::app;
@@ -23,7 +22,8 @@ use ferry_common::job::{Idempotency, JobId, JobState, NewJob};
 use ferry_common::queue::JobQueue;
 use ferry_common::{Keys, Secret, connection};
 use ferry_tests::fake_provider::{FakeKind, FakeProvider, Reply};
-use ferry_tests::{FakeWeChat, Parts, RedisServer, TestFerry, ferry_binary};
+use ferry_tests::worker_process::{WorkerProcesses, ferry_worker};
+use ferry_tests::{FakeWeChat, Parts, RedisServer, TestFerry};
 use ferry_worker::WorkerSettings;
 use ferry_worker::reply::ReplyCounters;
 use ferry_worker::reply::split::{MAX_PART_BYTES, split};
@@ -470,46 +470,20 @@ async fn the_user_limit_can_be_turned_off() {
 
 // ------------------------------------------------ real worker processes
 
-struct Fleet {
-    workers: Vec<Child>,
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        for w in &mut self.workers {
-            let _ = w.kill();
-            let _ = w.wait();
-        }
-    }
-}
-
 fn worker_process(
     redis: &RedisServer,
     wechat: &FakeWeChat,
     provider: &FakeProvider,
     env: &[(&str, &str)],
-) -> Child {
-    let mut cmd = Command::new(ferry_binary());
-    cmd.arg("worker")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("REDIS_URL", redis.url())
-        .env("WECHAT_APP_ID", APP_ID)
-        .env("WECHAT_APP_SECRET", APP_SECRET)
-        .env("WECHAT_API_BASE", wechat.base_url())
-        .env("FERRY_PROVIDERS", "deepseek")
-        .env("DEEPSEEK_API_KEY", PROVIDER_KEY)
-        .env("DEEPSEEK_BASE_URL", provider.base_url())
-        .env("FERRY_FETCH_BLOCK_MS", "100")
-        .env("FERRY_MEMORY_TURNS", "0")
-        .env("LOG_LEVEL", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.spawn()
-        .expect("the ferry binary is built before the tests (cargo build --workspace --bins)")
+) -> std::process::Child {
+    let base_url = provider.base_url();
+    let mut all = vec![
+        ("FERRY_PROVIDERS", "deepseek"),
+        ("DEEPSEEK_API_KEY", PROVIDER_KEY),
+        ("DEEPSEEK_BASE_URL", base_url.as_str()),
+    ];
+    all.extend_from_slice(env);
+    ferry_worker(redis, wechat, APP_ID, APP_SECRET, &all)
 }
 
 async fn migrated_queue(redis: &RedisServer) -> JobQueue {
@@ -533,11 +507,11 @@ async fn three_worker_processes_refresh_an_expired_token_once_and_lose_no_reply(
     let provider = FakeProvider::start(FakeKind::OpenAi, PROVIDER_KEY, MODEL).await;
     wechat.set_send_delay(Some(Duration::from_millis(30)));
     let env = [("FERRY_WORKER_CONCURRENCY", "4")];
-    let _fleet = Fleet {
-        workers: (0..3)
+    let _fleet = WorkerProcesses::new(
+        (0..3)
             .map(|_| worker_process(&redis, &wechat, &provider, &env))
             .collect(),
-    };
+    );
     let users: Vec<String> = (0..60).map(|i| format!("o_fleet_{i}")).collect();
     let jobs: Vec<NewJob> = users.iter().map(|u| message(u, "hi")).collect();
     queue.enqueue_many(&jobs).await.unwrap();
@@ -569,9 +543,7 @@ async fn a_worker_killed_between_parts_does_not_resend_delivered_parts() {
     // after the previous one was accepted and noted.
     wechat.set_send_delay(Some(Duration::from_millis(400)));
     let env = [("FERRY_VISIBILITY_TIMEOUT", "1")];
-    let mut first = Fleet {
-        workers: vec![worker_process(&redis, &wechat, &provider, &env)],
-    };
+    let mut first = WorkerProcesses::new(vec![worker_process(&redis, &wechat, &provider, &env)]);
 
     let job = ask(&queue, "o_killed", "a long answer, please").await;
     // Kill -9 once two parts are delivered and noted.
@@ -595,9 +567,7 @@ async fn a_worker_killed_between_parts_does_not_resend_delivered_parts() {
         parts.len()
     );
 
-    let _second = Fleet {
-        workers: vec![worker_process(&redis, &wechat, &provider, &env)],
-    };
+    let _second = WorkerProcesses::new(vec![worker_process(&redis, &wechat, &provider, &env)]);
     let record = finished(&queue, &job).await;
 
     assert_eq!(record.state, JobState::Succeeded);

@@ -19,6 +19,7 @@ use std::time::Duration;
 use deadpool_redis::Pool;
 use serde::Deserialize;
 
+use crate::functions::delete_if_equals;
 use crate::keys::Keys;
 use crate::secret::Secret;
 
@@ -154,14 +155,7 @@ impl TokenCache {
     /// 40001/40014/42001 for it). Returns whether it was dropped.
     pub async fn invalidate(&self, failed: &str) -> Result<bool, TokenError> {
         let mut conn = self.pool.get().await?;
-        let dropped: i32 = redis::Script::new(
-            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
-        )
-        .key(self.keys.wechat_token())
-        .arg(failed)
-        .invoke_async(&mut conn)
-        .await?;
-        Ok(dropped == 1)
+        Ok(delete_if_equals(&mut conn, &self.keys.wechat_token(), failed).await?)
     }
 
     async fn fetch_and_store(
@@ -238,13 +232,7 @@ pub fn cache_ttl(expires_in: Duration) -> Duration {
 }
 
 async fn release_lock(conn: &mut deadpool_redis::Connection, key: &str, value: &str) {
-    let released: Result<i32, _> = redis::Script::new(
-        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
-    )
-    .key(key)
-    .arg(value)
-    .invoke_async(conn)
-    .await;
+    let released = delete_if_equals(conn, key, value).await;
     if let Err(e) = released {
         tracing::warn!(error = %e, "could not release the WeChat token lock; it expires by itself");
     }

@@ -54,7 +54,7 @@ impl WorkerRegistry {
             .arg("started_at")
             .arg(&info.started_at);
         for (queue, n) in &info.in_flight {
-            cmd.arg(format!("in_flight:{queue}")).arg(*n);
+            cmd.arg(in_flight_field(queue)).arg(*n);
         }
         pipe.ignore();
         pipe.cmd("PEXPIRE")
@@ -83,6 +83,22 @@ impl WorkerRegistry {
         pipe.query_async::<()>(&mut conn).await
     }
 
+    /// Jobs in flight per queue, summed over the live workers.
+    pub async fn in_flight_by_queue(&self) -> Result<HashMap<String, u64>, redis::RedisError> {
+        let mut totals = HashMap::new();
+        for (_, fields) in self.live().await? {
+            for queue in crate::queue::QUEUES {
+                if let Some(n) = fields
+                    .get(&in_flight_field(queue))
+                    .and_then(|n| n.parse::<u64>().ok())
+                {
+                    *totals.entry(queue.to_string()).or_default() += n;
+                }
+            }
+        }
+        Ok(totals)
+    }
+
     /// Live workers' records (id -> fields).
     pub async fn live(&self) -> Result<Vec<(String, HashMap<String, String>)>, redis::RedisError> {
         let mut conn = self.pool.get().await.map_err(pool_error)?;
@@ -104,6 +120,11 @@ impl WorkerRegistry {
         }
         Ok(out)
     }
+}
+
+/// The registry field holding a worker's in-flight count for `queue`.
+fn in_flight_field(queue: &str) -> String {
+    format!("in_flight:{queue}")
 }
 
 fn pool_error(e: deadpool_redis::PoolError) -> redis::RedisError {

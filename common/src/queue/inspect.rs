@@ -53,7 +53,9 @@ impl JobQueue {
     /// Counts for every queue.
     pub async fn stats(&self) -> Result<Vec<QueueStats>, QueueError> {
         let mut conn = self.conn().await?;
-        let in_flight = self.in_flight_by_queue(&mut conn).await?;
+        let in_flight = crate::fleet::WorkerRegistry::new(self.pool.clone(), self.keys.clone())
+            .in_flight_by_queue()
+            .await?;
         let (now_s, now_us): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
         let now_ms = now_s * 1000 + now_us / 1000;
         let mut out = Vec::new();
@@ -105,35 +107,6 @@ impl JobQueue {
             });
         }
         Ok(out)
-    }
-
-    /// Sum of what live workers report in flight, per queue.
-    async fn in_flight_by_queue(
-        &self,
-        conn: &mut deadpool_redis::Connection,
-    ) -> Result<HashMap<String, u64>, QueueError> {
-        let workers: Vec<String> = redis::cmd("ZRANGE")
-            .arg(self.keys.workers())
-            .arg(0)
-            .arg(-1)
-            .query_async(conn)
-            .await?;
-        let mut totals = HashMap::new();
-        for worker in workers {
-            let fields: HashMap<String, String> = redis::cmd("HGETALL")
-                .arg(self.keys.worker(&worker))
-                .query_async(conn)
-                .await?;
-            for queue in QUEUES {
-                if let Some(n) = fields
-                    .get(&format!("in_flight:{queue}"))
-                    .and_then(|n| n.parse::<u64>().ok())
-                {
-                    *totals.entry(queue.to_string()).or_default() += n;
-                }
-            }
-        }
-        Ok(totals)
     }
 
     /// A job's record, or `None` if it is gone (expired after retention).
