@@ -3,9 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_common::Secret;
 use ferry_common::queue::JobQueue;
-use ferry_common::wechat::MessageCrypt;
 
 use crate::auth::Authenticator;
 use crate::batcher::EnqueueBatcher;
@@ -13,14 +11,13 @@ use crate::client_ip::ClientIpResolver;
 use crate::limiter::IpLimiter;
 use crate::security::SecurityCounters;
 use crate::spool::Spool;
+use crate::wechat::credentials::CredentialStore;
 
 /// What the WeChat callback needs to check, decode and answer pushes.
 pub struct WeChatIngress {
-    /// `WECHAT_TOKEN`: the signature key shared with WeChat.
-    pub token: Secret,
-    /// Present when `WECHAT_ENCODING_AES_KEY` and `WECHAT_APP_ID` are set:
-    /// compatible and safe modes.
-    pub crypt: Option<MessageCrypt>,
+    /// `WECHAT_TOKEN` and the EncodingAESKey (compatible and safe modes),
+    /// swapped on SIGHUP with an overlap for the console to catch up.
+    pub credentials: CredentialStore,
     /// How long a message id is remembered to drop WeChat's retries.
     pub dedup_ttl: Duration,
     /// Time Redis gets to take a push before it is spooled.

@@ -17,6 +17,8 @@ use ferry_worker::providers::{CallPolicy, HttpSettings, HttpSetupError, Router, 
 use ferry_worker::reply::{ConsoleSink, CustomerService, ReplyCounters, ReplySink};
 use ferry_worker::{Worker, WorkerSettings};
 
+use ferry_api::wechat::credentials::{CredentialStore, WeChatCredentials};
+
 use crate::reload::Reloadable;
 
 /// What the user sees when every provider fails for good (the default of
@@ -54,12 +56,9 @@ pub async fn require_schema(queue: &JobQueue, config: &Config) -> anyhow::Result
     Ok(())
 }
 
-/// The api's shared state.
-pub fn api_state(
-    config: &Config,
-    queue: JobQueue,
-    dev_outbox: bool,
-) -> anyhow::Result<ferry_api::AppState> {
+/// The WeChat token and AES key the api checks pushes with (at start-up and
+/// on every SIGHUP).
+pub fn wechat_credentials(config: &Config) -> anyhow::Result<WeChatCredentials> {
     let Some(token) = config.wechat.token.clone() else {
         bail!(
             "{}: required by the api (the token set in the official account's server configuration)",
@@ -78,6 +77,16 @@ pub fn api_state(
         ),
         _ => None,
     };
+    Ok(WeChatCredentials { token, crypt })
+}
+
+/// The api's shared state.
+pub fn api_state(
+    config: &Config,
+    queue: JobQueue,
+    dev_outbox: bool,
+) -> anyhow::Result<ferry_api::AppState> {
+    let credentials = wechat_credentials(config)?;
     let ingress = &config.ingress;
     let spool =
         ferry_api::Spool::open(&ingress.spool_dir, ingress.spool_max_bytes).with_context(|| {
@@ -91,8 +100,7 @@ pub fn api_state(
         batcher: Arc::new(ferry_api::EnqueueBatcher::new(queue.clone())),
         queue,
         wechat: Arc::new(ferry_api::WeChatIngress {
-            token,
-            crypt,
+            credentials: CredentialStore::new(credentials),
             dedup_ttl: config.queue.dedup_ttl,
             ack_budget: ingress.ack_budget,
             max_skew: ingress.max_skew,

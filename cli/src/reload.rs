@@ -2,11 +2,13 @@
 //! process can change, so a key is rotated without a restart.
 //!
 //! What reloads today: the worker's provider keys (every provider of the
-//! chain has a [`KeyRing`], shared with its HTTP client) and the api's
-//! bearer tokens (`FERRY_API_TOKENS`, `FERRY_ADMIN_TOKEN`). What does not:
-//! the provider chain itself and every other setting, the WeChat app secret
-//! (held by the token cache), the WeChat token and EncodingAESKey (held by
-//! the api's ingress state) and the Redis URL (held by the pools). A change
+//! chain has a [`KeyRing`], shared with its HTTP client), the api's bearer
+//! tokens (`FERRY_API_TOKENS`, `FERRY_ADMIN_TOKEN`) and its WeChat token and
+//! EncodingAESKey (the previous ones stay accepted for an hour, until the
+//! console has the new ones: see `ferry_api::wechat::credentials`). What
+//! does not: the provider chain itself and every other setting, the WeChat
+//! app secret (held by the token cache) and the Redis URL (held by the
+//! pools). A change
 //! to one of those is logged as needing a restart; the running values stay.
 //! A configuration that no longer loads (a bad value, a wrong password) is
 //! logged and changes nothing.
@@ -16,13 +18,13 @@ use std::collections::BTreeMap;
 use ferry_common::config::{Config, ConfigError, vars};
 use std::sync::Arc;
 
-use ferry_api::Authenticator;
+use ferry_api::{Authenticator, WeChatIngress};
 use ferry_common::{KeyRing, Secret};
 use ferry_worker::providers::{Provider, Router};
 use tokio_util::sync::CancellationToken;
 
 /// What SIGHUP can change in this process, and what it can only report.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Reloadable {
     /// The key rings of the provider chain, by provider name.
     key_rings: BTreeMap<String, KeyRing>,
@@ -30,6 +32,8 @@ pub struct Reloadable {
     fixed: Vec<(&'static str, Option<Secret>)>,
     /// The api's bearer tokens.
     api_tokens: Option<Arc<Authenticator>>,
+    /// The api's WeChat credentials.
+    wechat: Option<Arc<WeChatIngress>>,
 }
 
 /// What one reload did.
@@ -44,6 +48,9 @@ pub struct Reloaded {
     pub needs_restart: Vec<&'static str>,
     /// Whether the api's bearer tokens changed (and were swapped in).
     pub api_tokens_replaced: bool,
+    /// Whether the api's WeChat token or AES key changed (and were swapped
+    /// in, the previous ones still accepted for a while).
+    pub wechat_rotated: bool,
 }
 
 impl Reloadable {
@@ -65,6 +72,7 @@ impl Reloadable {
         let reloadable = Self {
             key_rings,
             api_tokens: None,
+            wechat: None,
             fixed: vec![
                 (vars::WECHAT_APP_SECRET, config.wechat.app_secret.clone()),
                 (vars::REDIS_URL, Some(config.redis_url.clone())),
@@ -74,20 +82,15 @@ impl Reloadable {
         reloadable
     }
 
-    /// The api's: its bearer tokens are swapped; for the rest, a reload
-    /// checks the new configuration and says what needs a restart.
-    pub fn for_api(config: &Config, auth: Arc<Authenticator>) -> Self {
+    /// The api's: its bearer tokens and WeChat credentials are swapped; for
+    /// the rest, a reload checks the new configuration and says what needs
+    /// a restart.
+    pub fn for_api(config: &Config, state: &ferry_api::AppState) -> Self {
         Self {
             key_rings: BTreeMap::new(),
-            api_tokens: Some(auth),
-            fixed: vec![
-                (vars::WECHAT_TOKEN, config.wechat.token.clone()),
-                (
-                    vars::WECHAT_ENCODING_AES_KEY,
-                    config.wechat.encoding_aes_key.clone(),
-                ),
-                (vars::REDIS_URL, Some(config.redis_url.clone())),
-            ],
+            api_tokens: Some(Arc::clone(&state.auth)),
+            wechat: Some(Arc::clone(&state.wechat)),
+            fixed: vec![(vars::REDIS_URL, Some(config.redis_url.clone()))],
         }
     }
 
@@ -106,6 +109,14 @@ impl Reloadable {
         }
         if let Some(auth) = &self.api_tokens {
             done.api_tokens_replaced = auth.replace(config.api_tokens.clone());
+        }
+        if let Some(wechat) = &self.wechat {
+            match crate::app::wechat_credentials(config) {
+                Ok(next) => done.wechat_rotated = wechat.credentials.rotate(next),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: the WeChat credentials do not load; the running ones stay")
+                }
+            }
         }
         for (var, running) in &self.fixed {
             if *running != fixed_value(config, var) {
@@ -137,6 +148,7 @@ impl Reloadable {
         tracing::info!(
             provider_keys_replaced = %replaced.join(","),
             api_tokens_replaced = done.api_tokens_replaced,
+            wechat_credentials_rotated = done.wechat_rotated,
             "SIGHUP: configuration re-read"
         );
         if !done.kept.is_empty() {
@@ -260,37 +272,79 @@ mod tests {
         assert_eq!(keys(&reloadable.key_rings["deepseek"]), ["d1"]);
     }
 
+    /// An api's state (its pool connects lazily: no Redis needed) and
+    /// the reloadable parts of it, with `vars` plus a spool directory.
+    fn api(vars: &[(&str, &str)]) -> (tempfile::TempDir, Config, ferry_api::AppState) {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().to_str().unwrap().to_owned();
+        let mut all = vars.to_vec();
+        all.push(("FERRY_SPOOL_DIR", &spool));
+        let config = config(&all);
+        let queue = crate::app::job_queue(&config, 1).unwrap();
+        let state = crate::app::api_state(&config, queue, false).unwrap();
+        (dir, config, state)
+    }
+
     #[test]
-    fn the_api_reports_what_needs_a_restart() {
-        let start = config(&[("WECHAT_TOKEN", "t1")]);
-        let auth = Arc::new(Authenticator::new(start.api_tokens.clone()));
-        let reloadable = Reloadable::for_api(&start, auth);
+    fn the_api_rotates_its_wechat_token_and_reports_what_needs_a_restart() {
+        let (_dir, start, state) = api(&[("WECHAT_TOKEN", "t1")]);
+        let reloadable = Reloadable::for_api(&start, &state);
         assert_eq!(reloadable.apply(&start), Reloaded::default());
-        let done = reloadable.apply(&config(&[("WECHAT_TOKEN", "t2")]));
-        assert_eq!(done.needs_restart, [vars::WECHAT_TOKEN]);
+
+        let next = config(&[("WECHAT_TOKEN", "t2"), ("REDIS_URL", "redis://10.0.0.9")]);
+        let done = reloadable.apply(&next);
+        assert!(done.wechat_rotated);
+        assert_eq!(done.needs_restart, [vars::REDIS_URL]);
+        let tokens: Vec<String> = state
+            .wechat
+            .credentials
+            .candidates()
+            .iter()
+            .map(|c| c.token.expose().to_owned())
+            .collect();
+        assert_eq!(tokens, ["t2", "t1"]);
+    }
+
+    #[test]
+    fn the_api_keeps_its_wechat_credentials_when_the_new_ones_are_unusable() {
+        let (_dir, start, state) = api(&[("WECHAT_TOKEN", "t1")]);
+        let reloadable = Reloadable::for_api(&start, &state);
+        // An AES key without the appid it belongs to.
+        let bad = config(&[
+            ("WECHAT_TOKEN", "t2"),
+            (
+                "WECHAT_ENCODING_AES_KEY",
+                "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
+            ),
+        ]);
+        assert!(!reloadable.apply(&bad).wechat_rotated);
+        assert_eq!(state.wechat.credentials.candidates().len(), 1);
     }
 
     #[test]
     fn the_api_swaps_its_bearer_tokens() {
         use ferry_common::api_tokens::{Scope, hash_hex};
         let entry = |token: &str| format!("ci:submit:{}", hash_hex(token));
-        let start = config(&[("FERRY_API_TOKENS", &entry("old"))]);
-        let auth = Arc::new(Authenticator::new(start.api_tokens.clone()));
-        let reloadable = Reloadable::for_api(&start, Arc::clone(&auth));
-        let counters = ferry_api::SecurityCounters::default();
+        let old = entry("old");
+        let (_dir, start, state) = api(&[("WECHAT_TOKEN", "t1"), ("FERRY_API_TOKENS", &old)]);
+        let reloadable = Reloadable::for_api(&start, &state);
+        let (auth, counters) = (&state.auth, &state.security);
         assert!(
-            auth.check(Some("old"), Scope::Submit, None, &counters)
+            auth.check(Some("old"), Scope::Submit, None, counters)
                 .is_ok()
         );
 
-        let done = reloadable.apply(&config(&[("FERRY_API_TOKENS", &entry("new"))]));
-        assert!(done.api_tokens_replaced);
+        let done = reloadable.apply(&config(&[
+            ("WECHAT_TOKEN", "t1"),
+            ("FERRY_API_TOKENS", &entry("new")),
+        ]));
+        assert!(done.api_tokens_replaced && !done.wechat_rotated);
         assert!(
-            auth.check(Some("old"), Scope::Submit, None, &counters)
+            auth.check(Some("old"), Scope::Submit, None, counters)
                 .is_err()
         );
         assert!(
-            auth.check(Some("new"), Scope::Submit, None, &counters)
+            auth.check(Some("new"), Scope::Submit, None, counters)
                 .is_ok()
         );
         assert_eq!(counters.counts().bad_token, 1);

@@ -484,3 +484,105 @@ fn the_ferry_secrets_command_prints_values_only_when_asked_to_decrypt() {
     assert_eq!(String::from_utf8_lossy(&decrypt.stdout), PLAINTEXT);
     assert!(String::from_utf8_lossy(&decrypt.stderr).contains("warning"));
 }
+
+/// Posts a text push signed with `token` to a `ferry api` at `base`.
+async fn push(base: &str, token: &str, msg_id: u64) -> u16 {
+    let (ts, nonce) = (chrono::Utc::now().timestamp().to_string(), "n1".to_owned());
+    let signature = ferry_common::wechat::sign(&[token, &ts, &nonce]);
+    let xml = format!(
+        "<xml><ToUserName><![CDATA[gh_1]]></ToUserName><FromUserName><![CDATA[o_user]]></FromUserName>\
+         <CreateTime>{ts}</CreateTime><MsgType><![CDATA[text]]></MsgType>\
+         <Content><![CDATA[hi]]></Content><MsgId>{msg_id}</MsgId></xml>"
+    );
+    reqwest::Client::new()
+        .post(format!("{base}/wechat"))
+        .query(&[
+            ("signature", &signature),
+            ("timestamp", &ts),
+            ("nonce", &nonce),
+        ])
+        .body(xml)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn the_api_rotates_its_wechat_token_on_sighup_without_refusing_a_push() {
+    let redis = ferry_tests::RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secrets.enc");
+    let write = |token: &str| {
+        let text = format!("WECHAT_TOKEN = \"{token}\"\n");
+        secrets_file::encrypt_to_file(&file, &text, &password(), KdfParams::default()).unwrap();
+    };
+    write("wx-token-old");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let env = [
+        ("PATH", std::env::var("PATH").unwrap_or_default()),
+        ("REDIS_URL", redis.url()),
+        ("FERRY_SECRETS_FILE", file.to_str().unwrap().to_owned()),
+        ("SECURE_CONFIG_PASSWORD", PASSWORD.to_owned()),
+        ("FERRY_LISTEN", format!("127.0.0.1:{port}")),
+        (
+            "FERRY_SPOOL_DIR",
+            dir.path().join("spool").to_str().unwrap().to_owned(),
+        ),
+        ("LOG_LEVEL", "warn".to_owned()),
+    ];
+    let migrated = Command::new(ferry_tests::ferry_binary())
+        .arg("migrate")
+        .env_clear()
+        .envs(env.iter().cloned())
+        .output()
+        .unwrap();
+    assert!(migrated.status.success(), "{migrated:?}");
+    let mut api = Command::new(ferry_tests::ferry_binary())
+        .arg("api")
+        .env_clear()
+        .envs(env.iter().cloned())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while push(&base, "wx-token-old", 1).await != 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the api never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The new token goes into the file; SIGHUP; WeChat may still sign with
+    // the old one until the console is saved: both are accepted.
+    write("wx-token-new");
+    let hup = Command::new("kill")
+        .args(["-HUP", &api.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let mut msg_id = 100;
+    loop {
+        msg_id += 1;
+        if push(&base, "wx-token-new", msg_id).await == 200 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "SIGHUP never swapped the token"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(push(&base, "wx-token-old", 1000).await, 200);
+    assert_eq!(push(&base, "wx-token-guess", 1001).await, 401);
+    // Still alive: SIGHUP never ends the api.
+    assert!(api.try_wait().unwrap().is_none());
+    let _ = api.kill();
+    let _ = api.wait();
+}

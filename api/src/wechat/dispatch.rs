@@ -81,12 +81,15 @@ fn answer(message: &Incoming, content: &str, dedup_ttl: Duration) -> Action {
 mod tests {
     use super::*;
     use crate::state::ReplyTexts;
+    use crate::wechat::credentials::{CredentialStore, WeChatCredentials};
     use ferry_common::Secret;
 
     fn ingress() -> WeChatIngress {
         WeChatIngress {
-            token: Secret::new("t"),
-            crypt: None,
+            credentials: CredentialStore::new(WeChatCredentials {
+                token: Secret::new("t"),
+                crypt: None,
+            }),
             dedup_ttl: Duration::from_secs(300),
             ack_budget: Duration::from_millis(1500),
             max_skew: Duration::from_secs(300),

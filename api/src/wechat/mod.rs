@@ -10,6 +10,7 @@
 //! take it in time ([`crate::handoff`]). The answer is `success`, or a
 //! passive reply ([`passive`]) for what needs no AI.
 
+pub mod credentials;
 pub mod dispatch;
 pub mod passive;
 pub mod verify;
@@ -43,7 +44,8 @@ pub async fn verify_url(
     uri: Uri,
 ) -> Result<Response, ApiError> {
     let caller = caller(&state, client);
-    let signed = SignedQuery::parse(uri.query()).verify(&state.wechat.token, &caller)?;
+    let candidates = state.wechat.credentials.candidates();
+    let signed = SignedQuery::parse(uri.query()).verify(&candidates, &caller)?;
     let echostr = signed
         .echostr
         .ok_or_else(|| ApiError::BadRequest("missing query parameter echostr".into()))?;
@@ -58,7 +60,8 @@ pub async fn receive(
 ) -> Result<Response, ApiError> {
     let caller = caller(&state, client);
     let ingress = &state.wechat;
-    let signed = SignedQuery::parse(request.uri().query()).verify(&ingress.token, &caller)?;
+    let candidates = ingress.credentials.candidates();
+    let signed = SignedQuery::parse(request.uri().query()).verify(&candidates, &caller)?;
     let now = chrono::Utc::now().timestamp();
     verify::check_fresh(&signed, now, ingress.max_skew, &caller)?;
     // Only a signed, fresh request gets its body read.
@@ -69,13 +72,13 @@ pub async fn receive(
             ApiError::BadRequest("cannot read the request body".into())
         }
     })?;
-    let message = verify::open(ingress, &signed, &body, &caller)?;
+    let message = verify::open(&signed, &body, &caller)?;
     match dispatch(&message, ingress) {
         Action::Answer(job) => {
             handoff::enqueue(&state, job).await?;
             Ok(passive::success())
         }
-        Action::Reply(text) => Ok(passive::text_reply(ingress, &message, &signed, &text, now)),
+        Action::Reply(text) => Ok(passive::text_reply(&message, &signed, &text, now)),
         Action::Forget { openid } => {
             handoff::forget(&state, &openid).await?;
             Ok(passive::success())

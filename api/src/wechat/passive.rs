@@ -9,7 +9,6 @@ use axum::response::{IntoResponse, Response};
 use ferry_common::wechat::{self, Incoming};
 
 use super::verify::Signed;
-use crate::state::WeChatIngress;
 
 const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 const XML: HeaderValue = HeaderValue::from_static("application/xml; charset=utf-8");
@@ -20,15 +19,10 @@ pub fn success() -> Response {
 }
 
 /// A passive text reply to `message`, encrypted when the request was.
-pub fn text_reply(
-    ingress: &WeChatIngress,
-    message: &Incoming,
-    signed: &Signed,
-    content: &str,
-    now: i64,
-) -> Response {
+pub fn text_reply(message: &Incoming, signed: &Signed, content: &str, now: i64) -> Response {
     let xml = wechat::passive_text_reply(&message.from_user, &message.to_user, now, content);
-    let body = match &ingress.crypt {
+    let credentials = &signed.credentials;
+    let body = match &credentials.crypt {
         Some(crypt) if signed.encrypted => {
             let Ok(encrypt) = crypt.encrypt(&xml) else {
                 // Only a reply over 4 GiB cannot be encrypted.
@@ -36,8 +30,12 @@ pub fn text_reply(
                 return success();
             };
             let timestamp = now.to_string();
-            let signature =
-                wechat::sign(&[ingress.token.expose(), &timestamp, &signed.nonce, &encrypt]);
+            let signature = wechat::sign(&[
+                credentials.token.expose(),
+                &timestamp,
+                &signed.nonce,
+                &encrypt,
+            ]);
             wechat::encrypted_reply(&encrypt, &signature, &timestamp, &signed.nonce)
         }
         _ => xml,

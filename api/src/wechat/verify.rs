@@ -14,14 +14,14 @@
 //! names it.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_common::Secret;
 use ferry_common::wechat::{self, Incoming, MessageError};
 
+use super::credentials::WeChatCredentials;
 use crate::error::ApiError;
 use crate::security::{SecurityCounters, SecurityEvent};
-use crate::state::WeChatIngress;
 
 /// The query WeChat sends with every request, as received.
 #[derive(Debug, Default)]
@@ -35,8 +35,10 @@ pub struct SignedQuery {
 }
 
 /// A request whose `signature` checked out.
-#[derive(Debug)]
 pub struct Signed {
+    /// The credentials it was signed with: its encrypted body is opened,
+    /// and a passive reply signed, with the same ones.
+    pub credentials: Arc<WeChatCredentials>,
     pub timestamp: String,
     pub nonce: String,
     /// `encrypt_type=aes`: compatible or safe mode.
@@ -85,16 +87,26 @@ impl SignedQuery {
         q
     }
 
-    /// Checks `signature` over the token, `timestamp` and `nonce`.
-    pub fn verify(self, token: &Secret, caller: &Caller<'_>) -> Result<Signed, ApiError> {
+    /// Checks `signature` over the token, `timestamp` and `nonce`, with
+    /// each of `candidates` in turn (current credentials first; the
+    /// previous ones during a rotation).
+    pub fn verify(
+        self,
+        candidates: &[Arc<WeChatCredentials>],
+        caller: &Caller<'_>,
+    ) -> Result<Signed, ApiError> {
         let signature = required(self.signature, "signature")?;
         let timestamp = required(self.timestamp, "timestamp")?;
         let nonce = required(self.nonce, "nonce")?;
-        if !wechat::verify(&signature, &[token.expose(), &timestamp, &nonce]) {
+        let Some(credentials) = candidates
+            .iter()
+            .find(|c| wechat::verify(&signature, &[c.token.expose(), &timestamp, &nonce]))
+        else {
             caller.refuse(SecurityEvent::BadSignature, "signature does not match");
             return Err(ApiError::BadSignature);
-        }
+        };
         Ok(Signed {
+            credentials: Arc::clone(credentials),
             timestamp,
             nonce,
             encrypted: self
@@ -135,16 +147,11 @@ pub fn check_fresh(
 
 /// The message in `body`: plaintext, or decrypted from `<Encrypt>` after
 /// checking `msg_signature`.
-pub fn open(
-    ingress: &WeChatIngress,
-    signed: &Signed,
-    body: &[u8],
-    caller: &Caller<'_>,
-) -> Result<Incoming, ApiError> {
+pub fn open(signed: &Signed, body: &[u8], caller: &Caller<'_>) -> Result<Incoming, ApiError> {
     if !signed.encrypted {
         return wechat::parse(body).map_err(|e| refused_body(e, caller));
     }
-    let Some(crypt) = &ingress.crypt else {
+    let Some(crypt) = &signed.credentials.crypt else {
         // Compatible mode also carries the plaintext fields; safe mode
         // cannot be read without the key.
         return wechat::parse(body).map_err(|e| match e {
@@ -159,7 +166,7 @@ pub fn open(
     if !wechat::verify(
         &msg_signature,
         &[
-            ingress.token.expose(),
+            signed.credentials.token.expose(),
             &signed.timestamp,
             &signed.nonce,
             &envelope.encrypt,
@@ -190,6 +197,7 @@ fn refused_body(e: MessageError, caller: &Caller<'_>) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferry_common::Secret;
 
     const TOKEN: &str = "tok";
 
@@ -206,18 +214,40 @@ mod tests {
         Caller { security, ip: None }
     }
 
+    fn creds(token: &str) -> Vec<Arc<WeChatCredentials>> {
+        vec![Arc::new(WeChatCredentials {
+            token: Secret::new(token),
+            crypt: None,
+        })]
+    }
+
     #[test]
     fn a_correct_signature_passes_and_a_wrong_one_is_a_security_event() {
         let security = SecurityCounters::default();
-        let token = Secret::new(TOKEN);
         assert!(
             signed_query("100")
-                .verify(&token, &caller(&security))
+                .verify(&creds(TOKEN), &caller(&security))
                 .is_ok()
         );
-        let forged = signed_query("100").verify(&Secret::new("guess"), &caller(&security));
+        let forged = signed_query("100").verify(&creds("guess"), &caller(&security));
         assert!(matches!(forged, Err(ApiError::BadSignature)));
         assert_eq!(security.counts().bad_signature, 1);
+    }
+
+    #[test]
+    fn during_a_rotation_either_token_verifies_and_the_match_is_kept() {
+        let security = SecurityCounters::default();
+        let mut both = creds("new");
+        both.extend(creds(TOKEN));
+        let signed = signed_query("100")
+            .verify(&both, &caller(&security))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(signed.credentials.token.expose(), TOKEN);
+        assert!(
+            signed_query("100")
+                .verify(&creds("new"), &caller(&security))
+                .is_err()
+        );
     }
 
     #[test]
@@ -237,11 +267,12 @@ mod tests {
         let security = SecurityCounters::default();
         let mut q = signed_query("100");
         q.nonce = None;
-        match q.verify(&Secret::new(TOKEN), &caller(&security)) {
+        match q.verify(&creds(TOKEN), &caller(&security)) {
             Err(ApiError::BadRequest(reason)) => {
                 assert_eq!(reason, "missing query parameter nonce")
             }
-            other => panic!("unexpected {other:?}"),
+            Err(other) => panic!("unexpected {other:?}"),
+            Ok(_) => panic!("verified without a nonce"),
         }
         assert_eq!(security.counts().bad_signature, 0);
     }
@@ -251,7 +282,11 @@ mod tests {
         let security = SecurityCounters::default();
         let c = caller(&security);
         let window = Duration::from_secs(300);
-        let at = |ts: &str| signed_query(ts).verify(&Secret::new(TOKEN), &c).unwrap();
+        let at = |ts: &str| {
+            signed_query(ts)
+                .verify(&creds(TOKEN), &c)
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
         assert!(check_fresh(&at("1000"), 1300, window, &c).is_ok());
         assert!(check_fresh(&at("1000"), 700, window, &c).is_ok());
         assert!(matches!(

@@ -75,6 +75,15 @@ pub struct MessageCrypt {
     app_id: String,
 }
 
+/// Same key (compared in constant time) and same appid: a reload that
+/// changed neither keeps the running instance.
+impl PartialEq for MessageCrypt {
+    fn eq(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq;
+        bool::from(self.key.ct_eq(&other.key)) && self.app_id == other.app_id
+    }
+}
+
 impl fmt::Debug for MessageCrypt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MessageCrypt")
