@@ -88,6 +88,13 @@ impl Rules {
             if model.is_empty() || model.len() > MAX_MODEL_BYTES {
                 return Err(format!("model must be 1 to {MAX_MODEL_BYTES} bytes long"));
             }
+            // Gemini puts the model in the URL path.
+            let plain = model
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-._:/@".contains(c));
+            if !plain || model.contains("..") {
+                return Err("model may use letters, digits and - . _ : / @ only".into());
+            }
         }
         check_messages(&wire.messages)?;
         check_parameters(&wire.parameters)?;

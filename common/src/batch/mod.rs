@@ -12,6 +12,7 @@
 //! written jobs are cancelled when a worker meets them ([`Batches::begin`]).
 
 pub mod line;
+pub mod signature;
 
 use std::collections::HashMap;
 use std::time::Duration;
