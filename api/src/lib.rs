@@ -12,6 +12,7 @@
 //! local spool on disk ([`spool`], via [`handoff`]) and a background task of
 //! [`serve`] replays it into Redis later.
 
+pub mod auth;
 pub mod batcher;
 pub mod client_ip;
 pub mod dev;
@@ -34,6 +35,7 @@ use axum::routing::get;
 use axum::serve::ListenerExt;
 use tokio_util::sync::CancellationToken;
 
+pub use auth::Authenticator;
 pub use batcher::EnqueueBatcher;
 pub use client_ip::{ClientIp, ClientIpResolver};
 pub use error::ApiError;

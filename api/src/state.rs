@@ -7,6 +7,7 @@ use ferry_common::Secret;
 use ferry_common::queue::JobQueue;
 use ferry_common::wechat::MessageCrypt;
 
+use crate::auth::Authenticator;
 use crate::batcher::EnqueueBatcher;
 use crate::client_ip::ClientIpResolver;
 use crate::limiter::IpLimiter;
@@ -76,6 +77,8 @@ pub struct SharedState {
     pub limiter: Option<Arc<IpLimiter>>,
     /// Refused requests that look like attacks, by kind.
     pub security: SecurityCounters,
+    /// Bearer tokens of the jobs, batch and admin APIs.
+    pub auth: Arc<Authenticator>,
 }
 
 impl SharedState {

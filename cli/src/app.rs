@@ -126,6 +126,7 @@ pub fn api_state(
             .as_ref()
             .map(|rate| Arc::new(ferry_api::IpLimiter::from_config(rate))),
         security: Default::default(),
+        auth: Arc::new(ferry_api::Authenticator::new(config.api_tokens.clone())),
     }))
 }
 

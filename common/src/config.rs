@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::api_tokens::{ApiTokens, TokenConfigError};
 use crate::fleet::{BreakerSettings, GateSettings};
 use crate::secret::Secret;
 use crate::secrets_file::Secrets;
@@ -77,10 +78,10 @@ pub mod vars {
     pub const FERRY_WECHAT_WELCOME: &str = "FERRY_WECHAT_WELCOME";
     pub const FERRY_WECHAT_UNSUPPORTED_REPLY: &str = "FERRY_WECHAT_UNSUPPORTED_REPLY";
     pub const FERRY_WECHAT_VOICE_UNRECOGNIZED_REPLY: &str = "FERRY_WECHAT_VOICE_UNRECOGNIZED_REPLY";
-    /// Bearer tokens of the jobs API (comma-separated, or an array in the
-    /// secrets file).
+    /// Bearer tokens of the jobs, batch and admin APIs, as hashes:
+    /// `name:scopes:sha256hex`, comma-separated (or an array in a file).
     pub const FERRY_API_TOKENS: &str = "FERRY_API_TOKENS";
-    /// Bearer token of the admin API.
+    /// SHA-256 (hex) of the admin token: name `admin`, every scope.
     pub const FERRY_ADMIN_TOKEN: &str = "FERRY_ADMIN_TOKEN";
     pub const FERRY_BATCH_MAX_BYTES: &str = "FERRY_BATCH_MAX_BYTES";
     pub const FERRY_BATCH_MAX_LINES: &str = "FERRY_BATCH_MAX_LINES";
@@ -458,6 +459,8 @@ pub struct Config {
     pub provider_keys: HashMap<String, Vec<Secret>>,
     /// What the secrets file (`FERRY_SECRETS_FILE`) supplied, by name.
     pub secrets_file_report: Option<SecretsFileReport>,
+    /// Bearer tokens of the jobs, batch and admin APIs (hashes only).
+    pub api_tokens: ApiTokens,
 }
 
 /// Which names the secrets file supplied and which the environment
@@ -944,6 +947,7 @@ impl Config {
             jobs_api: jobs_api_config(&s)?,
             provider_keys,
             secrets_file_report: s.secrets_file_report(),
+            api_tokens: api_tokens(&s)?,
         })
     }
 
@@ -1035,6 +1039,17 @@ fn ip_ranges(s: &Sources, var: &str) -> Result<Vec<IpRange>, ConfigError> {
         .filter(|item| !item.is_empty())
         .map(|item| item.parse().map_err(|reason| ConfigError::new(var, reason)))
         .collect()
+}
+
+fn api_tokens(s: &Sources) -> Result<ApiTokens, ConfigError> {
+    let admin = s.get(vars::FERRY_ADMIN_TOKEN);
+    ApiTokens::parse(&s.list(vars::FERRY_API_TOKENS), admin.as_deref()).map_err(|e| {
+        let var = match e {
+            TokenConfigError::Api { .. } => vars::FERRY_API_TOKENS,
+            TokenConfigError::Admin { .. } => vars::FERRY_ADMIN_TOKEN,
+        };
+        ConfigError::new(var, e.to_string())
+    })
 }
 
 fn positive<T>(s: &Sources, var: &str, default: T) -> Result<T, ConfigError>

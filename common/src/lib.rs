@@ -5,6 +5,7 @@
 //! WeChat token), the WeChat protocol, and telemetry. `api` and `worker`
 //! depend on this crate and never on each other.
 
+pub mod api_tokens;
 pub mod batch;
 pub mod config;
 pub mod connection;
