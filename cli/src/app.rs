@@ -100,6 +100,7 @@ pub fn api_state(
                 ingress.spool_dir.display()
             )
         })?;
+    let jobs = Arc::new(jobs_api(config, &queue));
     Ok(ferry_api::AppState::new(ferry_api::SharedState {
         batcher: Arc::new(ferry_api::EnqueueBatcher::new(queue.clone())),
         queue,
@@ -127,7 +128,28 @@ pub fn api_state(
             .map(|rate| Arc::new(ferry_api::IpLimiter::from_config(rate))),
         security: Default::default(),
         auth: Arc::new(ferry_api::Authenticator::new(config.api_tokens.clone())),
+        jobs,
     }))
+}
+
+/// The jobs and batches API's part of the api state.
+pub fn jobs_api(config: &Config, queue: &JobQueue) -> ferry_api::JobsApi {
+    let api = &config.jobs_api;
+    ferry_api::JobsApi {
+        batches: batches(config, queue),
+        rules: ferry_common::batch::line::Rules {
+            providers: config.providers.iter().map(|p| p.name.clone()).collect(),
+        },
+        config: api.clone(),
+        submissions: api.submissions_per_minute.map(|per_minute| {
+            RateLimit::new(
+                queue.pool().clone(),
+                queue.keys().clone(),
+                per_minute,
+                api.submissions_burst,
+            )
+        }),
+    }
 }
 
 /// Where the worker sends replies.

@@ -389,6 +389,17 @@ impl Batches {
             .collect())
     }
 
+    /// The in-flight counter key a job counts against (the owner's, as
+    /// `Keys` builds it), `None` for a job of no API key.
+    pub async fn owner_key_of(&self, job: &JobId) -> Result<Option<String>, QueueError> {
+        let mut conn = self.conn().await?;
+        Ok(redis::cmd("HGET")
+            .arg(self.keys.queue(job.queue()).job(&job.to_string()))
+            .arg("owner_key")
+            .query_async(&mut conn)
+            .await?)
+    }
+
     /// A batch's webhook target, for the webhook handler (the api never
     /// shows it).
     pub async fn webhook_url(&self, batch_id: &str) -> Result<Option<String>, QueueError> {

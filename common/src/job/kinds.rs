@@ -68,6 +68,7 @@ pub struct ChatCompletion {
 
 /// One message of a conversation: `role` is `system`, `user` or `assistant`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ChatTurn {
     pub role: String,
@@ -77,6 +78,7 @@ pub struct ChatTurn {
 /// Sampling parameters a caller may set; the provider's configured ones
 /// apply otherwise.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ChatParameters {
     #[serde(default, skip_serializing_if = "Option::is_none")]
