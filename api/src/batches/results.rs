@@ -44,7 +44,7 @@ pub async fn results(
         async move {
             let start = next?;
             Some(match page(&batches, &id, start).await {
-                Ok((bytes, count)) if count == 0 => (Ok(bytes), None),
+                Ok((bytes, 0)) => (Ok(bytes), None),
                 Ok((bytes, count)) => (Ok(bytes), Some(start + count)),
                 // The response is already under way: cut it, so the caller
                 // sees a failed transfer rather than a short file.
