@@ -225,3 +225,30 @@ async fn jobs_finishing_before_the_commit_complete_the_batch_at_the_commit() {
     );
     assert_eq!(batches.commit(&id).await.unwrap(), "completed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_abandoned_while_being_enqueued_fails_when_read() {
+    let redis = RedisServer::start();
+    let (_queue, batches) = engine(&redis).await;
+    let id = batch(&batches, 4, 1, false).await;
+    assert_eq!(
+        batches.get(&id).await.unwrap().unwrap().status,
+        "validating"
+    );
+    // Opened 16 minutes ago and never committed (its api died, the abort lost).
+    let long_ago = chrono::Utc::now().timestamp_millis() - 16 * 60 * 1000;
+    redis::cmd("HSET")
+        .arg(Keys::new("ferry").queue(BATCH).batch(&id))
+        .arg("created_ms")
+        .arg(long_ago)
+        .query::<()>(&mut redis.conn())
+        .unwrap();
+
+    let info = batches.get(&id).await.unwrap().unwrap();
+    assert_eq!((info.status.as_str(), info.counts.total), ("failed", 1));
+    assert_eq!(
+        in_flight(&redis),
+        1,
+        "only the written job still holds the key"
+    );
+}

@@ -123,12 +123,7 @@ pub async fn submit(
     let skipped_lines = read.errors.clone();
     if let Err(e) = enqueue(&state, &batch, read).await {
         tracing::warn!(batch = %batch.id, error = %e, "batch submission cut short; aborting it");
-        if let Err(e) = batches
-            .abort(&batch.id, "the submission was cut short; resubmit")
-            .await
-        {
-            tracing::error!(batch = %batch.id, error = %e, "could not abort the batch; its jobs run as written");
-        }
+        tokio::spawn(abort_until_done(batches.clone(), batch.id.clone()));
         return Err(V1Error::unavailable());
     }
     let info = batches
@@ -144,6 +139,27 @@ pub async fn submit(
         }),
     )
         .into_response())
+}
+
+/// Aborts a batch whose submission was cut short, trying for a while if
+/// Redis is still down (past that, reading the batch fails it, see
+/// `ferry_common::batch::ABANDONED_AFTER`).
+async fn abort_until_done(batches: ferry_common::batch::Batches, id: String) {
+    let mut wait = std::time::Duration::from_millis(200);
+    for _ in 0..10 {
+        match batches
+            .abort(&id, "the submission was cut short; resubmit")
+            .await
+        {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(batch = %id, error = %e, "could not abort the batch yet");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(30));
+            }
+        }
+    }
+    tracing::error!(batch = %id, "could not abort the batch; it fails when next read");
 }
 
 async fn enqueue(state: &AppState, batch: &NewBatch, read: intake::Intake) -> Result<(), String> {

@@ -28,6 +28,12 @@ use crate::job::{Delivery, Idempotency, JobId, from_millis};
 use crate::keys::{CONSUMER_GROUP, Keys, QueueKeys};
 use crate::queue::{BATCH, QueueError};
 
+/// A batch still `validating` this long after it was opened was abandoned
+/// by its submitter (an api that died, or Redis that failed, mid-way, with
+/// the abort lost too): reading it fails it. A real submission takes
+/// seconds.
+pub const ABANDONED_AFTER: Duration = Duration::from_secs(15 * 60);
+
 /// A new batch's id: `batch_<ULID>`.
 pub fn new_batch_id() -> String {
     format!("batch_{}", ulid::Ulid::new())
@@ -338,7 +344,19 @@ impl Batches {
         if fields.is_empty() {
             return Ok(None);
         }
-        Ok(Some(parse_batch(&fields, running)))
+        let info = parse_batch(&fields, running);
+        let abandoned = info.status == "validating"
+            && info.in_progress_at.is_none()
+            && (Utc::now() - info.created_at)
+                .to_std()
+                .is_ok_and(|age| age > ABANDONED_AFTER);
+        if abandoned {
+            tracing::warn!(batch = %batch_id, "batch abandoned while being enqueued: failing it");
+            self.abort(batch_id, "the submission was interrupted; resubmit")
+                .await?;
+            return Box::pin(self.get(batch_id)).await;
+        }
+        Ok(Some(info))
     }
 
     /// Up to `count` of a batch's jobs from position `start`, in line order.
