@@ -285,10 +285,13 @@ local function complete(keys, args)
   for i = 2, #keys do
     local base = (i - 2) * 2 + 3
     entries[#entries + 1] = args[base]
-    local state = redis.call('HGET', keys[i], 'state')
+    local r = redis.call('HMGET', keys[i], 'state', 'due_ms')
+    local state = r[1]
     if state and not finished(state) then
       redis.call('HSET', keys[i], 'state', 'succeeded', 'result', args[base + 1], 'finished_ms', now, 'updated_ms', now)
-      redis.call('HDEL', keys[i], 'due_ms')
+      if r[2] then
+        redis.call('HDEL', keys[i], 'due_ms')
+      end
       redis.call('EXPIRE', keys[i], args[2])
       account(keys[1], keys[i], 'succeeded', now)
       out[i - 1] = 1
