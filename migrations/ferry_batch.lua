@@ -217,7 +217,8 @@ end
 -- KEYS: batch
 -- ARGV: reason
 local function abort(keys, args)
-  local b = redis.call('HMGET', keys[1], 'written', 'reserved', 'owner_key', 'committed_ms', 'retention')
+  local b = redis.call('HMGET', keys[1], 'written', 'reserved', 'owner_key', 'committed_ms', 'retention',
+    'jobs_key', 'running_key')
   if not b[1] or b[4] then
     return 0
   end
@@ -228,7 +229,10 @@ local function abort(keys, args)
   local now = now_ms()
   redis.call('HSET', keys[1], 'status', 'failed', 'error', args[1], 'total', written,
     'reserved', written, 'committed_ms', now, 'finished_ms', now)
-  redis.call('EXPIRE', keys[1], tonumber(b[5] or '604800'))
+  local retention = tonumber(b[5] or '604800')
+  redis.call('EXPIRE', keys[1], retention)
+  redis.call('EXPIRE', b[6], retention)
+  redis.call('EXPIRE', b[7], retention)
   return 1
 end
 
