@@ -14,15 +14,18 @@
 
 pub mod auth;
 pub mod batcher;
+pub mod batches;
 pub mod client_ip;
 pub mod dev;
 pub mod error;
 pub mod handoff;
 pub mod health;
+pub mod jobs_api;
 pub mod limiter;
 pub mod security;
 pub mod spool;
 pub mod state;
+pub mod v1;
 pub mod wechat;
 
 use std::net::SocketAddr;
@@ -43,6 +46,7 @@ pub use limiter::IpLimiter;
 pub use security::{SecurityCounters, SecurityCounts, SecurityEvent};
 pub use spool::{Spool, SpoolStats};
 pub use state::{AppState, ReplyTexts, SharedState, WeChatIngress};
+pub use v1::JobsApi;
 
 /// Every route, with the body limit applied (an oversized body gets 413).
 /// Serve it with connection info (as [`serve`] does) for the per-IP limit.
@@ -55,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         ));
     let mut app = Router::new()
         .merge(wechat)
+        .merge(v1::router(state.clone()))
         .route("/healthz", get(health::healthz));
     if state.dev_outbox {
         app = app.route("/dev/replies/{openid}", get(dev::replies));

@@ -76,6 +76,8 @@ pub struct SharedState {
     pub security: SecurityCounters,
     /// Bearer tokens of the jobs, batch and admin APIs.
     pub auth: Arc<Authenticator>,
+    /// The jobs and batches API (`/v1`).
+    pub jobs: Arc<crate::v1::JobsApi>,
 }
 
 impl SharedState {

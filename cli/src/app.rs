@@ -4,14 +4,18 @@
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use ferry_common::batch::Batches;
 use ferry_common::config::{Config, ECHO_PROVIDER, vars};
 use ferry_common::fleet::{ProviderGate, RateLimit, TokenCache};
+use ferry_common::job::kinds;
 use ferry_common::queue::JobQueue;
 use ferry_common::wechat::MessageCrypt;
 use ferry_common::{Keys, Secret, connection, schema, telemetry};
 use ferry_worker::handler::Handlers;
 use ferry_worker::handlers::wechat_reply::UserLimit;
-use ferry_worker::handlers::{Noop, WeChatReplyHandler, noop::NOOP};
+use ferry_worker::handlers::{
+    BatchWebhookHandler, ChatCompletionHandler, Noop, WeChatReplyHandler, noop::NOOP,
+};
 use ferry_worker::memory::{ConversationMemory, MemorySettings};
 use ferry_worker::providers::{CallPolicy, HttpSettings, HttpSetupError, Router, build_client};
 use ferry_worker::reply::{ConsoleSink, CustomerService, ReplyCounters, ReplySink};
@@ -43,6 +47,15 @@ pub fn job_queue(config: &Config, pool_size: usize) -> anyhow::Result<JobQueue> 
         Keys::new(&config.prefix),
         config.queue.retention,
     ))
+}
+
+/// Batches and API jobs over the queue's pool.
+pub fn batches(config: &Config, queue: &JobQueue) -> Batches {
+    Batches::new(
+        queue.pool().clone(),
+        queue.keys().clone(),
+        config.queue.retention,
+    )
 }
 
 /// Refuses to go on unless Redis holds this binary's schema.
@@ -96,6 +109,7 @@ pub fn api_state(
                 ingress.spool_dir.display()
             )
         })?;
+    let jobs = Arc::new(jobs_api(config, &queue));
     Ok(ferry_api::AppState::new(ferry_api::SharedState {
         batcher: Arc::new(ferry_api::EnqueueBatcher::new(queue.clone())),
         queue,
@@ -122,7 +136,28 @@ pub fn api_state(
             .map(|rate| Arc::new(ferry_api::IpLimiter::from_config(rate))),
         security: Default::default(),
         auth: Arc::new(ferry_api::Authenticator::new(config.api_tokens.clone())),
+        jobs,
     }))
+}
+
+/// The jobs and batches API's part of the api state.
+pub fn jobs_api(config: &Config, queue: &JobQueue) -> ferry_api::JobsApi {
+    let api = &config.jobs_api;
+    ferry_api::JobsApi {
+        batches: batches(config, queue),
+        rules: ferry_common::batch::line::Rules {
+            providers: config.providers.iter().map(|p| p.name.clone()).collect(),
+        },
+        config: api.clone(),
+        submissions: api.submissions_per_minute.map(|per_minute| {
+            RateLimit::new(
+                queue.pool().clone(),
+                queue.keys().clone(),
+                per_minute,
+                api.submissions_burst,
+            )
+        }),
+    }
 }
 
 /// Where the worker sends replies.
@@ -222,6 +257,16 @@ pub fn worker_counting(
             max_prompt_chars: config.ai.max_prompt_chars,
         },
     );
+    let batches = batches(config, &queue);
+    let chat = ChatCompletionHandler {
+        batches: batches.clone(),
+        router: router.clone(),
+    };
+    let webhook = BatchWebhookHandler {
+        batches,
+        client: http.clone(),
+        secret: config.jobs_api.webhook_secret.clone(),
+    };
     let wechat = WeChatReplyHandler {
         queue: queue.clone(),
         router,
@@ -243,7 +288,9 @@ pub fn worker_counting(
         counters,
     };
     let handlers = Handlers::new()
-        .register(ferry_common::job::kinds::WECHAT_REPLY, wechat)
+        .register(kinds::WECHAT_REPLY, wechat)
+        .register(kinds::CHAT_COMPLETION, chat)
+        .register(kinds::BATCH_WEBHOOK, webhook)
         .register(NOOP, Noop);
     let worker = Worker::new(queue, config.redis_url.clone(), handlers, settings);
     Ok((worker, reloadable))

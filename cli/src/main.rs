@@ -40,6 +40,9 @@ enum Command {
     /// The encrypted secrets file (FERRY_SECRETS_FILE): encrypt, decrypt,
     /// edit, rotate its password, check it.
     Secrets(commands::secrets::Args),
+    /// Batches over the api: submit a JSONL file (--wait: follow it with a
+    /// progress bar), status, results, cancel.
+    Batch(commands::batch::Args),
     /// Bearer tokens of the jobs, batch and admin APIs: make one, or hash
     /// one (the api is configured with hashes only).
     Tokens(commands::tokens::Args),
@@ -70,6 +73,7 @@ fn main() -> std::process::ExitCode {
             Command::Breaker(args) => commands::breaker::run(args).await,
             Command::Secrets(args) => commands::secrets::run(args).await,
             Command::Tokens(args) => commands::tokens::run(args).await,
+            Command::Batch(args) => commands::batch::run(args).await,
         }
     });
     match result {

@@ -75,6 +75,10 @@ impl Reloadable {
             wechat: None,
             fixed: vec![
                 (vars::WECHAT_APP_SECRET, config.wechat.app_secret.clone()),
+                (
+                    vars::FERRY_WEBHOOK_SECRET,
+                    config.jobs_api.webhook_secret.clone(),
+                ),
                 (vars::REDIS_URL, Some(config.redis_url.clone())),
             ],
         };
@@ -173,6 +177,7 @@ fn fixed_value(config: &Config, var: &str) -> Option<Secret> {
         vars::WECHAT_TOKEN => config.wechat.token.clone(),
         vars::WECHAT_ENCODING_AES_KEY => config.wechat.encoding_aes_key.clone(),
         vars::REDIS_URL => Some(config.redis_url.clone()),
+        vars::FERRY_WEBHOOK_SECRET => config.jobs_api.webhook_secret.clone(),
         _ => None,
     }
 }

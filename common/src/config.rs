@@ -83,6 +83,17 @@ pub mod vars {
     pub const FERRY_API_TOKENS: &str = "FERRY_API_TOKENS";
     /// SHA-256 (hex) of the admin token: name `admin`, every scope.
     pub const FERRY_ADMIN_TOKEN: &str = "FERRY_ADMIN_TOKEN";
+    pub const FERRY_BATCH_MAX_BYTES: &str = "FERRY_BATCH_MAX_BYTES";
+    pub const FERRY_BATCH_MAX_LINES: &str = "FERRY_BATCH_MAX_LINES";
+    pub const FERRY_API_JOBS_IN_FLIGHT: &str = "FERRY_API_JOBS_IN_FLIGHT";
+    pub const FERRY_API_SUBMISSIONS_PER_MINUTE: &str = "FERRY_API_SUBMISSIONS_PER_MINUTE";
+    pub const FERRY_API_SUBMISSIONS_BURST: &str = "FERRY_API_SUBMISSIONS_BURST";
+    pub const FERRY_API_IDEMPOTENCY_TTL: &str = "FERRY_API_IDEMPOTENCY_TTL";
+    /// Key that signs batch completion webhooks (HMAC-SHA256).
+    pub const FERRY_WEBHOOK_SECRET: &str = "FERRY_WEBHOOK_SECRET";
+    /// `ferry batch`: the api's URL and the bearer token to call it with.
+    pub const FERRY_API_URL: &str = "FERRY_API_URL";
+    pub const FERRY_API_TOKEN: &str = "FERRY_API_TOKEN";
     /// `ferry secrets rotate`: the new password (else it is asked for).
     pub const FERRY_NEW_SECURE_CONFIG_PASSWORD: &str = "FERRY_NEW_SECURE_CONFIG_PASSWORD";
 
@@ -146,6 +157,15 @@ pub mod vars {
         FERRY_WECHAT_VOICE_UNRECOGNIZED_REPLY,
         FERRY_API_TOKENS,
         FERRY_ADMIN_TOKEN,
+        FERRY_BATCH_MAX_BYTES,
+        FERRY_BATCH_MAX_LINES,
+        FERRY_API_JOBS_IN_FLIGHT,
+        FERRY_API_SUBMISSIONS_PER_MINUTE,
+        FERRY_API_SUBMISSIONS_BURST,
+        FERRY_API_IDEMPOTENCY_TTL,
+        FERRY_WEBHOOK_SECRET,
+        FERRY_API_URL,
+        FERRY_API_TOKEN,
         FERRY_NEW_SECURE_CONFIG_PASSWORD,
     ];
 
@@ -430,6 +450,7 @@ pub struct Config {
     pub queue: QueueConfig,
     pub max_body_bytes: usize,
     pub ingress: IngressConfig,
+    pub jobs_api: JobsApiConfig,
     /// Fleet-wide limits and breaker settings per provider of the chain.
     pub gates: HashMap<String, GateSettings>,
     /// Every key of each provider of the chain, to be used in turn
@@ -497,6 +518,26 @@ pub struct IngressConfig {
     pub unsupported_reply: String,
     /// Passive reply to a voice message without speech recognition.
     pub voice_unrecognized_reply: String,
+}
+
+/// The jobs and batches API: sizes, per-API-key quotas, webhooks.
+#[derive(Debug, Clone)]
+pub struct JobsApiConfig {
+    /// Largest batch body in bytes (413 above).
+    pub batch_max_bytes: u64,
+    /// Most lines in one batch.
+    pub batch_max_lines: u64,
+    /// Jobs one API key may have queued or running (0: no limit).
+    pub jobs_in_flight: u32,
+    /// Submissions (jobs or batches) per minute per API key; `None`: no
+    /// limit.
+    pub submissions_per_minute: Option<u32>,
+    /// Submissions one API key may make back to back.
+    pub submissions_burst: u32,
+    /// How long an `Idempotency-Key` names its job.
+    pub idempotency_ttl: Duration,
+    /// Signs completion webhooks; without it a batch may not ask for one.
+    pub webhook_secret: Option<Secret>,
 }
 
 /// A token bucket per client IP.
@@ -903,6 +944,7 @@ impl Config {
             queue,
             max_body_bytes: positive(&s, vars::FERRY_MAX_BODY_BYTES, 64 * 1024)?,
             ingress: ingress_config(&s)?,
+            jobs_api: jobs_api_config(&s)?,
             provider_keys,
             secrets_file_report: s.secrets_file_report(),
             api_tokens: api_tokens(&s)?,
@@ -1072,6 +1114,36 @@ fn token_source(s: &Sources) -> Result<crate::fleet::TokenSource, ConfigError> {
             format!("expected stable or classic, got {other:?}"),
         )),
     }
+}
+
+fn jobs_api_config(s: &Sources) -> Result<JobsApiConfig, ConfigError> {
+    let per_minute: u32 = s.parse(
+        vars::FERRY_API_SUBMISSIONS_PER_MINUTE,
+        60,
+        "a whole number of submissions per minute (0: no limit)",
+    )?;
+    let webhook_secret = s.secret(vars::FERRY_WEBHOOK_SECRET);
+    if let Some(secret) = &webhook_secret
+        && secret.expose().len() < 16
+    {
+        return Err(ConfigError::new(
+            vars::FERRY_WEBHOOK_SECRET,
+            "expected at least 16 characters",
+        ));
+    }
+    Ok(JobsApiConfig {
+        batch_max_bytes: positive(s, vars::FERRY_BATCH_MAX_BYTES, 100 * 1024 * 1024)?,
+        batch_max_lines: positive(s, vars::FERRY_BATCH_MAX_LINES, 50_000)?,
+        jobs_in_flight: s.parse(
+            vars::FERRY_API_JOBS_IN_FLIGHT,
+            100_000,
+            "a whole number of jobs (0: no limit)",
+        )?,
+        submissions_per_minute: (per_minute > 0).then_some(per_minute),
+        submissions_burst: positive(s, vars::FERRY_API_SUBMISSIONS_BURST, 10)?,
+        idempotency_ttl: s.seconds(vars::FERRY_API_IDEMPOTENCY_TTL, 86_400.0)?,
+        webhook_secret,
+    })
 }
 
 fn reply_config(s: &Sources) -> Result<ReplyConfig, ConfigError> {

@@ -151,6 +151,29 @@ impl QueueKeys {
     pub fn dead(&self) -> String {
         format!("{}:dead", self.tag)
     }
+
+    /// Hash of one batch: status, counts, times, owner, webhook (see
+    /// `migrations/ferry_batch.lua`). Under the queue's tag, so the function
+    /// that records a job's outcome updates its batch in the same call.
+    pub fn batch(&self, batch_id: &str) -> String {
+        format!("{}:batch:{}", self.tag, batch_id)
+    }
+
+    /// List of a batch's job ids, in line order (for its results).
+    pub fn batch_jobs(&self, batch_id: &str) -> String {
+        format!("{}:batch:{}:jobs", self.tag, batch_id)
+    }
+
+    /// Set of a batch's jobs a worker is running now.
+    pub fn batch_running(&self, batch_id: &str) -> String {
+        format!("{}:batch:{}:running", self.tag, batch_id)
+    }
+
+    /// Counter of one API key's jobs in flight (queued or running) on this
+    /// queue, kept by the functions that enqueue and finish them.
+    pub fn owner_in_flight(&self, owner: &str) -> String {
+        format!("{}:owner:{}:in_flight", self.tag, owner)
+    }
 }
 
 #[cfg(test)]
@@ -166,6 +189,10 @@ mod tests {
             q.idempotency("m"),
             q.delayed(),
             q.dead(),
+            q.batch("b"),
+            q.batch_jobs("b"),
+            q.batch_running("b"),
+            q.owner_in_flight("o"),
         ] {
             assert!(key.starts_with("{ferry:wechat}:"), "{key}");
         }

@@ -30,6 +30,10 @@ pub const LIBRARIES: &[Library] = &[
         file: "ferry_fleet.lua",
         source: include_str!("../../migrations/ferry_fleet.lua"),
     },
+    Library {
+        file: "ferry_batch.lua",
+        source: include_str!("../../migrations/ferry_batch.lua"),
+    },
 ];
 
 const MANIFEST: &str = include_str!("../../migrations/manifest.toml");

@@ -4,6 +4,7 @@
 
 pub mod counting;
 pub mod fake_provider;
+pub mod fake_webhook;
 pub mod fake_wechat;
 pub mod ferry;
 pub mod redis_server;

@@ -1,6 +1,7 @@
 //! One file per `ferry` subcommand.
 
 pub mod api;
+pub mod batch;
 pub mod breaker;
 pub mod dev;
 pub mod dlq;

@@ -9,6 +9,13 @@ use crate::queue::WECHAT;
 /// customer-service API.
 pub const WECHAT_REPLY: &str = "wechat.reply";
 
+/// One chat completion asked through the jobs API or a batch line: the
+/// answer (or the error) is stored on the job record.
+pub const CHAT_COMPLETION: &str = "chat.completion";
+
+/// POST a finished batch's summary to its webhook, signed.
+pub const BATCH_WEBHOOK: &str = "batch.webhook";
+
 /// The queue a kind is enqueued on.
 pub fn queue_of(kind: &str) -> &'static str {
     match kind {
@@ -22,6 +29,8 @@ pub fn max_attempts_of(kind: &str) -> u32 {
     match kind {
         // A user waits: retry a few times, then apologise.
         WECHAT_REPLY => 4,
+        // Provider failures are retried within each attempt already.
+        CHAT_COMPLETION => 4,
         _ => 8,
     }
 }
@@ -39,4 +48,47 @@ pub struct WeChatReply {
     pub msg_id: Option<i64>,
     /// `CreateTime` of the message, unix seconds.
     pub create_time: i64,
+}
+
+/// Payload of [`CHAT_COMPLETION`]: what a jobs API request or a batch line
+/// asks (validated by [`crate::batch::line`] before it is enqueued).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatCompletion {
+    /// One provider of the configured chain; `None`: the chain, with
+    /// fallback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// The model to ask of `provider` instead of its configured one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    pub messages: Vec<ChatTurn>,
+    #[serde(default)]
+    pub parameters: ChatParameters,
+}
+
+/// One message of a conversation: `role` is `system`, `user` or `assistant`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ChatTurn {
+    pub role: String,
+    pub content: String,
+}
+
+/// Sampling parameters a caller may set; the provider's configured ones
+/// apply otherwise.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ChatParameters {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+}
+
+/// Payload of [`BATCH_WEBHOOK`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchWebhook {
+    pub batch_id: String,
 }

@@ -72,7 +72,8 @@ impl From<JobId> for String {
     }
 }
 
-/// queued -> running -> succeeded | retrying | dead; retrying -> running.
+/// queued -> running -> succeeded | retrying | dead; retrying -> running;
+/// a job of a cancelled batch: running -> cancelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
@@ -81,6 +82,8 @@ pub enum JobState {
     Succeeded,
     Retrying,
     Dead,
+    /// Its batch was cancelled before it ran (`ferry_batch_begin`).
+    Cancelled,
 }
 
 impl JobState {
@@ -91,11 +94,15 @@ impl JobState {
             JobState::Succeeded => "succeeded",
             JobState::Retrying => "retrying",
             JobState::Dead => "dead",
+            JobState::Cancelled => "cancelled",
         }
     }
 
     pub fn is_finished(self) -> bool {
-        matches!(self, JobState::Succeeded | JobState::Dead)
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Dead | JobState::Cancelled
+        )
     }
 }
 
@@ -108,6 +115,7 @@ impl FromStr for JobState {
             "succeeded" => JobState::Succeeded,
             "retrying" => JobState::Retrying,
             "dead" => JobState::Dead,
+            "cancelled" => JobState::Cancelled,
             other => return Err(format!("unknown job state {other:?}")),
         })
     }

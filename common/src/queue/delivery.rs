@@ -264,7 +264,7 @@ impl JobQueue {
                     .map(|&i| q.job(&successes[i].0.id.to_string())),
             );
             let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-            let call = fcall(&mut pipe, "ferry_complete", &keys)
+            let call = fcall(&mut pipe, OutcomeFunctions::of(queue).complete, &keys)
                 .arg(CONSUMER_GROUP)
                 .arg(self.retention_secs());
             for &i in indexes {
@@ -336,32 +336,64 @@ impl JobQueue {
     ) {
         let q = self.keys.queue(queue);
         let (stream, record) = (q.stream(), q.job(job_id));
+        let functions = OutcomeFunctions::of(queue);
         match outcome {
             Outcome::Succeeded { result } => {
                 // `ferry_complete` answers a list, one flag per job.
-                fcall(pipe, "ferry_complete", &[&stream, &record])
+                fcall(pipe, functions.complete, &[&stream, &record])
                     .arg(CONSUMER_GROUP)
                     .arg(self.retention_secs())
                     .arg(entry_id)
                     .arg(result.to_string());
             }
             Outcome::Retry { error, delay } => {
-                fcall(pipe, "ferry_retry", &[&stream, &record, &q.delayed()])
+                fcall(pipe, functions.retry, &[&stream, &record, &q.delayed()])
                     .arg(CONSUMER_GROUP)
                     .arg(entry_id)
                     .arg(delay.as_millis() as u64)
                     .arg(error);
             }
             Outcome::Dead { reason } => {
-                fcall(pipe, "ferry_dead_letter", &[&stream, &record, &q.dead()])
+                fcall(pipe, functions.dead_letter, &[&stream, &record, &q.dead()])
                     .arg(CONSUMER_GROUP)
                     .arg(entry_id)
                     .arg(reason);
             }
             Outcome::HandBack => {
-                fcall(pipe, "ferry_hand_back", &[&stream, &record])
+                fcall(pipe, functions.hand_back, &[&stream, &record])
                     .arg(CONSUMER_GROUP)
                     .arg(entry_id);
+            }
+        }
+    }
+}
+
+/// The functions that record outcomes on a queue. Jobs of the `batch` queue
+/// use `ferry_batch.lua`'s, which do the same and also keep their batch's
+/// counts and their owner's in-flight count in the same call (a job without
+/// a batch or owner is recorded exactly as `ferry_queue.lua` would).
+pub(crate) struct OutcomeFunctions {
+    pub complete: &'static str,
+    pub retry: &'static str,
+    pub dead_letter: &'static str,
+    pub hand_back: &'static str,
+}
+
+impl OutcomeFunctions {
+    pub(crate) fn of(queue: &str) -> Self {
+        if queue == super::BATCH {
+            Self {
+                complete: "ferry_batch_complete",
+                retry: "ferry_batch_retry",
+                dead_letter: "ferry_batch_dead_letter",
+                hand_back: "ferry_batch_hand_back",
+            }
+        } else {
+            Self {
+                complete: "ferry_complete",
+                retry: "ferry_retry",
+                dead_letter: "ferry_dead_letter",
+                hand_back: "ferry_hand_back",
             }
         }
     }

@@ -106,7 +106,7 @@ impl JobQueue {
                 tracing::error!(job = %job_id, deliveries = p.times_delivered, "dead-lettering a job that never finished");
                 fcall(
                     &mut dead,
-                    "ferry_dead_letter",
+                    super::delivery::OutcomeFunctions::of(queue).dead_letter,
                     &[&stream, &q.job(&job_id), &q.dead()],
                 )
                 .arg(CONSUMER_GROUP)

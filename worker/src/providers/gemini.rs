@@ -148,7 +148,12 @@ impl Gemini {
         };
         let auth = auth_header(name, API_KEY_HEADER, key.expose())?;
         let body = request_body(&self.config, req);
-        let model = self.config.model.trim_start_matches("models/");
+        let model = req
+            .overrides
+            .model
+            .as_deref()
+            .unwrap_or(&self.config.model)
+            .trim_start_matches("models/");
         let url = format!("{}/models/{model}:generateContent", self.config.base_url);
         let result = match post_json(&self.client, name, &url, auth, &body).await {
             Ok(text) => parse_response(name, &text),
@@ -175,10 +180,12 @@ fn request_body<'a>(config: &ProviderConfig, req: &'a ChatRequest) -> RequestBod
             }),
         }
     }
-    let generation_config = (config.temperature.is_some() || config.max_tokens.is_some())
-        .then_some(GenerationConfig {
-            temperature: config.temperature,
-            max_output_tokens: config.max_tokens,
+    let temperature = req.overrides.temperature.or(config.temperature);
+    let max_output_tokens = req.overrides.max_tokens.or(config.max_tokens);
+    let generation_config =
+        (temperature.is_some() || max_output_tokens.is_some()).then_some(GenerationConfig {
+            temperature,
+            max_output_tokens,
         });
     RequestBody {
         contents,

@@ -64,14 +64,35 @@ impl ChatMessage {
 }
 
 /// A conversation to answer, oldest message first.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChatRequest {
     pub messages: Vec<ChatMessage>,
+    /// What the caller asked for instead of the provider's configuration
+    /// (jobs API and batch lines); empty for WeChat replies.
+    #[serde(default)]
+    pub overrides: Overrides,
+}
+
+/// A request's own model and sampling parameters; each `None` keeps the
+/// provider's configured value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Overrides {
+    pub model: Option<String>,
+    pub temperature: Option<f32>,
+    pub max_tokens: Option<u32>,
 }
 
 impl ChatRequest {
     pub fn new(messages: Vec<ChatMessage>) -> Self {
-        Self { messages }
+        Self {
+            messages,
+            overrides: Overrides::default(),
+        }
+    }
+
+    pub fn with_overrides(mut self, overrides: Overrides) -> Self {
+        self.overrides = overrides;
+        self
     }
 
     /// The newest user message, if any.
@@ -188,7 +209,12 @@ impl Provider {
         };
         Ok(Answer {
             provider: self.name().to_owned(),
-            model: completion.model.unwrap_or_else(|| self.model().to_owned()),
+            model: completion.model.unwrap_or_else(|| {
+                req.overrides
+                    .model
+                    .clone()
+                    .unwrap_or_else(|| self.model().to_owned())
+            }),
             text: completion.text,
             usage: completion.usage,
             latency: started.elapsed(),

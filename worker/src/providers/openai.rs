@@ -96,10 +96,10 @@ impl OpenAiCompatible {
         };
         let auth = auth_header(name, AUTHORIZATION, &format!("Bearer {}", key.expose()))?;
         let body = RequestBody {
-            model: &self.config.model,
+            model: req.overrides.model.as_deref().unwrap_or(&self.config.model),
             messages: &req.messages,
-            temperature: self.config.temperature,
-            max_tokens: self.config.max_tokens,
+            temperature: req.overrides.temperature.or(self.config.temperature),
+            max_tokens: req.overrides.max_tokens.or(self.config.max_tokens),
             stream: false,
         };
         let url = format!("{}/chat/completions", self.config.base_url);

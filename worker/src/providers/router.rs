@@ -135,6 +135,17 @@ impl Router {
         Self::new(providers, policy)
     }
 
+    /// The same router limited to one provider of its chain (with its
+    /// gate): a request that names its provider gets no fallback.
+    pub fn only(&self, name: &str) -> Option<Router> {
+        let i = self.providers.iter().position(|p| p.name() == name)?;
+        Some(Router {
+            providers: vec![self.providers[i].clone()],
+            policy: self.policy,
+            gates: vec![self.gates.get(i).cloned().flatten()],
+        })
+    }
+
     pub fn providers(&self) -> &[Provider] {
         &self.providers
     }
