@@ -5,6 +5,7 @@
 //! WeChat token), the WeChat protocol, and telemetry. `api` and `worker`
 //! depend on this crate and never on each other.
 
+pub mod alerts;
 pub mod config;
 pub mod connection;
 pub mod embedded_redis;
@@ -13,6 +14,7 @@ pub mod functions;
 pub mod job;
 pub mod key_ring;
 pub mod keys;
+pub mod metrics;
 pub mod queue;
 pub mod schema;
 pub mod secret;

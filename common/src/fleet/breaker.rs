@@ -93,6 +93,8 @@ impl Breakers {
         let mut conn = self.pool.get().await?;
         let _: (String,) = run(&mut conn, &pipe).await?;
         tracing::warn!(target: "security", provider, action = args[0], "circuit breaker changed by an operator");
+        let to = if args[0] == "open" { "open" } else { "closed" };
+        super::provider_gate::count_transition(provider, to);
         Ok(())
     }
 }
