@@ -4,8 +4,13 @@
 //! work; it never calls an AI provider itself. Routes:
 //! - `GET /wechat` URL verification, `POST /wechat` pushed messages
 //!   ([`wechat`]), behind the per-IP limiter ([`limiter`]);
-//! - `GET /healthz` ([`health`]);
+//! - `GET /healthz`, `GET /readyz` ([`health`]) and `GET /metrics`
+//!   ([`metrics`]), together [`ops`], which a worker's admin port serves too;
 //! - `GET /dev/replies/{openid}` only under `ferry dev` ([`dev`]).
+//!
+//! Every matched route is counted and timed ([`metrics::http`]); `/wechat`
+//! responses also feed the alert evaluator, which a background task of
+//! [`serve`] ticks once a second.
 //!
 //! Concurrent pushes share Redis round trips ([`batcher`]). When Redis does
 //! not take a push within the acknowledgement budget, the push goes to a
@@ -19,6 +24,8 @@ pub mod error;
 pub mod handoff;
 pub mod health;
 pub mod limiter;
+pub mod metrics;
+pub mod ops;
 pub mod security;
 pub mod spool;
 pub mod state;
@@ -51,14 +58,17 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             limiter::guard,
         ));
-    let mut app = Router::new()
-        .merge(wechat)
-        .route("/healthz", get(health::healthz));
+    let mut app = Router::new().merge(wechat);
     if state.dev_outbox {
         app = app.route("/dev/replies/{openid}", get(dev::replies));
     }
-    app.layer(DefaultBodyLimit::max(state.max_body_bytes))
-        .with_state(state)
+    app.with_state(state.clone())
+        .merge(ops::router(Arc::clone(&state.ops)))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state.alerts),
+            metrics::http::track,
+        ))
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
 }
 
 /// Serves until `shutdown` is cancelled, then finishes in-flight requests.
@@ -80,6 +90,7 @@ pub async fn serve(
     if let Some(limiter) = &state.limiter {
         tokio::spawn(limiter::prune_until(Arc::clone(limiter), shutdown.clone()));
     }
+    tokio::spawn(evaluate_alerts(Arc::clone(&state.alerts), shutdown.clone()));
     // Small request/response pairs on keep-alive connections: never wait
     // for Nagle's algorithm.
     let listener = listener.tap_io(|tcp| {
@@ -96,4 +107,21 @@ pub async fn serve(
     drainer_stop.cancel();
     let _ = drainer.await;
     served
+}
+
+/// Ticks the alert evaluator once a second until `shutdown`.
+async fn evaluate_alerts(
+    alerts: Arc<ferry_common::alerts::AlertEvaluator>,
+    shutdown: CancellationToken,
+) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {
+                alerts.evaluate();
+            }
+        }
+    }
 }

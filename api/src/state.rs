@@ -10,8 +10,10 @@ use ferry_common::wechat::MessageCrypt;
 use crate::batcher::EnqueueBatcher;
 use crate::client_ip::ClientIpResolver;
 use crate::limiter::IpLimiter;
+use crate::ops::Ops;
 use crate::security::SecurityCounters;
 use crate::spool::Spool;
+use ferry_common::alerts::AlertEvaluator;
 
 /// What the WeChat callback needs to check, decode and answer pushes.
 pub struct WeChatIngress {
@@ -76,6 +78,10 @@ pub struct SharedState {
     pub limiter: Option<Arc<IpLimiter>>,
     /// Refused requests that look like attacks, by kind.
     pub security: SecurityCounters,
+    /// `/metrics`, `/healthz`, `/readyz` (shared with a worker's admin port).
+    pub ops: Arc<Ops>,
+    /// The checklist's alerts, fed by `/wechat` responses.
+    pub alerts: Arc<AlertEvaluator>,
 }
 
 impl SharedState {

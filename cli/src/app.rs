@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use ferry_common::alerts::{self, AlertEvaluator};
 use ferry_common::config::{Config, ECHO_PROVIDER, vars};
 use ferry_common::fleet::{ProviderGate, RateLimit, TokenCache};
 use ferry_common::queue::JobQueue;
@@ -87,6 +88,7 @@ pub fn api_state(
                 ingress.spool_dir.display()
             )
         })?;
+    let queue_for_ops = queue.clone();
     Ok(ferry_api::AppState::new(ferry_api::SharedState {
         batcher: Arc::new(ferry_api::EnqueueBatcher::new(queue.clone())),
         queue,
@@ -113,7 +115,24 @@ pub fn api_state(
             .as_ref()
             .map(|rate| Arc::new(ferry_api::IpLimiter::from_config(rate))),
         security: Default::default(),
+        ops: Arc::new(ops(config, queue_for_ops)),
+        alerts: Arc::new(AlertEvaluator::new(
+            config.alerts,
+            Arc::new(alerts::SystemClock),
+        )),
     }))
+}
+
+/// The operations routes' state (`/metrics`, `/healthz`, `/readyz`): the
+/// api's and a worker admin port's.
+pub fn ops(config: &Config, queue: JobQueue) -> ferry_api::ops::Ops {
+    let providers = config
+        .providers
+        .iter()
+        .filter(|p| p.name != ECHO_PROVIDER)
+        .map(|p| p.name.clone())
+        .collect();
+    ferry_api::ops::Ops::new(queue, providers)
 }
 
 /// Where the worker sends replies.
