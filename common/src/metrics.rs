@@ -83,6 +83,37 @@ pub const WORKERS_LIVE: &str = "ferry_workers_live";
 /// `ferry_alerts_active{alert}`: 1 while this process's alert fires.
 pub const ALERTS_ACTIVE: &str = "ferry_alerts_active";
 
+/// Every name above (the deploy files' test checks their expressions
+/// against it).
+pub const ALL: &[&str] = &[
+    HTTP_REQUESTS,
+    HTTP_DURATION,
+    QUEUE_DEPTH,
+    QUEUE_PENDING,
+    QUEUE_IN_FLIGHT,
+    QUEUE_DELAYED,
+    QUEUE_DEAD,
+    QUEUE_OLDEST_AGE,
+    REDIS_UP,
+    JOBS,
+    JOB_DURATION,
+    PROVIDER_CALLS,
+    PROVIDER_ERRORS,
+    PROVIDER_LATENCY,
+    PROVIDER_TOKENS,
+    BREAKER_STATE,
+    BREAKER_TRANSITIONS,
+    LIMITER_REJECTIONS,
+    WECHAT_SENDS,
+    WECHAT_SEND_ERRORS,
+    WECHAT_TOKEN_REFRESHES,
+    WECHAT_TOKEN_INVALIDATIONS,
+    WECHAT_APOLOGIES,
+    SECURITY_EVENTS,
+    WORKERS_LIVE,
+    ALERTS_ACTIVE,
+];
+
 /// Breaker state as a gauge value.
 pub fn breaker_state_value(state: &str) -> f64 {
     match state {
