@@ -6,6 +6,7 @@
 //!   ([`wechat`]), behind the per-IP limiter ([`limiter`]);
 //! - `GET /healthz`, `GET /readyz` ([`health`]) and `GET /metrics`
 //!   ([`metrics`]), together [`ops`], which a worker's admin port serves too;
+//! - `/admin`: the dashboard behind the admin token ([`admin`]);
 //! - `GET /dev/replies/{openid}` only under `ferry dev` ([`dev`]).
 //!
 //! Every matched route is counted and timed ([`metrics::http`]); `/wechat`
@@ -17,6 +18,7 @@
 //! local spool on disk ([`spool`], via [`handoff`]) and a background task of
 //! [`serve`] replays it into Redis later.
 
+pub mod admin;
 pub mod batcher;
 pub mod client_ip;
 pub mod dev;
@@ -35,6 +37,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
+use ferry_common::alerts::{AlertEvaluator, AlertLog};
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::get;
@@ -58,7 +61,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             limiter::guard,
         ));
-    let mut app = Router::new().merge(wechat);
+    let mut app = Router::new().merge(wechat).merge(admin::router());
     if state.dev_outbox {
         app = app.route("/dev/replies/{openid}", get(dev::replies));
     }
@@ -90,7 +93,11 @@ pub async fn serve(
     if let Some(limiter) = &state.limiter {
         tokio::spawn(limiter::prune_until(Arc::clone(limiter), shutdown.clone()));
     }
-    tokio::spawn(evaluate_alerts(Arc::clone(&state.alerts), shutdown.clone()));
+    tokio::spawn(evaluate_alerts(
+        Arc::clone(&state.alerts),
+        AlertLog::new(state.queue.pool().clone(), state.queue.keys().clone()),
+        shutdown.clone(),
+    ));
     // Small request/response pairs on keep-alive connections: never wait
     // for Nagle's algorithm.
     let listener = listener.tap_io(|tcp| {
@@ -109,19 +116,29 @@ pub async fn serve(
     served
 }
 
-/// Ticks the alert evaluator once a second until `shutdown`.
-async fn evaluate_alerts(
-    alerts: Arc<ferry_common::alerts::AlertEvaluator>,
-    shutdown: CancellationToken,
-) {
+/// Ticks the alert evaluator once a second until `shutdown`, and appends
+/// what fires or resolves to the fleet's alert log in Redis (best effort:
+/// the log line and the gauge do not depend on Redis).
+async fn evaluate_alerts(alerts: Arc<AlertEvaluator>, log: AlertLog, shutdown: CancellationToken) {
+    let process = format!("{}:{}", hostname(), std::process::id());
     let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = every.tick() => {
-                alerts.evaluate();
+                for event in alerts.evaluate() {
+                    if let Err(e) = log.append(&event, &process).await {
+                        tracing::debug!(error = %e, "could not record an alert event in Redis");
+                    }
+                }
             }
         }
     }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into())
 }

@@ -9,6 +9,7 @@ use ferry_common::wechat::MessageCrypt;
 
 use crate::batcher::EnqueueBatcher;
 use crate::client_ip::ClientIpResolver;
+use crate::admin::AdminSettings;
 use crate::limiter::IpLimiter;
 use crate::ops::Ops;
 use crate::security::SecurityCounters;
@@ -82,6 +83,8 @@ pub struct SharedState {
     pub ops: Arc<Ops>,
     /// The checklist's alerts, fed by `/wechat` responses.
     pub alerts: Arc<AlertEvaluator>,
+    /// The dashboard's sign-in and what it shows.
+    pub admin: AdminSettings,
 }
 
 impl SharedState {

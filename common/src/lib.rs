@@ -15,6 +15,7 @@ pub mod job;
 pub mod key_ring;
 pub mod keys;
 pub mod metrics;
+pub mod overview;
 pub mod queue;
 pub mod schema;
 pub mod secret;

@@ -12,6 +12,7 @@
 //!
 //! Time comes from a [`Clock`], so tests drive it without sleeping.
 
+pub mod log;
 pub mod rules;
 pub mod window;
 
@@ -22,6 +23,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+pub use log::{AlertLog, LoggedAlert};
 pub use rules::{Measure, Rule};
 pub use window::{RollingWindow, Totals};
 

@@ -1,0 +1,106 @@
+//! The web dashboard at `/admin`, in the spirit of Sidekiq's Web UI and
+//! asynqmon: queues with live depth and rates, workers, jobs in flight,
+//! dead letters (inspect, replay, delete), breakers (state, reset, force
+//! open) with their limits, and recent alerts.
+//!
+//! Server-rendered HTML ([`html`], maud: every value escaped) with a little
+//! inline JavaScript that polls `/admin/api/overview` to keep the numbers
+//! live; no build step. Signing in takes an admin token in a form and sets
+//! a session cookie ([`session`]); every state change is a POST carrying the
+//! session's CSRF token from a same-origin page ([`actions`]). Operators'
+//! changes are logged under the `security` target.
+
+pub mod actions;
+pub mod html;
+pub mod pages;
+pub mod session;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::state::AppState;
+
+/// Who may sign in: maps a presented token to the principal's name when it
+/// grants admin rights. Built from the api's token configuration.
+#[derive(Clone)]
+pub struct AdminAuth(Arc<dyn Fn(&str) -> Option<String> + Send + Sync>);
+
+impl AdminAuth {
+    pub fn new(check: impl Fn(&str) -> Option<String> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(check))
+    }
+
+    /// Nobody may sign in (no admin token configured).
+    pub fn nobody() -> Self {
+        Self::new(|_| None)
+    }
+
+    pub fn principal(&self, token: &str) -> Option<String> {
+        (self.0)(token)
+    }
+}
+
+/// What the dashboard needs besides the queue: who may sign in, the
+/// providers whose breakers it shows, and the limits it lists.
+#[derive(Clone)]
+pub struct AdminSettings {
+    pub auth: AdminAuth,
+    /// The chain's gated providers with their fleet limits.
+    pub providers: Vec<(String, ferry_common::fleet::GateSettings)>,
+    /// Other limiters, as (name, setting) lines (per-IP, per-user).
+    pub limits: Vec<(String, String)>,
+}
+
+/// Why an admin request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("sign in at /admin first")]
+    SignInRequired,
+    #[error("that token does not grant admin access")]
+    BadToken,
+    #[error("refused: the form is stale or came from another site; reload the page")]
+    CsrfRefused,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("Redis is unavailable, try again")]
+    Unavailable,
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let status = match self {
+            AdminError::SignInRequired | AdminError::BadToken => StatusCode::UNAUTHORIZED,
+            AdminError::CsrfRefused => StatusCode::FORBIDDEN,
+            AdminError::NotFound(_) => StatusCode::NOT_FOUND,
+            AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AdminError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        if status == StatusCode::UNAUTHORIZED {
+            // Pages answer with the sign-in form (still a 401).
+            let notice = matches!(self, AdminError::BadToken).then_some(self.to_string());
+            return (status, html::sign_in(notice.as_deref())).into_response();
+        }
+        (status, html::error_page(status, &self.to_string())).into_response()
+    }
+}
+
+/// The `/admin` routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/admin", get(pages::overview))
+        .route("/admin/api/overview", get(pages::overview_json))
+        .route("/admin/dlq/{queue}", get(pages::dead_letters))
+        .route("/admin/jobs/{id}", get(pages::job))
+        .route("/admin/login", post(actions::sign_in))
+        .route("/admin/logout", post(actions::sign_out))
+        .route("/admin/dlq/{queue}/replay", post(actions::replay))
+        .route("/admin/dlq/{queue}/delete", post(actions::delete))
+        .route("/admin/breakers/{provider}/reset", post(actions::reset_breaker))
+        .route("/admin/breakers/{provider}/open", post(actions::open_breaker))
+}
