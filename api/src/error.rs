@@ -21,6 +21,13 @@ pub enum ApiError {
     RateLimited { retry_after_secs: u64 },
     #[error("temporarily unavailable, retry later")]
     Unavailable,
+    /// No bearer token, or one that is not configured: the same answer
+    /// either way, so a caller cannot probe which tokens exist.
+    #[error("unauthorized")]
+    Unauthorized,
+    /// A valid token without the scope the route needs.
+    #[error("forbidden")]
+    Forbidden,
 }
 
 impl IntoResponse for ApiError {
@@ -32,8 +39,16 @@ impl IntoResponse for ApiError {
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
         };
         let mut response = (status, self.to_string()).into_response();
+        if matches!(self, ApiError::Unauthorized) {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
         if let ApiError::RateLimited { retry_after_secs } = self {
             response
                 .headers_mut()

@@ -19,6 +19,7 @@
 //! [`serve`] replays it into Redis later.
 
 pub mod admin;
+pub mod auth;
 pub mod batcher;
 pub mod client_ip;
 pub mod dev;
@@ -37,13 +38,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use ferry_common::alerts::{AlertEvaluator, AlertLog};
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::get;
 use axum::serve::ListenerExt;
+use ferry_common::alerts::{AlertEvaluator, AlertLog};
 use tokio_util::sync::CancellationToken;
 
+pub use auth::Authenticator;
 pub use batcher::EnqueueBatcher;
 pub use client_ip::{ClientIp, ClientIpResolver};
 pub use error::ApiError;

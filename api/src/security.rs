@@ -21,6 +21,10 @@ pub enum SecurityEvent {
     RateLimited,
     /// A signed body with a DOCTYPE or entity declaration (XXE attempt).
     ForbiddenXml,
+    /// A bearer token (or dashboard cookie) that is not configured.
+    BadToken,
+    /// A valid token used on a route outside its scopes.
+    Forbidden,
 }
 
 impl SecurityEvent {
@@ -30,6 +34,8 @@ impl SecurityEvent {
             SecurityEvent::Replay => "replay",
             SecurityEvent::RateLimited => "rate_limited",
             SecurityEvent::ForbiddenXml => "forbidden_xml",
+            SecurityEvent::BadToken => "bad_token",
+            SecurityEvent::Forbidden => "forbidden",
         }
     }
 }
@@ -41,6 +47,8 @@ pub struct SecurityCounters {
     replay: AtomicU64,
     rate_limited: AtomicU64,
     forbidden_xml: AtomicU64,
+    bad_token: AtomicU64,
+    forbidden: AtomicU64,
 }
 
 /// A snapshot of [`SecurityCounters`].
@@ -50,6 +58,8 @@ pub struct SecurityCounts {
     pub replay: u64,
     pub rate_limited: u64,
     pub forbidden_xml: u64,
+    pub bad_token: u64,
+    pub forbidden: u64,
 }
 
 /// Past the first, a flood's refusals are logged one in this many, so the
@@ -64,6 +74,8 @@ impl SecurityCounters {
             replay: self.replay.load(Ordering::Relaxed),
             rate_limited: self.rate_limited.load(Ordering::Relaxed),
             forbidden_xml: self.forbidden_xml.load(Ordering::Relaxed),
+            bad_token: self.bad_token.load(Ordering::Relaxed),
+            forbidden: self.forbidden.load(Ordering::Relaxed),
         }
     }
 
@@ -75,6 +87,8 @@ impl SecurityCounters {
             SecurityEvent::Replay => &self.replay,
             SecurityEvent::RateLimited => &self.rate_limited,
             SecurityEvent::ForbiddenXml => &self.forbidden_xml,
+            SecurityEvent::BadToken => &self.bad_token,
+            SecurityEvent::Forbidden => &self.forbidden,
         };
         let total = counter.fetch_add(1, Ordering::Relaxed) + 1;
         metrics::counter!(ferry_common::metrics::SECURITY_EVENTS, "kind" => event.name())
@@ -83,8 +97,9 @@ impl SecurityCounters {
             metrics::counter!(ferry_common::metrics::LIMITER_REJECTIONS, "limiter" => "ip")
                 .increment(1);
         }
-        if event == SecurityEvent::RateLimited && total != 1 && total % RATE_LIMITED_LOG_EVERY != 0
-        {
+        // A token-guessing flood is a flood too.
+        let flood = matches!(event, SecurityEvent::RateLimited | SecurityEvent::BadToken);
+        if flood && total != 1 && total % RATE_LIMITED_LOG_EVERY != 0 {
             return;
         }
         let client = client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
@@ -119,6 +134,8 @@ mod tests {
                 replay: 1,
                 rate_limited: 2500,
                 forbidden_xml: 0,
+                bad_token: 0,
+                forbidden: 0,
             }
         );
     }

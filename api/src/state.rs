@@ -7,9 +7,10 @@ use ferry_common::Secret;
 use ferry_common::queue::JobQueue;
 use ferry_common::wechat::MessageCrypt;
 
+use crate::admin::AdminSettings;
+use crate::auth::Authenticator;
 use crate::batcher::EnqueueBatcher;
 use crate::client_ip::ClientIpResolver;
-use crate::admin::AdminSettings;
 use crate::limiter::IpLimiter;
 use crate::ops::Ops;
 use crate::security::SecurityCounters;
@@ -85,6 +86,8 @@ pub struct SharedState {
     pub alerts: Arc<AlertEvaluator>,
     /// The dashboard's sign-in and what it shows.
     pub admin: AdminSettings,
+    /// Bearer tokens of the jobs, batch and admin APIs.
+    pub auth: Arc<Authenticator>,
 }
 
 impl SharedState {

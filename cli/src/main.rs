@@ -40,6 +40,9 @@ enum Command {
     /// The encrypted secrets file (FERRY_SECRETS_FILE): encrypt, decrypt,
     /// edit, rotate its password, check it.
     Secrets(commands::secrets::Args),
+    /// Bearer tokens of the jobs, batch and admin APIs: make one, or hash
+    /// one (the api is configured with hashes only).
+    Tokens(commands::tokens::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -66,6 +69,7 @@ fn main() -> std::process::ExitCode {
             Command::Providers(args) => commands::providers::run(args).await,
             Command::Breaker(args) => commands::breaker::run(args).await,
             Command::Secrets(args) => commands::secrets::run(args).await,
+            Command::Tokens(args) => commands::tokens::run(args).await,
         }
     });
     match result {

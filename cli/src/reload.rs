@@ -2,7 +2,8 @@
 //! process can change, so a key is rotated without a restart.
 //!
 //! What reloads today: the worker's provider keys (every provider of the
-//! chain has a [`KeyRing`], shared with its HTTP client). What does not:
+//! chain has a [`KeyRing`], shared with its HTTP client) and the api's
+//! bearer tokens (`FERRY_API_TOKENS`, `FERRY_ADMIN_TOKEN`). What does not:
 //! the provider chain itself and every other setting, the WeChat app secret
 //! (held by the token cache), the WeChat token and EncodingAESKey (held by
 //! the api's ingress state) and the Redis URL (held by the pools). A change
@@ -13,6 +14,9 @@
 use std::collections::BTreeMap;
 
 use ferry_common::config::{Config, ConfigError, vars};
+use std::sync::Arc;
+
+use ferry_api::Authenticator;
 use ferry_common::{KeyRing, Secret};
 use ferry_worker::providers::{Provider, Router};
 use tokio_util::sync::CancellationToken;
@@ -24,6 +28,8 @@ pub struct Reloadable {
     key_rings: BTreeMap<String, KeyRing>,
     /// Secrets in use that only a restart changes: name and running value.
     fixed: Vec<(&'static str, Option<Secret>)>,
+    /// The api's bearer tokens.
+    api_tokens: Option<Arc<Authenticator>>,
 }
 
 /// What one reload did.
@@ -36,6 +42,8 @@ pub struct Reloaded {
     pub kept: Vec<String>,
     /// Secrets that changed but are only read at start-up.
     pub needs_restart: Vec<&'static str>,
+    /// Whether the api's bearer tokens changed (and were swapped in).
+    pub api_tokens_replaced: bool,
 }
 
 impl Reloadable {
@@ -56,6 +64,7 @@ impl Reloadable {
             .collect();
         let reloadable = Self {
             key_rings,
+            api_tokens: None,
             fixed: vec![
                 (vars::WECHAT_APP_SECRET, config.wechat.app_secret.clone()),
                 (vars::REDIS_URL, Some(config.redis_url.clone())),
@@ -65,12 +74,12 @@ impl Reloadable {
         reloadable
     }
 
-    /// The api's: nothing it holds can change while it runs yet, so a
-    /// reload only checks the new configuration and says what needs a
-    /// restart (and SIGHUP no longer ends the process).
-    pub fn for_api(config: &Config) -> Self {
+    /// The api's: its bearer tokens are swapped; for the rest, a reload
+    /// checks the new configuration and says what needs a restart.
+    pub fn for_api(config: &Config, auth: Arc<Authenticator>) -> Self {
         Self {
             key_rings: BTreeMap::new(),
+            api_tokens: Some(auth),
             fixed: vec![
                 (vars::WECHAT_TOKEN, config.wechat.token.clone()),
                 (
@@ -94,6 +103,9 @@ impl Reloadable {
                 }
                 None => done.kept.push(name.clone()),
             }
+        }
+        if let Some(auth) = &self.api_tokens {
+            done.api_tokens_replaced = auth.replace(config.api_tokens.clone());
         }
         for (var, running) in &self.fixed {
             if *running != fixed_value(config, var) {
@@ -124,6 +136,7 @@ impl Reloadable {
             .collect();
         tracing::info!(
             provider_keys_replaced = %replaced.join(","),
+            api_tokens_replaced = done.api_tokens_replaced,
             "SIGHUP: configuration re-read"
         );
         if !done.kept.is_empty() {
@@ -250,9 +263,36 @@ mod tests {
     #[test]
     fn the_api_reports_what_needs_a_restart() {
         let start = config(&[("WECHAT_TOKEN", "t1")]);
-        let reloadable = Reloadable::for_api(&start);
+        let auth = Arc::new(Authenticator::new(start.api_tokens.clone()));
+        let reloadable = Reloadable::for_api(&start, auth);
         assert_eq!(reloadable.apply(&start), Reloaded::default());
         let done = reloadable.apply(&config(&[("WECHAT_TOKEN", "t2")]));
         assert_eq!(done.needs_restart, [vars::WECHAT_TOKEN]);
+    }
+
+    #[test]
+    fn the_api_swaps_its_bearer_tokens() {
+        use ferry_common::api_tokens::{Scope, hash_hex};
+        let entry = |token: &str| format!("ci:submit:{}", hash_hex(token));
+        let start = config(&[("FERRY_API_TOKENS", &entry("old"))]);
+        let auth = Arc::new(Authenticator::new(start.api_tokens.clone()));
+        let reloadable = Reloadable::for_api(&start, Arc::clone(&auth));
+        let counters = ferry_api::SecurityCounters::default();
+        assert!(
+            auth.check(Some("old"), Scope::Submit, None, &counters)
+                .is_ok()
+        );
+
+        let done = reloadable.apply(&config(&[("FERRY_API_TOKENS", &entry("new"))]));
+        assert!(done.api_tokens_replaced);
+        assert!(
+            auth.check(Some("old"), Scope::Submit, None, &counters)
+                .is_err()
+        );
+        assert!(
+            auth.check(Some("new"), Scope::Submit, None, &counters)
+                .is_ok()
+        );
+        assert_eq!(counters.counts().bad_token, 1);
     }
 }

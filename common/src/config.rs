@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::api_tokens::{ApiTokens, TokenConfigError};
 use crate::fleet::{BreakerSettings, GateSettings};
 use crate::secret::Secret;
 use crate::secrets_file::Secrets;
@@ -79,10 +80,10 @@ pub mod vars {
     pub const FERRY_WECHAT_WELCOME: &str = "FERRY_WECHAT_WELCOME";
     pub const FERRY_WECHAT_UNSUPPORTED_REPLY: &str = "FERRY_WECHAT_UNSUPPORTED_REPLY";
     pub const FERRY_WECHAT_VOICE_UNRECOGNIZED_REPLY: &str = "FERRY_WECHAT_VOICE_UNRECOGNIZED_REPLY";
-    /// Bearer tokens of the jobs API (comma-separated, or an array in the
-    /// secrets file).
+    /// Bearer tokens of the jobs, batch and admin APIs, as hashes:
+    /// `name:scopes:sha256hex`, comma-separated (or an array in a file).
     pub const FERRY_API_TOKENS: &str = "FERRY_API_TOKENS";
-    /// Bearer token of the admin API.
+    /// SHA-256 (hex) of the admin token: name `admin`, every scope.
     pub const FERRY_ADMIN_TOKEN: &str = "FERRY_ADMIN_TOKEN";
     /// `ferry secrets rotate`: the new password (else it is asked for).
     pub const FERRY_NEW_SECURE_CONFIG_PASSWORD: &str = "FERRY_NEW_SECURE_CONFIG_PASSWORD";
@@ -443,6 +444,8 @@ pub struct Config {
     pub provider_keys: HashMap<String, Vec<Secret>>,
     /// What the secrets file (`FERRY_SECRETS_FILE`) supplied, by name.
     pub secrets_file_report: Option<SecretsFileReport>,
+    /// Bearer tokens of the jobs, batch and admin APIs (hashes only).
+    pub api_tokens: ApiTokens,
 }
 
 /// Which names the secrets file supplied and which the environment
@@ -918,6 +921,7 @@ impl Config {
             ingress: ingress_config(&s)?,
             provider_keys,
             secrets_file_report: s.secrets_file_report(),
+            api_tokens: api_tokens(&s)?,
         })
     }
 
@@ -1009,6 +1013,17 @@ fn ip_ranges(s: &Sources, var: &str) -> Result<Vec<IpRange>, ConfigError> {
         .filter(|item| !item.is_empty())
         .map(|item| item.parse().map_err(|reason| ConfigError::new(var, reason)))
         .collect()
+}
+
+fn api_tokens(s: &Sources) -> Result<ApiTokens, ConfigError> {
+    let admin = s.get(vars::FERRY_ADMIN_TOKEN);
+    ApiTokens::parse(&s.list(vars::FERRY_API_TOKENS), admin.as_deref()).map_err(|e| {
+        let var = match e {
+            TokenConfigError::Api { .. } => vars::FERRY_API_TOKENS,
+            TokenConfigError::Admin { .. } => vars::FERRY_ADMIN_TOKEN,
+        };
+        ConfigError::new(var, e.to_string())
+    })
 }
 
 fn positive<T>(s: &Sources, var: &str, default: T) -> Result<T, ConfigError>

@@ -6,6 +6,7 @@
 //! depend on this crate and never on each other.
 
 pub mod alerts;
+pub mod api_tokens;
 pub mod config;
 pub mod connection;
 pub mod embedded_redis;

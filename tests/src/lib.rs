@@ -3,6 +3,7 @@
 //! the AI providers) speaking their exact wire formats.
 
 pub mod counting;
+pub mod dead_letters;
 pub mod fake_provider;
 pub mod fake_wechat;
 pub mod ferry;

@@ -23,8 +23,8 @@ const PLAINTEXT: &str = r#"# Ferry's secrets
 DEEPSEEK_API_KEY = ["sk-deepseek-first", "sk-deepseek-second"]
 WECHAT_APP_SECRET = "wx-app-secret-value"
 WECHAT_TOKEN = "wx-token-value"
-FERRY_API_TOKENS = ["api-token-one", "api-token-two"]
-FERRY_ADMIN_TOKEN = "admin-token-value"
+FERRY_API_TOKENS = ["ci:submit+read:9d9a7fecac5a9c1683c5eccafa40a69c8436c454bb86168609104b71a04d5d02", "viewer:read:e00b486115cb8bd8f698f4283dae484525fd47a353abf230da58d10f764b8071"]
+FERRY_ADMIN_TOKEN = "5dd37cd5e59f3cced4a60b734bbf88ad3b81f8fa995180ad309b0a7993235998"
 "#;
 /// Every value in [`PLAINTEXT`]: none may ever be printed.
 const VALUES: &[&str] = &[
@@ -32,9 +32,11 @@ const VALUES: &[&str] = &[
     "sk-deepseek-second",
     "wx-app-secret-value",
     "wx-token-value",
-    "api-token-one",
-    "api-token-two",
-    "admin-token-value",
+    // The api tokens are configured as SHA-256 hashes (of "api-token-one",
+    // "api-token-two" and "admin-token-value"); not even those are printed.
+    "9d9a7fecac5a9c1683c5eccafa40a69c8436c454bb86168609104b71a04d5d02",
+    "e00b486115cb8bd8f698f4283dae484525fd47a353abf230da58d10f764b8071",
+    "5dd37cd5e59f3cced4a60b734bbf88ad3b81f8fa995180ad309b0a7993235998",
 ];
 
 fn password() -> Secret {
@@ -110,6 +112,13 @@ fn configuration_takes_every_secret_from_the_file() {
         "wx-app-secret-value"
     );
     assert_eq!(wechat.token.as_ref().unwrap().expose(), "wx-token-value");
+    let tokens = &config.api_tokens;
+    assert_eq!(tokens.authenticate("api-token-one").unwrap().name, "ci");
+    assert_eq!(tokens.authenticate("api-token-two").unwrap().name, "viewer");
+    assert_eq!(
+        tokens.authenticate("admin-token-value").unwrap().name,
+        "admin"
+    );
     let report = config.secrets_file_report.as_ref().unwrap();
     assert!(report.overridden_by_env.is_empty() && report.ignored.is_empty());
     assert_eq!(report.from_file.len(), 5);

@@ -4,14 +4,17 @@
 //! redirect back to its page, and each change is logged under the
 //! `security` target with the operator's name.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::Form;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Form};
 use ferry_common::fleet::Breakers;
 use serde::Deserialize;
+
+use crate::auth::Scope;
 
 use super::AdminError;
 use super::pages::known_queue;
@@ -28,14 +31,23 @@ pub struct SignIn {
 
 pub async fn sign_in(
     State(state): State<AppState>,
+    connection: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     Form(form): Form<SignIn>,
 ) -> Result<Response, AdminError> {
     session::same_origin(&headers)?;
-    let Some(principal) = state.admin.auth.principal(form.token.trim()) else {
-        tracing::warn!(target: "security", event = "admin_sign_in_refused", "dashboard sign-in with a token that does not grant admin");
-        return Err(AdminError::BadToken);
-    };
+    let client = connection.map(|Extension(c)| state.clients.resolve(c.0.ip(), &headers));
+    // Refusals are counted and logged as security events by the check.
+    let principal = state
+        .auth
+        .check(
+            Some(form.token.trim()),
+            Scope::Admin,
+            client,
+            &state.security,
+        )
+        .map_err(|_| AdminError::BadToken)?
+        .name;
     let (_, id) = session::create(&state.queue, &principal).await?;
     tracing::info!(target: "security", principal = %principal, "dashboard sign-in");
     let cookie = session::set_cookie(&id, session::from_https(&headers));
@@ -143,7 +155,9 @@ async fn chosen(
         .dead_letter(queue, entry)
         .await
         .map_err(|_| AdminError::Unavailable)?
-        .ok_or_else(|| AdminError::NotFound("that dead letter is gone (replayed or deleted?)".into()))?;
+        .ok_or_else(|| {
+            AdminError::NotFound("that dead letter is gone (replayed or deleted?)".into())
+        })?;
     Ok(vec![letter])
 }
 
@@ -194,7 +208,11 @@ pub async fn open_breaker(
         return Err(AdminError::BadRequest("seconds: 1 to 86400".into()));
     }
     breakers(&state)
-        .force_open(provider, duration, &format!("forced open by {}", session.principal))
+        .force_open(
+            provider,
+            duration,
+            &format!("forced open by {}", session.principal),
+        )
         .await
         .map_err(|_| AdminError::Unavailable)?;
     tracing::warn!(target: "security", principal = %session.principal, provider, seconds = form.seconds, "breaker forced open from the dashboard");

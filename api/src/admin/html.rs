@@ -234,9 +234,11 @@ pub fn overview(o: &Overview, local: &Local<'_>, s: &Session) -> Markup {
             @if o.recent_alerts.is_empty() { p { "None." } }
             h2 { "Security events (this api process)" }
             table {
-                tr { th { "bad signature" } th { "replay" } th { "rate limited" } th { "forbidden XML" } }
+                tr { th { "bad signature" } th { "replay" } th { "rate limited" } th { "forbidden XML" }
+                     th { "bad token" } th { "forbidden" } }
                 tr { td.num { (local.security.bad_signature) } td.num { (local.security.replay) }
-                     td.num { (local.security.rate_limited) } td.num { (local.security.forbidden_xml) } }
+                     td.num { (local.security.rate_limited) } td.num { (local.security.forbidden_xml) }
+                     td.num { (local.security.bad_token) } td.num { (local.security.forbidden) } }
             }
             script { (PreEscaped(LIVE_JS)) }
         },

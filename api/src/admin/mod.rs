@@ -5,8 +5,9 @@
 //!
 //! Server-rendered HTML ([`html`], maud: every value escaped) with a little
 //! inline JavaScript that polls `/admin/api/overview` to keep the numbers
-//! live; no build step. Signing in takes an admin token in a form and sets
-//! a session cookie ([`session`]); every state change is a POST carrying the
+//! live; no build step. Signing in takes a token with the `admin` scope
+//! (`FERRY_ADMIN_TOKEN`, or a `FERRY_API_TOKENS` entry) in a form, checked
+//! by the api's `Authenticator`, and sets a session cookie ([`session`]); every state change is a POST carrying the
 //! session's CSRF token from a same-origin page ([`actions`]). Operators'
 //! changes are logged under the `security` target.
 
@@ -15,40 +16,18 @@ pub mod html;
 pub mod pages;
 pub mod session;
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::state::AppState;
 
-/// Who may sign in: maps a presented token to the principal's name when it
-/// grants admin rights. Built from the api's token configuration.
-#[derive(Clone)]
-pub struct AdminAuth(Arc<dyn Fn(&str) -> Option<String> + Send + Sync>);
-
-impl AdminAuth {
-    pub fn new(check: impl Fn(&str) -> Option<String> + Send + Sync + 'static) -> Self {
-        Self(Arc::new(check))
-    }
-
-    /// Nobody may sign in (no admin token configured).
-    pub fn nobody() -> Self {
-        Self::new(|_| None)
-    }
-
-    pub fn principal(&self, token: &str) -> Option<String> {
-        (self.0)(token)
-    }
-}
-
-/// What the dashboard needs besides the queue: who may sign in, the
-/// providers whose breakers it shows, and the limits it lists.
-#[derive(Clone)]
+/// What the dashboard shows besides the queue: the providers whose
+/// breakers it shows, and the limits it lists. (Who may sign in is the
+/// api's [`crate::auth::Authenticator`]: any token with the `admin` scope.)
+#[derive(Clone, Default)]
 pub struct AdminSettings {
-    pub auth: AdminAuth,
     /// The chain's gated providers with their fleet limits.
     pub providers: Vec<(String, ferry_common::fleet::GateSettings)>,
     /// Other limiters, as (name, setting) lines (per-IP, per-user).
@@ -84,9 +63,13 @@ impl IntoResponse for AdminError {
         if status == StatusCode::UNAUTHORIZED {
             // Pages answer with the sign-in form (still a 401).
             let notice = matches!(self, AdminError::BadToken).then_some(self.to_string());
-            return (status, html::sign_in(notice.as_deref())).into_response();
+            return (status, Html(html::sign_in(notice.as_deref()).into_string())).into_response();
         }
-        (status, html::error_page(status, &self.to_string())).into_response()
+        (
+            status,
+            Html(html::error_page(status, &self.to_string()).into_string()),
+        )
+            .into_response()
     }
 }
 
@@ -101,6 +84,12 @@ pub fn router() -> Router<AppState> {
         .route("/admin/logout", post(actions::sign_out))
         .route("/admin/dlq/{queue}/replay", post(actions::replay))
         .route("/admin/dlq/{queue}/delete", post(actions::delete))
-        .route("/admin/breakers/{provider}/reset", post(actions::reset_breaker))
-        .route("/admin/breakers/{provider}/open", post(actions::open_breaker))
+        .route(
+            "/admin/breakers/{provider}/reset",
+            post(actions::reset_breaker),
+        )
+        .route(
+            "/admin/breakers/{provider}/open",
+            post(actions::open_breaker),
+        )
 }

@@ -9,9 +9,9 @@ use ferry_common::job::JobId;
 use ferry_common::overview::{self, Overview};
 use ferry_common::queue::QUEUES;
 
+use super::AdminError;
 use super::html::{self, Local};
 use super::session::Session;
-use super::AdminError;
 use crate::state::AppState;
 
 /// Dead letters listed on one page.
@@ -26,7 +26,10 @@ async fn read_overview(state: &AppState) -> Result<Overview, AdminError> {
         })
 }
 
-pub async fn overview(session: Session, State(state): State<AppState>) -> Result<impl IntoResponse, AdminError> {
+pub async fn overview(
+    session: Session,
+    State(state): State<AppState>,
+) -> Result<impl IntoResponse, AdminError> {
     let o = read_overview(&state).await?;
     let rules = state.alerts.status();
     let local = Local {
@@ -64,7 +67,9 @@ pub async fn dead_letters(
         .dead_letters(queue, DEAD_LETTERS_SHOWN)
         .await
         .map_err(|_| AdminError::Unavailable)?;
-    Ok(Html(html::dead_letters(queue, &letters, &session).into_string()))
+    Ok(Html(
+        html::dead_letters(queue, &letters, &session).into_string(),
+    ))
 }
 
 pub async fn job(

@@ -50,7 +50,11 @@ pub async fn create(queue: &JobQueue, principal: &str) -> Result<(Session, Strin
         csrf: random_hex(),
         id_hash: hash(&id),
     };
-    let mut conn = queue.pool().get().await.map_err(|_| AdminError::Unavailable)?;
+    let mut conn = queue
+        .pool()
+        .get()
+        .await
+        .map_err(|_| AdminError::Unavailable)?;
     let key = queue.keys().admin_session(&session.id_hash);
     redis::pipe()
         .atomic()
@@ -73,7 +77,11 @@ pub async fn create(queue: &JobQueue, principal: &str) -> Result<(Session, Strin
 
 /// Ends a session.
 pub async fn delete(queue: &JobQueue, session: &Session) -> Result<(), AdminError> {
-    let mut conn = queue.pool().get().await.map_err(|_| AdminError::Unavailable)?;
+    let mut conn = queue
+        .pool()
+        .get()
+        .await
+        .map_err(|_| AdminError::Unavailable)?;
     redis::cmd("DEL")
         .arg(queue.keys().admin_session(&session.id_hash))
         .query_async::<()>(&mut conn)
@@ -83,7 +91,11 @@ pub async fn delete(queue: &JobQueue, session: &Session) -> Result<(), AdminErro
 
 async fn lookup(queue: &JobQueue, id: &str) -> Result<Option<Session>, AdminError> {
     let id_hash = hash(id);
-    let mut conn = queue.pool().get().await.map_err(|_| AdminError::Unavailable)?;
+    let mut conn = queue
+        .pool()
+        .get()
+        .await
+        .map_err(|_| AdminError::Unavailable)?;
     let (principal, csrf): (Option<String>, Option<String>) = redis::cmd("HMGET")
         .arg(queue.keys().admin_session(&id_hash))
         .arg("principal")

@@ -15,9 +15,9 @@ pub async fn run() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("FERRY_LISTEN: cannot listen on {}", config.listen))?;
     let shutdown = signals::shutdown_token();
-    // Nothing the api holds reloads yet: SIGHUP checks the configuration,
-    // says what needs a restart, and does not end the process.
-    let reloadable = reload::Reloadable::for_api(&config);
+    // SIGHUP swaps the bearer tokens, says what else needs a restart, and
+    // does not end the process.
+    let reloadable = reload::Reloadable::for_api(&config, std::sync::Arc::clone(&state.auth));
     reload::on_sighup(reloadable, Config::from_env, shutdown.clone())?;
     ferry_api::serve(listener, state, shutdown).await?;
     Ok(())

@@ -9,4 +9,5 @@ pub mod providers;
 pub mod queues;
 pub mod secrets;
 pub mod simulate;
+pub mod tokens;
 pub mod worker;
