@@ -71,7 +71,9 @@ fn layout(title: &str, session: Option<&Session>, body: Markup) -> Markup {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
-                meta name="referrer" content="no-referrer";
+                // `same-origin`, not `no-referrer`: with the latter Chromium sends
+                // `Origin: null` on our own forms, which the CSRF check refuses.
+                meta name="referrer" content="same-origin";
                 title { (title) " · Ferry" }
                 style { (PreEscaped(STYLE)) }
             }

@@ -49,7 +49,9 @@ impl Rule {
     pub fn summary(self) -> &'static str {
         match self {
             Rule::HighErrorRate => "share of requests answered with a server error",
-            Rule::SlowResponses => "95th percentile of response time (seconds)",
+            Rule::SlowResponses => {
+                "share of responses slower than RESPONSE_TIME_THRESHOLD (over 5 %: p95 above it)"
+            }
             Rule::HighRequestRate => "requests per minute",
         }
     }
