@@ -5,7 +5,8 @@
 //! - `GET /wechat` URL verification, `POST /wechat` pushed messages
 //!   ([`wechat`]), behind the per-IP limiter ([`limiter`]);
 //! - `GET /healthz`, `GET /readyz` ([`health`]) and `GET /metrics`
-//!   ([`metrics`]), together [`ops`], which a worker's admin port serves too;
+//!   ([`metrics`], bearer token with the `read` scope), together [`ops`],
+//!   which a worker's admin port serves too (there without a token);
 //! - `/admin`: the dashboard behind the admin token ([`admin`]);
 //! - `GET /dev/replies/{openid}` only under `ferry dev` ([`dev`]).
 //!
@@ -67,8 +68,14 @@ pub fn router(state: AppState) -> Router {
     if state.dev_outbox {
         app = app.route("/dev/replies/{openid}", get(dev::replies));
     }
+    let metrics =
+        ops::metrics_router(Arc::clone(&state.ops)).route_layer(middleware::from_fn_with_state(
+            auth::Guard::new(state.clone(), auth::Scope::Read),
+            auth::guard,
+        ));
     app.with_state(state.clone())
-        .merge(ops::router(Arc::clone(&state.ops)))
+        .merge(ops::health_router(Arc::clone(&state.ops)))
+        .merge(metrics)
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state.alerts),
             metrics::http::track,

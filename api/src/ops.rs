@@ -36,12 +36,21 @@ impl Ops {
     }
 }
 
-/// `/metrics`, `/healthz`, `/readyz`.
-pub fn router(ops: Arc<Ops>) -> Router {
+/// `/healthz`, `/readyz`: open everywhere (load balancers and
+/// orchestrators call them; they reveal nothing).
+pub fn health_router(ops: Arc<Ops>) -> Router {
     Router::new()
-        .route("/metrics", get(serve_metrics))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .with_state(ops)
+}
+
+/// `/metrics`. On the api it sits behind a bearer token with the `read`
+/// scope (the api faces the internet); a worker's admin port serves it
+/// open, on the address the operator chose for it.
+pub fn metrics_router(ops: Arc<Ops>) -> Router {
+    Router::new()
+        .route("/metrics", get(serve_metrics))
         .with_state(ops)
 }
 
@@ -56,7 +65,8 @@ async fn serve_metrics(State(ops): State<Arc<Ops>>) -> impl IntoResponse {
     )
 }
 
-/// Serves [`router`] alone (a worker's admin port) until `shutdown`.
+/// Serves the operations routes alone (a worker's admin port) until
+/// `shutdown`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     ops: Arc<Ops>,
@@ -64,7 +74,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, "admin port listening (/metrics, /healthz, /readyz)");
-    axum::serve(listener, router(ops))
+    let app = health_router(Arc::clone(&ops)).merge(metrics_router(ops));
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }

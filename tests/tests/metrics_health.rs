@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use ferry_common::api_tokens::hash_hex;
 use ferry_common::wechat;
 use ferry_tests::fake_provider::{FakeKind, FakeProvider, Reply};
 use ferry_tests::worker_process::{WorkerProcesses, ferry_worker};
@@ -15,8 +16,16 @@ const PROVIDER_KEY: &str = "sk-metrics-deepseek";
 const MODEL: &str = "deepseek-chat";
 const OPENID: &str = "o_metrics_user";
 
+/// Prometheus's token: the api's `/metrics` needs the `read` scope.
+const SCRAPE_TOKEN: &str = "scrape-token-for-the-metrics-test";
+
 async fn get(url: &str) -> (u16, String) {
-    let response = reqwest::get(url).await.unwrap();
+    let response = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(SCRAPE_TOKEN)
+        .send()
+        .await
+        .unwrap();
     (response.status().as_u16(), response.text().await.unwrap())
 }
 
@@ -52,9 +61,11 @@ async fn one_answered_message_shows_in_the_apis_metrics_without_secrets_or_openi
     let wechat_fake = FakeWeChat::start(APP_ID, APP_SECRET).await;
     let provider = FakeProvider::start(FakeKind::OpenAi, PROVIDER_KEY, MODEL).await;
     let (wechat_base, provider_base) = (wechat_fake.base_url(), provider.base_url());
+    let tokens = format!("prometheus:read:{}", hash_hex(SCRAPE_TOKEN));
     let ferry = TestFerry::start(
         &redis,
         &[
+            ("FERRY_API_TOKENS", &tokens),
             ("WECHAT_APP_ID", APP_ID),
             ("WECHAT_APP_SECRET", APP_SECRET),
             ("WECHAT_API_BASE", &wechat_base),
@@ -120,9 +131,21 @@ async fn one_answered_message_shows_in_the_apis_metrics_without_secrets_or_openi
         ),
         "latency is a histogram with a 5 s bucket (the slow-responses rule)"
     );
-    for secret in [PROVIDER_KEY, APP_SECRET, OPENID, "test-wechat-token"] {
+    for secret in [
+        PROVIDER_KEY,
+        APP_SECRET,
+        OPENID,
+        "test-wechat-token",
+        SCRAPE_TOKEN,
+    ] {
         assert!(!scrape.contains(secret), "{secret} leaked into /metrics");
     }
+    let anonymous = reqwest::get(&url).await.unwrap();
+    assert_eq!(
+        anonymous.status().as_u16(),
+        401,
+        "the api's /metrics needs a token"
+    );
     ferry.stop().await;
 }
 
