@@ -9,5 +9,6 @@ pub mod providers;
 pub mod queues;
 pub mod secrets;
 pub mod simulate;
+pub mod status;
 pub mod tokens;
 pub mod worker;
