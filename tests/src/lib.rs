@@ -3,11 +3,11 @@
 //! the AI providers) speaking their exact wire formats.
 
 pub mod counting;
-pub mod dead_letters;
 pub mod fake_provider;
 pub mod fake_wechat;
 pub mod ferry;
 pub mod redis_server;
+pub mod staged_jobs;
 pub mod worker_process;
 
 /// The `ferry` binary the process-level tests run (built before the tests by

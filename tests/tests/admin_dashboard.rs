@@ -4,7 +4,7 @@
 
 use ferry_common::api_tokens::hash_hex;
 use ferry_common::queue::WECHAT;
-use ferry_tests::dead_letters::dead_letter;
+use ferry_tests::staged_jobs::{dead_letter, held, retrying};
 use ferry_tests::{Parts, RedisServer, TestFerry};
 use reqwest::header;
 use reqwest::redirect::Policy;
@@ -293,5 +293,46 @@ async fn an_operator_replays_and_deletes_dead_letters_and_moves_a_breaker() {
             "the token reached Redis in {key}"
         );
     }
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retries_and_held_jobs_pages_list_what_waits_and_what_runs() {
+    let redis = RedisServer::start();
+    let f = ferry(&redis).await;
+    let waiting = retrying(&f.queue, WECHAT, "provider busy <b>").await;
+    let running = held(&f.queue, WECHAT).await;
+    let (cookie, _) = sign_in(&f.api_url).await;
+
+    let (status, page) = get(&f.api_url, "/admin/retries/wechat", Some(&cookie)).await;
+    assert_eq!(status, 200);
+    assert!(page.contains(&waiting.to_string()), "{page}");
+    assert!(
+        page.contains("provider busy &lt;b&gt;"),
+        "error text escaped: {page}"
+    );
+    let (status, page) = get(&f.api_url, "/admin/held/wechat", Some(&cookie)).await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains(&running.id.to_string()) && page.contains("test-consumer"),
+        "{page}"
+    );
+    let (status, page) = get(
+        &f.api_url,
+        &format!("/admin/jobs/{}", running.id),
+        Some(&cookie),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("staged by a test") && page.contains("running"),
+        "{page}"
+    );
+    assert_eq!(
+        get(&f.api_url, "/admin/retries/nope", Some(&cookie))
+            .await
+            .0,
+        404
+    );
     f.stop().await;
 }

@@ -11,7 +11,7 @@ use ferry_common::api_tokens::hash_hex;
 use ferry_common::fleet::Breakers;
 use ferry_common::job::NewJob;
 use ferry_common::queue::{BATCH, WECHAT};
-use ferry_tests::dead_letters::dead_letter;
+use ferry_tests::staged_jobs::dead_letter;
 use ferry_tests::{Parts, RedisServer, TestFerry};
 use tokio_util::sync::CancellationToken;
 

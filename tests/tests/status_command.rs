@@ -8,7 +8,7 @@ use std::time::Duration;
 use ferry_common::alerts::{AlertEvent, AlertLog, AlertState, Rule};
 use ferry_common::fleet::Breakers;
 use ferry_common::queue::WECHAT;
-use ferry_tests::dead_letters::dead_letter;
+use ferry_tests::staged_jobs::dead_letter;
 use ferry_tests::{Parts, RedisServer, TestFerry};
 
 fn status(redis: &RedisServer) -> (bool, String, String) {

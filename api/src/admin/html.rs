@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use ferry_common::alerts::RuleStatus;
 use ferry_common::job::JobRecord;
 use ferry_common::overview::Overview;
+use ferry_common::queue::browse::{Held, Waiting};
 use ferry_common::queue::inspect::DeadLetter;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
@@ -158,9 +159,9 @@ pub fn overview(o: &Overview, local: &Local<'_>, s: &Session) -> Markup {
                     tr {
                         td { (name) }
                         td.num data-q=(name) data-f="depth" { (q.stats.depth) }
-                        td.num data-q=(name) data-f="pending" { (q.stats.pending) }
+                        td.num { a data-q=(name) data-f="pending" href={ "/admin/held/" (name) } { (q.stats.pending) } }
                         td.num data-q=(name) data-f="in_flight" { (q.stats.in_flight) }
-                        td.num data-q=(name) data-f="delayed" { (q.stats.delayed) }
+                        td.num { a data-q=(name) data-f="delayed" href={ "/admin/retries/" (name) } { (q.stats.delayed) } }
                         td.num { a data-q=(name) data-f="dead" href={ "/admin/dlq/" (name) } { (q.stats.dead) } }
                         td.num data-q=(name) data-f="oldest" {
                             @match q.stats.oldest_age_secs { Some(a) => { (format!("{a:.1} s")) } None => { "-" } }
@@ -282,6 +283,56 @@ pub fn dead_letters(queue: &str, letters: &[DeadLetter], s: &Session) -> Markup 
                                     button type="submit" { "Delete" }
                                 }
                             }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+pub fn retries(queue: &str, waiting: &[Waiting], s: &Session) -> Markup {
+    layout(
+        "Retries",
+        Some(s),
+        html! {
+            h1 { "Retries: " (queue) }
+            p { "Jobs waiting for their next attempt, soonest first; the promoter puts them back on the stream when due." }
+            @if waiting.is_empty() { p { "None waiting." } }
+            @else {
+                table {
+                    tr { th { "due" } th { "job" } th { "attempts" } th { "last error" } }
+                    @for w in waiting {
+                        tr {
+                            td { (w.due_at.to_rfc3339()) }
+                            td { a href={ "/admin/jobs/" (w.job_id) } { (w.job_id) } }
+                            td.num { (w.attempts) }
+                            td { (w.last_error.as_deref().unwrap_or("")) }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+pub fn held(queue: &str, held: &[Held], s: &Session) -> Markup {
+    layout(
+        "Held",
+        Some(s),
+        html! {
+            h1 { "Held by workers: " (queue) }
+            p { "Entries read and not yet acknowledged: running now (idle stays below a third of the visibility timeout while the worker renews its lease) or left by a worker that died (idle grows until another worker takes them over)." }
+            @if held.is_empty() { p { "None." } }
+            @else {
+                table {
+                    tr { th { "job" } th { "worker" } th { "idle" } th { "deliveries" } }
+                    @for h in held {
+                        tr {
+                            td { a href={ "/admin/jobs/" (h.job_id) } { (h.job_id) } }
+                            td { (h.worker) }
+                            td.num { (format!("{:.1} s", h.idle_secs)) }
+                            td.num { (h.deliveries) }
                         }
                     }
                 }

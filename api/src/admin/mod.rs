@@ -1,6 +1,6 @@
 //! The web dashboard at `/admin`, in the spirit of Sidekiq's Web UI and
-//! asynqmon: queues with live depth and rates, workers, jobs in flight,
-//! dead letters (inspect, replay, delete), breakers (state, reset, force
+//! asynqmon: queues with live depth and rates, workers, jobs held by
+//! workers, retries waiting, dead letters (inspect, replay, delete), breakers (state, reset, force
 //! open) with their limits, and recent alerts.
 //!
 //! Server-rendered HTML ([`html`], maud: every value escaped) with a little
@@ -79,6 +79,8 @@ pub fn router() -> Router<AppState> {
         .route("/admin", get(pages::overview))
         .route("/admin/api/overview", get(pages::overview_json))
         .route("/admin/dlq/{queue}", get(pages::dead_letters))
+        .route("/admin/retries/{queue}", get(pages::retries))
+        .route("/admin/held/{queue}", get(pages::held))
         .route("/admin/jobs/{id}", get(pages::job))
         .route("/admin/login", post(actions::sign_in))
         .route("/admin/logout", post(actions::sign_out))

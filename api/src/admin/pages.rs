@@ -14,8 +14,8 @@ use super::html::{self, Local};
 use super::session::Session;
 use crate::state::AppState;
 
-/// Dead letters listed on one page.
-const DEAD_LETTERS_SHOWN: usize = 200;
+/// Entries listed on one page (dead letters, retries, held jobs).
+const LISTED: usize = 200;
 
 async fn read_overview(state: &AppState) -> Result<Overview, AdminError> {
     overview::read(&state.queue, &state.admin.providers)
@@ -64,7 +64,7 @@ pub async fn dead_letters(
     let queue = known_queue(&queue)?;
     let letters = state
         .queue
-        .dead_letters(queue, DEAD_LETTERS_SHOWN)
+        .dead_letters(queue, LISTED)
         .await
         .map_err(|_| AdminError::Unavailable)?;
     Ok(Html(
@@ -88,4 +88,32 @@ pub async fn job(
         .map_err(|_| AdminError::Unavailable)?
         .ok_or_else(|| AdminError::NotFound("no such job (finished jobs expire)".into()))?;
     Ok(Html(html::job(&record, &session).into_string()))
+}
+
+pub async fn retries(
+    session: Session,
+    State(state): State<AppState>,
+    Path(queue): Path<String>,
+) -> Result<impl IntoResponse, AdminError> {
+    let queue = known_queue(&queue)?;
+    let waiting = state
+        .queue
+        .retries(queue, LISTED)
+        .await
+        .map_err(|_| AdminError::Unavailable)?;
+    Ok(Html(html::retries(queue, &waiting, &session).into_string()))
+}
+
+pub async fn held(
+    session: Session,
+    State(state): State<AppState>,
+    Path(queue): Path<String>,
+) -> Result<impl IntoResponse, AdminError> {
+    let queue = known_queue(&queue)?;
+    let held = state
+        .queue
+        .held(queue, LISTED)
+        .await
+        .map_err(|_| AdminError::Unavailable)?;
+    Ok(Html(html::held(queue, &held, &session).into_string()))
 }
