@@ -3,18 +3,35 @@
 //! costs a fraction of a Redis round trip. An outcome is never dropped: if
 //! Redis is down the batch is retried until it is back (the entries stay
 //! leased meanwhile, so nobody takes them over).
+//!
+//! Why a connection of its own, and several pipelines at once: a pool
+//! checkout costs a health-check round trip, and one pipeline at a time
+//! leaves Redis idle while the answer travels back and the slots wait. On
+//! one multiplexed connection, up to [`PIPELINES_IN_FLIGHT`] batches are on
+//! the wire together; each job's slot is freed as soon as its batch is
+//! recorded.
 
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use redis::aio::MultiplexedConnection;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::mpsc;
 
 use ferry_common::job::Delivery;
-use ferry_common::queue::{JobQueue, Outcome};
+use ferry_common::queue::{JobQueue, Outcome, QueueError};
+use ferry_common::{Secret, connection};
 
 use crate::in_flight::InFlight;
 use crate::outage::Outage;
 
 /// Most outcomes in one pipeline.
 const MAX_BATCH: usize = 512;
+
+/// Batches being recorded at once.
+const PIPELINES_IN_FLIGHT: usize = 4;
 
 /// An attempt that ended, with the capacity slot it held.
 pub struct Finished {
@@ -23,30 +40,87 @@ pub struct Finished {
     pub permit: OwnedSemaphorePermit,
 }
 
-/// Runs until every sender is gone (all processors finished).
-pub async fn run(queue: JobQueue, in_flight: InFlight, mut rx: mpsc::Receiver<Finished>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
+type Recorded = (Vec<Finished>, Result<Vec<bool>, QueueError>);
+
+/// Runs until every sender is gone (all processors finished) and every
+/// outcome received is recorded.
+pub async fn run(
+    queue: JobQueue,
+    redis_url: Secret,
+    in_flight: InFlight,
+    mut rx: mpsc::Receiver<Finished>,
+) {
     let mut outage = Outage::new("acker");
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let pairs: Vec<(&Delivery, &Outcome)> =
-            batch.iter().map(|f| (&f.delivery, &f.outcome)).collect();
-        loop {
-            match queue.record(&pairs).await {
+    let mut conn: Option<MultiplexedConnection> = None;
+    let mut recording = FuturesUnordered::new();
+    // Batches whose recording failed, sent again first once Redis is back.
+    let mut again: VecDeque<Vec<Finished>> = VecDeque::new();
+    let mut open = true;
+    loop {
+        if conn.is_none() && (open || !again.is_empty()) {
+            match connection::dedicated(&redis_url, Duration::ZERO).await {
+                Ok(c) => conn = Some(c),
+                Err(e) if recording.is_empty() => {
+                    tokio::time::sleep(outage.failed(&e)).await;
+                    continue;
+                }
+                Err(_) => {} // finish what is on the wire first
+            }
+        }
+        if let Some(c) = &conn {
+            while recording.len() < PIPELINES_IN_FLIGHT
+                && let Some(batch) = again.pop_front()
+            {
+                recording.push(record(queue.clone(), c.clone(), batch));
+            }
+        }
+        if !open && recording.is_empty() && again.is_empty() {
+            return;
+        }
+        let take = open && conn.is_some() && again.is_empty();
+        let mut batch = Vec::new();
+        tokio::select! {
+            Some((batch, result)) = recording.next(), if !recording.is_empty() => match result {
                 Ok(changed) => {
                     outage.ok();
                     for (f, changed) in batch.iter().zip(changed) {
                         log_outcome(&f.delivery, &f.outcome, changed);
                     }
-                    break;
+                    for f in batch {
+                        in_flight.remove(f.delivery.id.queue(), &f.delivery.entry_id);
+                        drop(f.permit);
+                    }
                 }
-                Err(e) => tokio::time::sleep(outage.failed(&e)).await,
+                Err(e) => {
+                    let wait = outage.failed(&e);
+                    conn = None;
+                    again.push_back(batch);
+                    tokio::time::sleep(wait).await;
+                }
+            },
+            n = rx.recv_many(&mut batch, MAX_BATCH), if take && recording.len() < PIPELINES_IN_FLIGHT => {
+                match &conn {
+                    _ if n == 0 => open = false,
+                    Some(c) => recording.push(record(queue.clone(), c.clone(), batch)),
+                    None => again.push_back(batch),
+                }
             }
-        }
-        for f in batch.drain(..) {
-            in_flight.remove(f.delivery.id.queue(), &f.delivery.entry_id);
-            drop(f.permit);
+            else => tokio::time::sleep(Duration::from_millis(10)).await,
         }
     }
+}
+
+async fn record(
+    queue: JobQueue,
+    mut conn: MultiplexedConnection,
+    batch: Vec<Finished>,
+) -> Recorded {
+    let result = {
+        let pairs: Vec<(&Delivery, &Outcome)> =
+            batch.iter().map(|f| (&f.delivery, &f.outcome)).collect();
+        queue.record_on(&mut conn, &pairs).await
+    };
+    (batch, result)
 }
 
 fn log_outcome(job: &Delivery, outcome: &Outcome, changed: bool) {

@@ -102,7 +102,12 @@ impl Worker {
         // Leases, retries and heartbeats go on while in-flight jobs finish.
         let background = CancellationToken::new();
 
-        let acker = tokio::spawn(acker::run(self.queue.clone(), in_flight.clone(), rx));
+        let acker = tokio::spawn(acker::run(
+            self.queue.clone(),
+            self.redis_url.clone(),
+            in_flight.clone(),
+            rx,
+        ));
         let registry = WorkerRegistry::new(self.queue.pool().clone(), self.queue.keys().clone());
         let info = WorkerInfo {
             id: self.id.clone(),

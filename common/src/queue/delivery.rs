@@ -233,6 +233,18 @@ impl JobQueue {
         &self,
         outcomes: &[(&Delivery, &Outcome)],
     ) -> Result<Vec<bool>, QueueError> {
+        let mut conn = self.conn().await?;
+        self.record_on(&mut conn, outcomes).await
+    }
+
+    /// [`record`](Self::record) on a connection the caller holds (the
+    /// worker's acker keeps one multiplexed connection, so a batch costs
+    /// no pool checkout and several batches can be on the wire at once).
+    pub async fn record_on<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        outcomes: &[(&Delivery, &Outcome)],
+    ) -> Result<Vec<bool>, QueueError> {
         if outcomes.is_empty() {
             return Ok(Vec::new());
         }
@@ -273,8 +285,7 @@ impl JobQueue {
                 outcome,
             );
         }
-        let mut conn = self.conn().await?;
-        let replies: Vec<redis::Value> = run(&mut conn, &pipe).await?;
+        let replies: Vec<redis::Value> = run(conn, &pipe).await?;
         let mut replies = replies.into_iter();
         let mut changed = vec![false; outcomes.len()];
         let success_index: Vec<usize> = (0..outcomes.len())
