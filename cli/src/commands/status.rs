@@ -22,6 +22,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&o)?);
     } else {
         print!("{}", render(&o));
+        // This process's configuration, not Redis's: names and scopes only.
+        let tokens: Vec<String> = config
+            .api_tokens
+            .names()
+            .map(|(name, scopes)| format!("{name} ({scopes})"))
+            .collect();
+        println!(
+            "\napi tokens: {}",
+            if tokens.is_empty() {
+                "none configured".to_owned()
+            } else {
+                tokens.join(", ")
+            }
+        );
     }
     let open = o
         .providers
