@@ -2,7 +2,7 @@
 //! session cookie, CSRF refusals, replaying and deleting dead letters,
 //! breakers. `dashboard_browser.rs` drives the same pages in Chromium.
 
-use ferry_common::api_tokens::hash_hex;
+use ferry_common::api_tokens::{ApiTokens, hash_hex};
 use ferry_common::queue::WECHAT;
 use ferry_tests::staged_jobs::{dead_letter, held, retrying};
 use ferry_tests::{Parts, RedisServer, TestFerry};
@@ -334,5 +334,21 @@ async fn the_retries_and_held_jobs_pages_list_what_waits_and_what_runs() {
             .0,
         404
     );
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_the_tokens_ends_every_dashboard_session() {
+    let redis = RedisServer::start();
+    let f = ferry(&redis).await;
+    let (cookie, _) = sign_in(&f.api_url).await;
+    assert_eq!(get(&f.api_url, "/admin", Some(&cookie)).await.0, 200);
+    let rotated = hash_hex("the-new-admin-token");
+    let api = f.api.as_ref().unwrap();
+    assert!(
+        api.auth
+            .replace(ApiTokens::parse(&[], Some(&rotated)).unwrap())
+    );
+    assert_eq!(get(&f.api_url, "/admin", Some(&cookie)).await.0, 401);
     f.stop().await;
 }

@@ -48,7 +48,7 @@ pub async fn sign_in(
         )
         .map_err(|_| AdminError::BadToken)?
         .name;
-    let (_, id) = session::create(&state.queue, &principal).await?;
+    let (_, id) = session::create(&state.queue, &principal, state.auth.fingerprint()).await?;
     tracing::info!(target: "security", principal = %principal, "dashboard sign-in");
     let cookie = session::set_cookie(&id, session::from_https(&headers));
     let mut response = Redirect::to("/admin").into_response();

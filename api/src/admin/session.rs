@@ -4,7 +4,8 @@
 //! everywhere) under the SHA-256 of its id, with its own CSRF token.
 //!
 //! The admin token itself is never stored, never put in a URL, and never
-//! sent back: only the principal's name is kept.
+//! sent back: only the principal's name is kept, with the fingerprint of
+//! the configured tokens, so rotating any token (SIGHUP) ends every session.
 
 use std::time::Duration;
 
@@ -27,6 +28,9 @@ pub const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
 /// A signed-in operator.
 #[derive(Debug, Clone)]
 pub struct Session {
+    /// The api tokens' fingerprint at sign-in: a session outlives no
+    /// change of the tokens.
+    tokens: String,
     /// The principal's name (`admin`, or a token's name); never the token.
     pub principal: String,
     /// Sent back in every form; a state change without it is refused.
@@ -43,9 +47,14 @@ fn hash(id: &str) -> String {
 }
 
 /// Starts a session; returns it and the cookie value.
-pub async fn create(queue: &JobQueue, principal: &str) -> Result<(Session, String), AdminError> {
+pub async fn create(
+    queue: &JobQueue,
+    principal: &str,
+    tokens: [u8; 32],
+) -> Result<(Session, String), AdminError> {
     let id = random_hex();
     let session = Session {
+        tokens: hex::encode(tokens),
         principal: principal.to_owned(),
         csrf: random_hex(),
         id_hash: hash(&id),
@@ -64,6 +73,8 @@ pub async fn create(queue: &JobQueue, principal: &str) -> Result<(Session, Strin
         .arg(&session.principal)
         .arg("csrf")
         .arg(&session.csrf)
+        .arg("tokens")
+        .arg(&session.tokens)
         .ignore()
         .cmd("PEXPIRE")
         .arg(&key)
@@ -96,18 +107,24 @@ async fn lookup(queue: &JobQueue, id: &str) -> Result<Option<Session>, AdminErro
         .get()
         .await
         .map_err(|_| AdminError::Unavailable)?;
-    let (principal, csrf): (Option<String>, Option<String>) = redis::cmd("HMGET")
-        .arg(queue.keys().admin_session(&id_hash))
-        .arg("principal")
-        .arg("csrf")
-        .query_async(&mut conn)
-        .await
-        .map_err(|_| AdminError::Unavailable)?;
-    Ok(principal.zip(csrf).map(|(principal, csrf)| Session {
-        principal,
-        csrf,
-        id_hash,
-    }))
+    let (principal, csrf, tokens): (Option<String>, Option<String>, Option<String>) =
+        redis::cmd("HMGET")
+            .arg(queue.keys().admin_session(&id_hash))
+            .arg("principal")
+            .arg("csrf")
+            .arg("tokens")
+            .query_async(&mut conn)
+            .await
+            .map_err(|_| AdminError::Unavailable)?;
+    Ok(match (principal, csrf, tokens) {
+        (Some(principal), Some(csrf), Some(tokens)) => Some(Session {
+            tokens,
+            principal,
+            csrf,
+            id_hash,
+        }),
+        _ => None,
+    })
 }
 
 /// The `Set-Cookie` value for a new session. `Secure` when the sign-in came
@@ -149,6 +166,7 @@ impl FromRequestParts<AppState> for Session {
         }
         lookup(&state.queue, id)
             .await?
+            .filter(|s| s.tokens == hex::encode(state.auth.fingerprint()))
             .ok_or(AdminError::SignInRequired)
     }
 }
