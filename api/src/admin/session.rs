@@ -187,20 +187,35 @@ impl Session {
 /// A POST whose `Origin` names another host than the one it was sent to
 /// comes from another site's page: refused. (Browsers send `Origin` on
 /// every POST; a client without one, like curl, still needs the CSRF
-/// token.)
+/// token.) Behind a reverse proxy that rewrites `Host`, the proxy's
+/// `X-Forwarded-Host` counts too: a cross-site form cannot set that header,
+/// so trusting it gives an attacker nothing.
 pub fn same_origin(headers: &HeaderMap) -> Result<(), AdminError> {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(());
     };
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     let origin_host = origin
         .to_str()
         .ok()
         .and_then(|o| o.split_once("://"))
         .map(|(_, rest)| rest);
-    match (origin_host, host) {
-        (Some(o), Some(h)) if o.eq_ignore_ascii_case(h) => Ok(()),
-        _ => Err(AdminError::CsrfRefused),
+    let Some(origin_host) = origin_host else {
+        return Err(AdminError::CsrfRefused);
+    };
+    let forwarded = headers
+        .get_all("x-forwarded-host")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','));
+    let mut hosts = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .into_iter()
+        .chain(forwarded);
+    if hosts.any(|h| h.trim().eq_ignore_ascii_case(origin_host)) {
+        Ok(())
+    } else {
+        Err(AdminError::CsrfRefused)
     }
 }
 
@@ -245,6 +260,17 @@ mod tests {
         ]);
         assert!(same_origin(&other).is_err());
         assert!(same_origin(&headers(&[(header::HOST, "x")])).is_ok());
+        let proxied = headers(&[
+            (header::HOST, "127.0.0.1:5000"),
+            (
+                header::HeaderName::from_static("x-forwarded-host"),
+                "ferry.example",
+            ),
+            (header::ORIGIN, "https://ferry.example"),
+        ]);
+        assert!(same_origin(&proxied).is_ok());
+        let null = headers(&[(header::HOST, "x"), (header::ORIGIN, "null")]);
+        assert!(same_origin(&null).is_err());
     }
 
     #[test]
