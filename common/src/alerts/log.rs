@@ -99,7 +99,7 @@ impl AlertLog {
     }
 
     /// Alerts whose latest event, per process, is `firing` (from the last
-    /// [`KEEP`] events). A process that died while an alert fired keeps
+    /// 200 events). A process that died while an alert fired keeps
     /// showing it until the log moves on; its `at` tells how old it is.
     pub async fn firing(&self) -> Result<Vec<LoggedAlert>, redis::RedisError> {
         let mut seen = std::collections::HashSet::new();
