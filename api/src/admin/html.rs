@@ -1,6 +1,6 @@
 //! The dashboard's HTML. maud escapes every interpolated value, so job
 //! payloads, error texts and reasons can never become markup. The one
-//! script is a constant ([`LIVE_JS`]).
+//! script is a constant (`LIVE_JS`).
 
 use axum::http::StatusCode;
 use ferry_common::alerts::RuleStatus;
