@@ -54,7 +54,10 @@ const LIVE_JS: &str = r#"
       const w = document.getElementById('workers-live');
       if (w) w.textContent = o.workers.length;
       const f = document.getElementById('alerts-firing');
-      if (f) f.textContent = o.firing.length ? o.firing.map(a => a.alert).join(', ') : 'none';
+      if (f) {
+        f.textContent = o.firing.length ? o.firing.map(a => a.alert).join(', ') : 'none';
+        f.className = o.firing.length ? 'firing' : 'ok';
+      }
       const u = document.getElementById('updated');
       if (u) u.textContent = new Date(o.at).toLocaleTimeString();
       last = {at: now, queues: Object.fromEntries(o.queues.map(q => [q.queue, q]))};
@@ -145,7 +148,7 @@ pub fn overview(o: &Overview, local: &Local<'_>, s: &Session) -> Markup {
         html! {
             h1 { "Overview" }
             p { "Live: updated " span #updated { (o.at.format("%H:%M:%S")) } " (every 2 s). Firing: "
-                span #alerts-firing .firing {
+                span #alerts-firing class=(if o.firing.is_empty() { "ok" } else { "firing" }) {
                     @if o.firing.is_empty() { "none" }
                     @else { @for (i, a) in o.firing.iter().enumerate() { @if i > 0 { ", " } (a.alert) } }
                 }
