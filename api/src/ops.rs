@@ -28,10 +28,17 @@ pub struct Ops {
 impl Ops {
     /// Installs the process's metrics recorder (once) and wraps the rest.
     pub fn new(queue: JobQueue, providers: Vec<String>) -> Self {
+        let metrics = metrics::install();
+        ::metrics::gauge!(
+            ferry_common::metrics::BUILD_INFO,
+            "version" => env!("CARGO_PKG_VERSION"),
+            "schema" => ferry_common::schema::required_version().to_string()
+        )
+        .set(1.0);
         Self {
             queue,
             providers,
-            metrics: metrics::install(),
+            metrics,
         }
     }
 }

@@ -82,6 +82,10 @@ pub const SECURITY_EVENTS: &str = "ferry_security_events_total";
 pub const WORKERS_LIVE: &str = "ferry_workers_live";
 /// `ferry_alerts_active{alert}`: 1 while this process's alert fires.
 pub const ALERTS_ACTIVE: &str = "ferry_alerts_active";
+/// `ferry_build_info{version, schema}`: always 1; which binary (and which
+/// schema version it needs) each process runs, to watch a deploy or a
+/// rollback go through the fleet.
+pub const BUILD_INFO: &str = "ferry_build_info";
 
 /// Every name above (the deploy files' test checks their expressions
 /// against it).
@@ -112,6 +116,7 @@ pub const ALL: &[&str] = &[
     SECURITY_EVENTS,
     WORKERS_LIVE,
     ALERTS_ACTIVE,
+    BUILD_INFO,
 ];
 
 /// Breaker state as a gauge value.

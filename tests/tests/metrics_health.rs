@@ -110,6 +110,11 @@ async fn one_answered_message_shows_in_the_apis_metrics_without_secrets_or_openi
         "ferry_workers_live",
         "ferry_redis_up",
     ];
+    assert!(scrape.contains(&format!(
+        r#"ferry_build_info{{version="{}",schema="{}"}} 1"#,
+        env!("CARGO_PKG_VERSION"),
+        ferry_common::schema::required_version()
+    )));
     for series in at_least_one {
         assert!(
             value(&scrape, series).is_some_and(|v| v >= 1.0),
