@@ -66,8 +66,11 @@ local function start_one(key, worker, now)
   if finished(r[1]) then
     return {'finished'}
   end
-  local attempts = redis.call('HINCRBY', key, 'attempts', 1)
-  redis.call('HSET', key, 'state', 'running', 'started_ms', now, 'updated_ms', now, 'worker', worker)
+  -- One write for the whole start: the attempt is counted in the same HSET
+  -- (the record is only ever changed inside these functions, so the read
+  -- above is still current).
+  local attempts = (tonumber(r[4]) or 0) + 1
+  redis.call('HSET', key, 'state', 'running', 'attempts', attempts, 'started_ms', now, 'updated_ms', now, 'worker', worker)
   return {'run', r[2], r[3], attempts, r[5], r[6]}
 end
 
@@ -121,10 +124,14 @@ local function complete(keys, args)
   for i = 2, #keys do
     local base = (i - 2) * 2 + 3
     entries[#entries + 1] = args[base]
-    local state = redis.call('HGET', keys[i], 'state')
+    local r = redis.call('HMGET', keys[i], 'state', 'due_ms')
+    local state = r[1]
     if state and not finished(state) then
       redis.call('HSET', keys[i], 'state', 'succeeded', 'result', args[base + 1], 'finished_ms', now, 'updated_ms', now)
-      redis.call('HDEL', keys[i], 'due_ms')
+      -- Only a job that was retried has a due time to forget.
+      if r[2] then
+        redis.call('HDEL', keys[i], 'due_ms')
+      end
       redis.call('EXPIRE', keys[i], args[2])
       out[i - 1] = 1
     else

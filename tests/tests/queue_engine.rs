@@ -514,12 +514,15 @@ async fn wechat_jobs_are_fetched_before_a_batch_flood_queued_ahead_of_them() {
         last_wechat < 20 + concurrency,
         "the last of the first 20 WeChat jobs started at position {last_wechat}"
     );
-    // Trickle: each starts after at most a worker's worth of batch jobs that
-    // started after it was enqueued.
+    // Trickle: each starts after at most two workers' worth of batch jobs
+    // that started after it was enqueued: the jobs already in flight (a
+    // handler notes its start when it runs, which may be after the enqueue)
+    // and one fetch that chose batch just before the WeChat job arrived.
+    // Out of 2,000 batch jobs queued ahead of it.
     for (id, started_before) in &trickle {
         let overtaken = position[id.as_str()].saturating_sub(*started_before);
         assert!(
-            overtaken <= concurrency,
+            overtaken <= 2 * concurrency,
             "{overtaken} jobs started between a WeChat job's enqueue and its start"
         );
     }

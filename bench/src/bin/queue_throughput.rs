@@ -71,6 +71,26 @@ async fn redis_cpu(redis: &redis::Client) -> anyhow::Result<f64> {
         .sum())
 }
 
+/// Microseconds Redis has spent inside `FCALL` so far (INFO commandstats):
+/// the engine's own work per job, whatever else the machine is doing.
+async fn fcall_usec(redis: &redis::Client) -> anyhow::Result<f64> {
+    let mut conn = redis.get_multiplexed_async_connection().await?;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await?;
+    Ok(info
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_fcall:"))
+        .and_then(|fields| {
+            fields
+                .split(',')
+                .find_map(|f| f.strip_prefix("usec="))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0.0))
+}
+
 /// CPU seconds this process has used so far.
 fn own_cpu() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
@@ -205,6 +225,7 @@ async fn main() -> anyhow::Result<()> {
     let enqueue_rate = args.jobs as f64 / started.elapsed().as_secs_f64();
     let started = Instant::now();
     let (redis_cpu_before, own_cpu_before) = (redis_cpu(&client).await?, own_cpu());
+    let fcall_before = fcall_usec(&client).await?;
     let (token, worker) = start_worker(&queue, &url, &args);
     drained(&client, &keys).await?;
     let elapsed = started.elapsed().as_secs_f64();
@@ -213,6 +234,7 @@ async fn main() -> anyhow::Result<()> {
         (redis_cpu(&client).await? - redis_cpu_before) / elapsed,
         (own_cpu() - own_cpu_before) / elapsed,
     );
+    let fcall_per_job = (fcall_usec(&client).await? - fcall_before) / args.jobs as f64;
     token.cancel();
     worker.await?;
     println!(
@@ -228,6 +250,11 @@ async fn main() -> anyhow::Result<()> {
         "  during the drain: redis-server {:.0}% of a core, the worker process {:.0}%",
         redis_busy * 100.0,
         worker_busy * 100.0
+    );
+    println!(
+        "  per job: {fcall_per_job:.1} µs inside Redis functions (fetch + start + complete), {:.1} µs of redis-server CPU, {:.1} µs of worker CPU",
+        redis_busy * elapsed * 1e6 / args.jobs as f64,
+        worker_busy * elapsed * 1e6 / args.jobs as f64
     );
 
     // Steady: a producer and the worker at once.
