@@ -43,6 +43,12 @@ impl Authenticator {
         changed
     }
 
+    /// The current tokens' fingerprint: dashboard sessions remember it, so
+    /// any change of the tokens (a rotation after a leak) ends them all.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        self.current().fingerprint()
+    }
+
     fn current(&self) -> Arc<ApiTokens> {
         Arc::clone(&self.tokens.read().unwrap_or_else(|e| e.into_inner()))
     }

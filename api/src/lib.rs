@@ -4,14 +4,22 @@
 //! work; it never calls an AI provider itself. Routes:
 //! - `GET /wechat` URL verification, `POST /wechat` pushed messages
 //!   ([`wechat`]), behind the per-IP limiter ([`limiter`]);
-//! - `GET /healthz` ([`health`]);
+//! - `GET /healthz`, `GET /readyz` ([`health`]) and `GET /metrics`
+//!   ([`metrics`], bearer token with the `read` scope), together [`ops`],
+//!   which a worker's admin port serves too (there without a token);
+//! - `/admin`: the dashboard behind the admin token ([`admin`]);
 //! - `GET /dev/replies/{openid}` only under `ferry dev` ([`dev`]).
+//!
+//! Every matched route is counted and timed ([`metrics::http`]); `/wechat`
+//! responses also feed the alert evaluator, which a background task of
+//! [`serve`] ticks once a second.
 //!
 //! Concurrent pushes share Redis round trips ([`batcher`]). When Redis does
 //! not take a push within the acknowledgement budget, the push goes to a
 //! local spool on disk ([`spool`], via [`handoff`]) and a background task of
 //! [`serve`] replays it into Redis later.
 
+pub mod admin;
 pub mod auth;
 pub mod batcher;
 pub mod batches;
@@ -22,6 +30,8 @@ pub mod handoff;
 pub mod health;
 pub mod jobs_api;
 pub mod limiter;
+pub mod metrics;
+pub mod ops;
 pub mod security;
 pub mod spool;
 pub mod state;
@@ -36,6 +46,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::get;
 use axum::serve::ListenerExt;
+use ferry_common::alerts::{AlertEvaluator, AlertLog};
 use tokio_util::sync::CancellationToken;
 
 pub use auth::Authenticator;
@@ -60,12 +71,23 @@ pub fn router(state: AppState) -> Router {
     let mut app = Router::new()
         .merge(wechat)
         .merge(v1::router(state.clone()))
-        .route("/healthz", get(health::healthz));
+        .merge(admin::router());
     if state.dev_outbox {
         app = app.route("/dev/replies/{openid}", get(dev::replies));
     }
-    app.layer(DefaultBodyLimit::max(state.max_body_bytes))
-        .with_state(state)
+    let metrics =
+        ops::metrics_router(Arc::clone(&state.ops)).route_layer(middleware::from_fn_with_state(
+            auth::Guard::new(state.clone(), auth::Scope::Read),
+            auth::guard,
+        ));
+    app.with_state(state.clone())
+        .merge(ops::health_router(Arc::clone(&state.ops)))
+        .merge(metrics)
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state.alerts),
+            metrics::http::track,
+        ))
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
 }
 
 /// Serves until `shutdown` is cancelled, then finishes in-flight requests.
@@ -87,6 +109,11 @@ pub async fn serve(
     if let Some(limiter) = &state.limiter {
         tokio::spawn(limiter::prune_until(Arc::clone(limiter), shutdown.clone()));
     }
+    tokio::spawn(evaluate_alerts(
+        Arc::clone(&state.alerts),
+        AlertLog::new(state.queue.pool().clone(), state.queue.keys().clone()),
+        shutdown.clone(),
+    ));
     // Small request/response pairs on keep-alive connections: never wait
     // for Nagle's algorithm.
     let listener = listener.tap_io(|tcp| {
@@ -103,4 +130,31 @@ pub async fn serve(
     drainer_stop.cancel();
     let _ = drainer.await;
     served
+}
+
+/// Ticks the alert evaluator once a second until `shutdown`, and appends
+/// what fires or resolves to the fleet's alert log in Redis (best effort:
+/// the log line and the gauge do not depend on Redis).
+async fn evaluate_alerts(alerts: Arc<AlertEvaluator>, log: AlertLog, shutdown: CancellationToken) {
+    let process = format!("{}:{}", hostname(), std::process::id());
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {
+                for event in alerts.evaluate() {
+                    if let Err(e) = log.append(&event, &process).await {
+                        tracing::debug!(error = %e, "could not record an alert event in Redis");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into())
 }

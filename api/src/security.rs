@@ -1,8 +1,8 @@
 //! Security events: refused requests that look like attacks rather than
 //! mistakes (forged signatures, replayed requests, floods, XML with
 //! declarations). Each is logged under the `security` tracing target, so
-//! operators can route and alert on them, and counted in
-//! [`SecurityCounters`] until a metrics exporter reads them.
+//! operators can route and alert on them, counted in [`SecurityCounters`]
+//! (the dashboard) and in `ferry_security_events_total{kind}` (`/metrics`).
 //!
 //! A log line names the event, the client address and a short reason; never
 //! the token, a signature, a nonce or the body.
@@ -91,6 +91,12 @@ impl SecurityCounters {
             SecurityEvent::Forbidden => &self.forbidden,
         };
         let total = counter.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics::counter!(ferry_common::metrics::SECURITY_EVENTS, "kind" => event.name())
+            .increment(1);
+        if event == SecurityEvent::RateLimited {
+            metrics::counter!(ferry_common::metrics::LIMITER_REJECTIONS, "limiter" => "ip")
+                .increment(1);
+        }
         // A token-guessing flood is a flood too.
         let flood = matches!(event, SecurityEvent::RateLimited | SecurityEvent::BadToken);
         if flood && total != 1 && total % RATE_LIMITED_LOG_EVERY != 0 {

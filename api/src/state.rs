@@ -5,13 +5,16 @@ use std::time::Duration;
 
 use ferry_common::queue::JobQueue;
 
+use crate::admin::AdminSettings;
 use crate::auth::Authenticator;
 use crate::batcher::EnqueueBatcher;
 use crate::client_ip::ClientIpResolver;
 use crate::limiter::IpLimiter;
+use crate::ops::Ops;
 use crate::security::SecurityCounters;
 use crate::spool::Spool;
 use crate::wechat::credentials::CredentialStore;
+use ferry_common::alerts::AlertEvaluator;
 
 /// What the WeChat callback needs to check, decode and answer pushes.
 pub struct WeChatIngress {
@@ -74,6 +77,12 @@ pub struct SharedState {
     pub limiter: Option<Arc<IpLimiter>>,
     /// Refused requests that look like attacks, by kind.
     pub security: SecurityCounters,
+    /// `/metrics`, `/healthz`, `/readyz` (shared with a worker's admin port).
+    pub ops: Arc<Ops>,
+    /// The checklist's alerts, fed by `/wechat` responses.
+    pub alerts: Arc<AlertEvaluator>,
+    /// The dashboard's sign-in and what it shows.
+    pub admin: AdminSettings,
     /// Bearer tokens of the jobs, batch and admin APIs.
     pub auth: Arc<Authenticator>,
     /// The jobs and batches API (`/v1`).

@@ -4,10 +4,12 @@
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use ferry_common::alerts::{self, AlertEvaluator};
 use ferry_common::batch::Batches;
 use ferry_common::config::{Config, ECHO_PROVIDER, vars};
 use ferry_common::fleet::{ProviderGate, RateLimit, TokenCache};
 use ferry_common::job::kinds;
+use ferry_common::overview;
 use ferry_common::queue::JobQueue;
 use ferry_common::wechat::MessageCrypt;
 use ferry_common::{Keys, Secret, connection, schema, telemetry};
@@ -110,6 +112,7 @@ pub fn api_state(
             )
         })?;
     let jobs = Arc::new(jobs_api(config, &queue));
+    let queue_for_ops = queue.clone();
     Ok(ferry_api::AppState::new(ferry_api::SharedState {
         batcher: Arc::new(ferry_api::EnqueueBatcher::new(queue.clone())),
         queue,
@@ -135,8 +138,14 @@ pub fn api_state(
             .as_ref()
             .map(|rate| Arc::new(ferry_api::IpLimiter::from_config(rate))),
         security: Default::default(),
+        ops: Arc::new(ops(config, queue_for_ops)),
+        alerts: Arc::new(AlertEvaluator::new(
+            config.alerts,
+            Arc::new(alerts::SystemClock),
+        )),
         auth: Arc::new(ferry_api::Authenticator::new(config.api_tokens.clone())),
         jobs,
+        admin: admin_settings(config),
     }))
 }
 
@@ -158,6 +167,49 @@ pub fn jobs_api(config: &Config, queue: &JobQueue) -> ferry_api::JobsApi {
             )
         }),
     }
+}
+
+/// What the dashboard lists besides Redis's state: the gated providers
+/// with their limits, and the other limiters' settings.
+fn admin_settings(config: &Config) -> ferry_api::admin::AdminSettings {
+    let ip = match &config.ingress.ip_rate {
+        Some(r) => format!("{}/s per client IP, burst {}", r.per_second, r.burst),
+        None => "off".into(),
+    };
+    let user = match config.reply.user_limit {
+        Some(l) => format!("{}/min per WeChat user, burst {}", l.per_minute, l.burst),
+        None => "off".into(),
+    };
+    let a = &config.alerts;
+    ferry_api::admin::AdminSettings {
+        providers: overview::gated_providers(config),
+        limits: vec![
+            (format!("/wechat ({})", vars::FERRY_IP_RATE_LIMIT), ip),
+            (
+                format!("AI answers ({})", vars::FERRY_USER_MESSAGES_PER_MINUTE),
+                user,
+            ),
+            (
+                "alert thresholds".into(),
+                format!(
+                    "error ratio {}, p95 response time {} s, {} requests/min",
+                    a.error_rate,
+                    a.response_time.as_secs_f64(),
+                    a.requests_per_minute
+                ),
+            ),
+        ],
+    }
+}
+
+/// The operations routes' state (`/metrics`, `/healthz`, `/readyz`): the
+/// api's and a worker admin port's.
+pub fn ops(config: &Config, queue: JobQueue) -> ferry_api::ops::Ops {
+    let providers = overview::gated_providers(config)
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    ferry_api::ops::Ops::new(queue, providers)
 }
 
 /// Where the worker sends replies.

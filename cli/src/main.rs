@@ -30,6 +30,9 @@ enum Command {
     Simulate(commands::simulate::Args),
     /// Per queue: depth, pending, in flight, delayed, dead, oldest age.
     Queues,
+    /// The fleet at a glance: queues, workers, breakers, alerts (non-zero
+    /// exit when an alert fires or a breaker is open).
+    Status(commands::status::Args),
     /// Inspect and act on the dead-letter streams.
     Dlq(commands::dlq::Args),
     /// The AI provider chain and its settings (keys redacted); `check` makes
@@ -68,6 +71,7 @@ fn main() -> std::process::ExitCode {
             Command::Migrate(args) => commands::migrate::run(args).await,
             Command::Simulate(args) => commands::simulate::run(args).await,
             Command::Queues => commands::queues::run().await,
+            Command::Status(args) => commands::status::run(args).await,
             Command::Dlq(args) => commands::dlq::run(args).await,
             Command::Providers(args) => commands::providers::run(args).await,
             Command::Breaker(args) => commands::breaker::run(args).await,

@@ -26,6 +26,8 @@ pub mod vars {
     pub const REDIS_URL: &str = "REDIS_URL";
     pub const FERRY_PREFIX: &str = "FERRY_PREFIX";
     pub const FERRY_LISTEN: &str = "FERRY_LISTEN";
+    /// A worker's admin port (`/metrics`, `/healthz`, `/readyz`); unset: none.
+    pub const FERRY_WORKER_ADMIN_LISTEN: &str = "FERRY_WORKER_ADMIN_LISTEN";
     pub const FERRY_PROVIDERS: &str = "FERRY_PROVIDERS";
     pub const OPENAI_API_KEY: &str = "OPENAI_API_KEY";
     pub const WECHAT_APP_ID: &str = "WECHAT_APP_ID";
@@ -104,6 +106,7 @@ pub mod vars {
         REDIS_URL,
         FERRY_PREFIX,
         FERRY_LISTEN,
+        FERRY_WORKER_ADMIN_LISTEN,
         FERRY_PROVIDERS,
         OPENAI_API_KEY,
         WECHAT_APP_ID,
@@ -438,6 +441,9 @@ pub struct Config {
     pub redis_url: Secret,
     pub prefix: String,
     pub listen: SocketAddr,
+    /// Where a worker serves `/metrics`, `/healthz`, `/readyz`; `None`: off
+    /// (several workers on one host would fight over one default port).
+    pub worker_admin_listen: Option<SocketAddr>,
     pub providers: Vec<ProviderConfig>,
     pub system_prompt: Option<String>,
     pub ai: AiConfig,
@@ -816,6 +822,15 @@ impl Config {
             SocketAddr::from(([127, 0, 0, 1], 5000)),
             "an address such as 0.0.0.0:5000",
         )?;
+        let worker_admin_listen = match s.get(vars::FERRY_WORKER_ADMIN_LISTEN) {
+            None => None,
+            Some(raw) => Some(raw.parse().map_err(|_| {
+                ConfigError::new(
+                    vars::FERRY_WORKER_ADMIN_LISTEN,
+                    format!("expected an address such as 0.0.0.0:9090, got {raw:?}"),
+                )
+            })?),
+        };
 
         let wechat = WeChatConfig {
             app_id: s.get(vars::WECHAT_APP_ID),
@@ -931,6 +946,7 @@ impl Config {
             redis_url: Secret::from(redis_url),
             prefix,
             listen,
+            worker_admin_listen,
             providers,
             gates,
             system_prompt: s.get(vars::FERRY_SYSTEM_PROMPT),
@@ -1485,6 +1501,7 @@ mod tests {
         assert_eq!(c.redis_url.expose(), "redis://127.0.0.1:6379");
         assert_eq!(c.prefix, "ferry");
         assert_eq!(c.listen.to_string(), "127.0.0.1:5000");
+        assert_eq!(c.worker_admin_listen, None);
         assert!(c.providers.is_empty());
         assert_eq!(c.wechat.api_base, "https://api.weixin.qq.com");
         assert_eq!(c.log.level, "INFO");
@@ -1610,6 +1627,10 @@ mod tests {
     fn bad_values_name_the_variable() {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[("FERRY_LISTEN", "nowhere")], "FERRY_LISTEN"),
+            (
+                &[("FERRY_WORKER_ADMIN_LISTEN", ":9090")],
+                "FERRY_WORKER_ADMIN_LISTEN",
+            ),
             (&[("REDIS_URL", "http://x")], "REDIS_URL"),
             (&[("LOG_FORMAT", "xml")], "LOG_FORMAT"),
             (&[("LOG_LEVEL", "loud")], "LOG_LEVEL"),

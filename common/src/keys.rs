@@ -91,6 +91,18 @@ impl Keys {
         self.global(&format!("limit_notice:{openid}"))
     }
 
+    /// Stream of alert events (firing, resolved) from every api process,
+    /// capped: the dashboard's and `ferry status`'s recent alerts.
+    pub fn alerts(&self) -> String {
+        self.global("alerts")
+    }
+
+    /// One signed-in dashboard session, named by the SHA-256 of its cookie
+    /// (expiring), so a Redis dump holds no usable session id.
+    pub fn admin_session(&self, id_hash: &str) -> String {
+        self.global(&format!("admin_session:{id_hash}"))
+    }
+
     /// Replies the console sink recorded for one user, read by
     /// `ferry simulate` through the dev api (only used by `ferry dev`).
     pub fn dev_outbox(&self, openid: &str) -> String {
@@ -117,6 +129,11 @@ impl ProviderKeys {
 
     pub fn window(&self) -> String {
         format!("{}:window", self.tag)
+    }
+
+    /// Sorted set of the provider's concurrency leases (calls in flight).
+    pub fn leases(&self) -> String {
+        format!("{}:leases", self.tag)
     }
 }
 

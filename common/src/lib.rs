@@ -5,6 +5,7 @@
 //! WeChat token), the WeChat protocol, and telemetry. `api` and `worker`
 //! depend on this crate and never on each other.
 
+pub mod alerts;
 pub mod api_tokens;
 pub mod batch;
 pub mod config;
@@ -15,6 +16,8 @@ pub mod functions;
 pub mod job;
 pub mod key_ring;
 pub mod keys;
+pub mod metrics;
+pub mod overview;
 pub mod queue;
 pub mod schema;
 pub mod secret;

@@ -8,6 +8,7 @@ pub mod fake_webhook;
 pub mod fake_wechat;
 pub mod ferry;
 pub mod redis_server;
+pub mod staged_jobs;
 pub mod worker_process;
 
 /// The `ferry` binary the process-level tests run (built before the tests by

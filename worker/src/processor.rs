@@ -9,6 +9,7 @@ use futures::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use ferry_common::job::Delivery;
+use ferry_common::metrics as names;
 use ferry_common::queue::Outcome;
 
 use crate::acker::Finished;
@@ -60,6 +61,7 @@ impl Processor {
     }
 
     async fn run(&self, delivery: Delivery, permit: OwnedSemaphorePermit) {
+        let started = std::time::Instant::now();
         let outcome = match self.inner.handlers.get(&delivery.kind) {
             None => Outcome::Dead {
                 reason: format!("no handler for job kind {:?} in this worker", delivery.kind),
@@ -76,6 +78,7 @@ impl Processor {
                     .decide(&delivery, HandlerError::retry("the handler panicked")),
             },
         };
+        self.record(&delivery, &outcome, started.elapsed());
         let finished = Finished {
             delivery,
             outcome,
@@ -86,5 +89,25 @@ impl Processor {
                 "the acker is gone; the job will be taken over after the visibility timeout"
             );
         }
+    }
+
+    /// Counts the attempt for `/metrics`. A kind no handler knows is
+    /// labelled `unknown`, so an enqueuer cannot grow the label set.
+    fn record(&self, delivery: &Delivery, outcome: &Outcome, elapsed: std::time::Duration) {
+        let kind = match self.inner.handlers.get(&delivery.kind) {
+            Some(_) => delivery.kind.clone(),
+            None => "unknown".to_owned(),
+        };
+        let result = match outcome {
+            Outcome::Succeeded { .. } => "succeeded",
+            Outcome::Retry { .. } => "retried",
+            Outcome::Dead { .. } => "dead",
+            Outcome::HandBack => "handed_back",
+        };
+        let queue = delivery.id.queue().to_owned();
+        metrics::counter!(names::JOBS, "queue" => queue.clone(), "kind" => kind.clone(), "outcome" => result)
+            .increment(1);
+        metrics::histogram!(names::JOB_DURATION, "queue" => queue, "kind" => kind)
+            .record(elapsed.as_secs_f64());
     }
 }

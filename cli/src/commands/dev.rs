@@ -89,6 +89,15 @@ pub async fn run() -> anyhow::Result<()> {
         config.listen,
         simulate_command(&config, token_is_dev)
     );
+    if config.api_tokens.is_empty() {
+        println!(
+            "dashboard: http://{}/admin needs an admin token: `ferry tokens new admin`, then set {} to the hash it prints\n",
+            config.listen,
+            vars::FERRY_ADMIN_TOKEN
+        );
+    } else {
+        println!("dashboard: http://{}/admin\n", config.listen);
+    }
     let (api, _) = tokio::join!(api, worker);
     api??;
     Ok(())

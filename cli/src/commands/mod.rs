@@ -10,5 +10,6 @@ pub mod providers;
 pub mod queues;
 pub mod secrets;
 pub mod simulate;
+pub mod status;
 pub mod tokens;
 pub mod worker;

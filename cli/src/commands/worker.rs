@@ -1,6 +1,10 @@
 //! `ferry worker`: consume jobs until SIGTERM, then shut down gracefully.
 
+use std::sync::Arc;
+
+use anyhow::Context;
 use ferry_common::Config;
+use ferry_common::config::vars;
 use ferry_common::queue::QUEUES;
 use ferry_worker::WorkerSettings;
 
@@ -44,9 +48,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let queue = app::job_queue(&config, settings.concurrency.clamp(8, 64))?;
     app::require_schema(&queue, &config).await?;
     let (worker, reloadable) =
-        app::worker_with_reload(&config, queue, app::Replies::WeChat, settings)?;
+        app::worker_with_reload(&config, queue.clone(), app::Replies::WeChat, settings)?;
     let shutdown = signals::shutdown_token();
     reload::on_sighup(reloadable, Config::from_env, shutdown.clone())?;
+    if let Some(addr) = config.worker_admin_listen {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!(
+                "{}: cannot listen on {addr}",
+                vars::FERRY_WORKER_ADMIN_LISTEN
+            )
+        })?;
+        let ops = Arc::new(app::ops(&config, queue));
+        tokio::spawn(ferry_api::ops::serve(listener, ops, shutdown.clone()));
+    }
     worker.run(shutdown).await;
     Ok(())
 }

@@ -63,6 +63,19 @@ impl Breakers {
         Ok(out)
     }
 
+    /// Calls in flight to `provider` across the fleet (unexpired leases).
+    pub async fn calls_in_flight(&self, provider: &str) -> Result<u64, GateError> {
+        let mut conn = self.pool.get().await?;
+        let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
+        let now_ms = secs * 1000 + micros / 1000;
+        Ok(redis::cmd("ZCOUNT")
+            .arg(self.keys.provider(provider).leases())
+            .arg(format!("({now_ms}"))
+            .arg("+inf")
+            .query_async(&mut conn)
+            .await?)
+    }
+
     /// Closes the breaker and forgets its window.
     pub async fn reset(&self, provider: &str) -> Result<(), GateError> {
         self.admin(provider, &["reset", "0", ""]).await
@@ -93,6 +106,8 @@ impl Breakers {
         let mut conn = self.pool.get().await?;
         let _: (String,) = run(&mut conn, &pipe).await?;
         tracing::warn!(target: "security", provider, action = args[0], "circuit breaker changed by an operator");
+        let to = if args[0] == "open" { "open" } else { "closed" };
+        super::provider_gate::count_transition(provider, to);
         Ok(())
     }
 }

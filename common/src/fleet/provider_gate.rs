@@ -246,6 +246,7 @@ impl ProviderGate {
                 let role: String = redis::from_redis_value(it.next().unwrap_or(redis::Value::Nil))?;
                 if role == "probe" {
                     tracing::info!(provider = %self.provider, "circuit breaker half-open: this call is the fleet's one probe");
+                    count_transition(&self.provider, "half_open");
                 }
                 Admission::Granted(Pass {
                     lease: lease.to_owned(),
@@ -322,6 +323,7 @@ impl ProviderGate {
                 };
                 if state.changed {
                     tracing::warn!(provider = %self.provider, breaker = %state.state, reason, "circuit breaker changed state");
+                    count_transition(&self.provider, &state.state);
                 }
                 Some(state)
             }
@@ -331,6 +333,16 @@ impl ProviderGate {
             }
         }
     }
+}
+
+/// Counts a breaker move for `/metrics` (`to`: `open`, `half_open`, `closed`).
+pub(crate) fn count_transition(provider: &str, to: &str) {
+    metrics::counter!(
+        crate::metrics::BREAKER_TRANSITIONS,
+        "provider" => provider.to_owned(),
+        "to" => to.to_owned()
+    )
+    .increment(1);
 }
 
 fn call<'a>(pipe: &'a mut Pipeline, name: &str, keys: &[String; 5]) -> &'a mut Pipeline {

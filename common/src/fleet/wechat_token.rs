@@ -204,6 +204,7 @@ impl TokenCache {
             });
         };
         self.fetches.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(crate::metrics::WECHAT_TOKEN_REFRESHES).increment(1);
         let ttl = cache_ttl(Duration::from_secs(reply.expires_in.unwrap_or(7200)));
         redis::cmd("SET")
             .arg(self.keys.wechat_token())

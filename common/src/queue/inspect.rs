@@ -31,9 +31,21 @@ pub struct QueueStats {
     pub oldest_age_secs: Option<f64>,
 }
 
+/// A queue's lifetime counters, kept by Redis itself (`XINFO`): two
+/// readings a few seconds apart give fleet-wide rates (the dashboard).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Default)]
+pub struct QueueTotals {
+    /// Entries ever added to the stream (enqueues, promoted retries,
+    /// hand-backs).
+    pub added: u64,
+    /// Entries the consumer group has read.
+    pub delivered: u64,
+}
+
 /// One dead-letter entry.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeadLetter {
+    /// The dead-letter stream's entry id (`<ms>-<seq>`).
     pub entry_id: String,
     pub job_id: String,
     pub reason: String,
@@ -107,6 +119,66 @@ impl JobQueue {
             });
         }
         Ok(out)
+    }
+
+    /// Lifetime counters of `queue` (zero before the first enqueue).
+    pub async fn totals(&self, queue: &str) -> Result<QueueTotals, QueueError> {
+        let mut conn = self.conn().await?;
+        let stream = self.keys.queue(queue).stream();
+        let info: HashMap<String, redis::Value> = match redis::cmd("XINFO")
+            .arg("STREAM")
+            .arg(&stream)
+            .query_async(&mut conn)
+            .await
+        {
+            Ok(info) => info,
+            // "ERR no such key": nothing was ever enqueued here.
+            Err(e) if e.code() == Some("ERR") => return Ok(QueueTotals::default()),
+            Err(e) => return Err(e.into()),
+        };
+        let groups: Vec<HashMap<String, redis::Value>> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&stream)
+            .query_async(&mut conn)
+            .await?;
+        let number = |v: Option<&redis::Value>| {
+            v.and_then(|v| redis::from_redis_value::<u64>(v.clone()).ok())
+                .unwrap_or(0)
+        };
+        let delivered = groups
+            .iter()
+            .find(|g| {
+                g.get("name")
+                    .and_then(|n| redis::from_redis_value::<String>(n.clone()).ok())
+                    .as_deref()
+                    == Some(CONSUMER_GROUP)
+            })
+            .map_or(0, |g| number(g.get("entries-read")));
+        Ok(QueueTotals {
+            added: number(info.get("entries-added")),
+            delivered,
+        })
+    }
+
+    /// One dead letter by its entry id, if it is still there.
+    pub async fn dead_letter(
+        &self,
+        queue: &str,
+        entry_id: &str,
+    ) -> Result<Option<DeadLetter>, QueueError> {
+        let mut conn = self.conn().await?;
+        let range: StreamRangeReply = redis::cmd("XRANGE")
+            .arg(self.keys.queue(queue).dead())
+            .arg(entry_id)
+            .arg(entry_id)
+            .query_async(&mut conn)
+            .await?;
+        Ok(range.ids.into_iter().next().map(|e| DeadLetter {
+            job_id: e.get("job").unwrap_or_default(),
+            reason: e.get("reason").unwrap_or_default(),
+            dead_at: from_millis(entry_millis(&e.id)),
+            entry_id: e.id,
+        }))
     }
 
     /// A job's record, or `None` if it is gone (expired after retention).

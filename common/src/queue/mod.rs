@@ -7,6 +7,7 @@
 //! - [`recovery`]: leases, take-over of abandoned entries, due retries.
 //! - [`inspect`]: counts and the dead-letter stream, for operators.
 
+pub mod browse;
 pub mod delivery;
 pub mod enqueue;
 pub mod inspect;

@@ -17,6 +17,7 @@ use ferry_common::config::ProviderConfig;
 use tracing::{debug, warn};
 
 use ferry_common::fleet::{Admission, CallResult, Denial, Pass, ProviderGate};
+use ferry_common::metrics as names;
 
 use super::{Answer, ChatRequest, FailureClass, Provider, ProviderError};
 
@@ -328,9 +329,11 @@ impl Router {
         if remaining.is_zero() {
             return Err(over_budget());
         }
+        let started = Instant::now();
         let result = tokio::time::timeout(remaining, provider.chat(req))
             .await
             .unwrap_or_else(|_| Err(over_budget()));
+        record_call(provider.name(), &result, started.elapsed());
         match &result {
             Ok(answer) => debug!(
                 provider = provider.name(),
@@ -357,7 +360,17 @@ async fn admit(
     deadline: Instant,
 ) -> Result<Pass, ProviderError> {
     loop {
-        match gate.admit(estimate).await {
+        let admission = gate.admit(estimate).await;
+        if let Admission::Denied { why, .. } = &admission {
+            let limiter = match why {
+                Denial::Open => "breaker_open",
+                Denial::Rate => "provider_rate",
+                Denial::Tokens => "provider_tokens",
+                Denial::Concurrency => "provider_concurrency",
+            };
+            metrics::counter!(names::LIMITER_REJECTIONS, "limiter" => limiter).increment(1);
+        }
+        match admission {
             Admission::Granted(pass) => return Ok(pass),
             Admission::Denied {
                 why: Denial::Open,
@@ -389,6 +402,32 @@ async fn admit(
             }
         }
     }
+}
+
+/// Counts one call that was made (or cut at the deadline) for `/metrics`:
+/// its outcome, latency, and the tokens the provider reported.
+fn record_call(provider: &str, result: &Result<Answer, ProviderError>, elapsed: Duration) {
+    let provider = provider.to_owned();
+    let outcome = match result {
+        Ok(answer) => {
+            let tokens = |kind: &'static str, n: u32| {
+                metrics::counter!(names::PROVIDER_TOKENS, "provider" => provider.clone(), "type" => kind)
+                    .increment(u64::from(n));
+            };
+            tokens("prompt", answer.usage.prompt_tokens);
+            tokens("completion", answer.usage.completion_tokens);
+            "success"
+        }
+        Err(err) => {
+            metrics::counter!(names::PROVIDER_ERRORS, "provider" => provider.clone(), "class" => err.class.as_str())
+                .increment(1);
+            err.class.as_str()
+        }
+    };
+    metrics::counter!(names::PROVIDER_CALLS, "provider" => provider.clone(), "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!(names::PROVIDER_LATENCY, "provider" => provider)
+        .record(elapsed.as_secs_f64());
 }
 
 /// What a call's failure tells the fleet about the provider's health.

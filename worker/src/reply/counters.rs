@@ -4,12 +4,15 @@
 //!
 //! One [`ReplyCounters`] per worker process, shared (cheaply cloned) by the
 //! customer-service client and the `wechat.reply` handler; counters only go
-//! up. A `/metrics` endpoint reads them with [`ReplyCounters::snapshot`].
+//! up. Each count is also recorded through the `metrics` facade (names in
+//! `ferry_common::metrics`), which `/metrics` exports; the snapshot serves
+//! tests and in-process readers.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use ferry_common::metrics as names;
 use serde::Serialize;
 
 #[derive(Clone, Default)]
@@ -82,9 +85,11 @@ impl ReplyCounters {
 
     pub(crate) fn part_sent(&self) {
         bump(&self.inner.parts_sent);
+        metrics::counter!(names::WECHAT_SENDS).increment(1);
     }
 
     pub(crate) fn errcode(&self, errcode: i64) {
+        metrics::counter!(names::WECHAT_SEND_ERRORS, "errcode" => errcode.to_string()).increment(1);
         *self
             .inner
             .errcodes
@@ -96,11 +101,15 @@ impl ReplyCounters {
 
     pub(crate) fn unanswered(&self) {
         bump(&self.inner.unanswered);
+        metrics::counter!(names::WECHAT_SEND_ERRORS, "errcode" => "none").increment(1);
     }
 
     /// After a token refusal: whether the cached token was dropped (else
     /// another process had already replaced it).
     pub(crate) fn token_refused(&self, dropped: bool) {
+        if dropped {
+            metrics::counter!(names::WECHAT_TOKEN_INVALIDATIONS).increment(1);
+        }
         bump(if dropped {
             &self.inner.token_invalidations
         } else {
@@ -110,10 +119,12 @@ impl ReplyCounters {
 
     pub(crate) fn apology(&self) {
         bump(&self.inner.apologies);
+        metrics::counter!(names::WECHAT_APOLOGIES).increment(1);
     }
 
     pub(crate) fn rate_limited(&self) {
         bump(&self.inner.rate_limited);
+        metrics::counter!(names::LIMITER_REJECTIONS, "limiter" => "user").increment(1);
     }
 
     pub(crate) fn limit_notice(&self) {

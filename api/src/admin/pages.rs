@@ -1,0 +1,119 @@
+//! The dashboard's pages (GET): the overview and its JSON, a queue's dead
+//! letters, one job. Every page needs a session; without one it answers
+//! 401 with the sign-in form.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::response::{Html, IntoResponse};
+use ferry_common::job::JobId;
+use ferry_common::overview::{self, Overview};
+use ferry_common::queue::QUEUES;
+
+use super::AdminError;
+use super::html::{self, Local};
+use super::session::Session;
+use crate::state::AppState;
+
+/// Entries listed on one page (dead letters, retries, held jobs).
+const LISTED: usize = 200;
+
+async fn read_overview(state: &AppState) -> Result<Overview, AdminError> {
+    overview::read(&state.queue, &state.admin.providers)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "dashboard: cannot read the overview");
+            AdminError::Unavailable
+        })
+}
+
+pub async fn overview(
+    session: Session,
+    State(state): State<AppState>,
+) -> Result<impl IntoResponse, AdminError> {
+    let o = read_overview(&state).await?;
+    let rules = state.alerts.status();
+    let local = Local {
+        rules: &rules,
+        security: state.security.counts(),
+        limits: &state.admin.limits,
+    };
+    Ok(Html(html::overview(&o, &local, &session).into_string()))
+}
+
+pub async fn overview_json(
+    _session: Session,
+    State(state): State<AppState>,
+) -> Result<Json<Overview>, AdminError> {
+    Ok(Json(read_overview(&state).await?))
+}
+
+/// The queue named in a path, if Ferry has it.
+pub(super) fn known_queue(queue: &str) -> Result<&'static str, AdminError> {
+    QUEUES
+        .iter()
+        .find(|q| **q == queue)
+        .copied()
+        .ok_or_else(|| AdminError::NotFound(format!("no queue {queue:?}")))
+}
+
+pub async fn dead_letters(
+    session: Session,
+    State(state): State<AppState>,
+    Path(queue): Path<String>,
+) -> Result<impl IntoResponse, AdminError> {
+    let queue = known_queue(&queue)?;
+    let letters = state
+        .queue
+        .dead_letters(queue, LISTED)
+        .await
+        .map_err(|_| AdminError::Unavailable)?;
+    Ok(Html(
+        html::dead_letters(queue, &letters, &session).into_string(),
+    ))
+}
+
+pub async fn job(
+    session: Session,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, AdminError> {
+    let id: JobId = id
+        .parse()
+        .map_err(|_| AdminError::NotFound("no such job".into()))?;
+    known_queue(id.queue())?;
+    let record = state
+        .queue
+        .job(&id)
+        .await
+        .map_err(|_| AdminError::Unavailable)?
+        .ok_or_else(|| AdminError::NotFound("no such job (finished jobs expire)".into()))?;
+    Ok(Html(html::job(&record, &session).into_string()))
+}
+
+pub async fn retries(
+    session: Session,
+    State(state): State<AppState>,
+    Path(queue): Path<String>,
+) -> Result<impl IntoResponse, AdminError> {
+    let queue = known_queue(&queue)?;
+    let waiting = state
+        .queue
+        .retries(queue, LISTED)
+        .await
+        .map_err(|_| AdminError::Unavailable)?;
+    Ok(Html(html::retries(queue, &waiting, &session).into_string()))
+}
+
+pub async fn held(
+    session: Session,
+    State(state): State<AppState>,
+    Path(queue): Path<String>,
+) -> Result<impl IntoResponse, AdminError> {
+    let queue = known_queue(&queue)?;
+    let held = state
+        .queue
+        .held(queue, LISTED)
+        .await
+        .map_err(|_| AdminError::Unavailable)?;
+    Ok(Html(html::held(queue, &held, &session).into_string()))
+}

@@ -1,0 +1,48 @@
+//! Ingress metrics: every response counted by route template, method and
+//! status, with its latency; `/wechat` responses also feed the alert
+//! evaluator (the checklist's thresholds are about the API WeChat calls).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use ferry_common::alerts::AlertEvaluator;
+use ferry_common::metrics as names;
+
+/// The route whose responses the alert rules judge.
+pub const ALERTED_ROUTE: &str = "/wechat";
+
+/// Middleware: counts and times each request.
+pub async fn track(
+    State(alerts): State<Arc<AlertEvaluator>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    // The template (`/admin/jobs/{id}`), never the concrete path: bounded
+    // labels, and no ids or openids in them.
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let elapsed = started.elapsed();
+    let status = response.status();
+    if route == ALERTED_ROUTE {
+        alerts.observe(elapsed, status.is_server_error());
+    }
+    metrics::counter!(
+        names::HTTP_REQUESTS,
+        "route" => route.clone(),
+        "method" => method.clone(),
+        "status" => status.as_u16().to_string()
+    )
+    .increment(1);
+    metrics::histogram!(names::HTTP_DURATION, "route" => route, "method" => method)
+        .record(elapsed.as_secs_f64());
+    response
+}

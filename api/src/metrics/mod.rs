@@ -1,0 +1,63 @@
+//! `/metrics`: Ferry's metrics in Prometheus's text format.
+//!
+//! Counters and histograms are recorded through the `metrics` facade where
+//! things happen (names in `ferry_common::metrics`); this module installs
+//! the one process-wide Prometheus recorder ([`install`]) and renders it from
+//! its handle inside our own routes, so no second HTTP server runs. Gauges
+//! that describe the fleet rather than this process (queues, breakers, live
+//! workers) are read from Redis on each scrape ([`fleet`]).
+
+pub mod fleet;
+pub mod http;
+
+use std::sync::OnceLock;
+
+use ferry_common::metrics as names;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Latency buckets in seconds. 5 is a boundary on purpose: the
+/// slow-responses rule (`RESPONSE_TIME_THRESHOLD`, default 5 s) reads the
+/// share of requests above it from the `le="5"` bucket.
+const HTTP_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.5, 5.0, 10.0,
+];
+/// AI calls and jobs take seconds to minutes.
+const SLOW_BUCKETS: &[f64] = &[0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder for this process (once; later calls, as
+/// when `ferry dev` or a test builds an api and a worker port in one
+/// process, return the same handle).
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(names::HTTP_DURATION.into()), HTTP_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(names::PROVIDER_LATENCY.into()),
+                        SLOW_BUCKETS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(names::JOB_DURATION.into()), SLOW_BUCKETS)
+                })
+                .expect("bucket lists are not empty");
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            if let Err(e) = metrics::set_global_recorder(recorder) {
+                // Another recorder owns the facade (an embedding program's):
+                // our handle then renders only what we set on it directly.
+                tracing::warn!(error = %e, "a metrics recorder is already installed; /metrics will be sparse");
+            }
+            handle
+        })
+        .clone()
+}
+
+/// The current metrics, rendered.
+pub fn render(handle: &PrometheusHandle) -> String {
+    handle.run_upkeep();
+    handle.render()
+}

@@ -1,0 +1,141 @@
+//! The fleet at a glance, read from Redis: queues (counts and lifetime
+//! totals), live workers, breakers with their limits, and recent alerts.
+//! The dashboard (`/admin`) and `ferry status` show the same [`Overview`].
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::alerts::{AlertLog, LoggedAlert};
+use crate::config::Config;
+use crate::fleet::{BreakerView, Breakers, GateSettings, WorkerRegistry};
+use crate::queue::inspect::{QueueStats, QueueTotals};
+use crate::queue::{JobQueue, QUEUES, QueueError};
+
+/// Alert events shown.
+const RECENT_ALERTS: usize = 20;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Overview {
+    pub at: DateTime<Utc>,
+    pub queues: Vec<QueueView>,
+    pub workers: Vec<WorkerView>,
+    pub providers: Vec<ProviderView>,
+    /// Alerts whose latest event (per api process) is `firing`.
+    pub firing: Vec<LoggedAlert>,
+    /// The latest alert events, newest first.
+    pub recent_alerts: Vec<LoggedAlert>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueView {
+    #[serde(flatten)]
+    pub stats: QueueStats,
+    #[serde(flatten)]
+    pub totals: QueueTotals,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerView {
+    pub id: String,
+    pub host: String,
+    pub pid: String,
+    pub queues: String,
+    pub concurrency: u64,
+    pub in_flight: u64,
+    pub started_at: String,
+}
+
+/// A provider's breaker and fleet limits.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderView {
+    #[serde(flatten)]
+    pub breaker: BreakerView,
+    pub in_flight: u64,
+    /// 0: no limit.
+    pub requests_per_minute: u32,
+    pub tokens_per_minute: u32,
+    pub max_concurrency: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OverviewError {
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Gate(#[from] crate::fleet::provider_gate::GateError),
+    #[error("Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// The providers whose breakers and limits are shown, with their fleet
+/// limits: the chain without the built-in echo provider.
+pub fn gated_providers(config: &Config) -> Vec<(String, GateSettings)> {
+    config
+        .providers
+        .iter()
+        .filter(|p| p.name != crate::config::ECHO_PROVIDER)
+        .map(|p| (p.name.clone(), config.gate(&p.name)))
+        .collect()
+}
+
+/// Reads the overview; `providers` from [`gated_providers`].
+pub async fn read(
+    queue: &JobQueue,
+    providers: &[(String, GateSettings)],
+) -> Result<Overview, OverviewError> {
+    let stats = queue.stats().await?;
+    let mut queues = Vec::new();
+    for s in stats {
+        let totals = queue.totals(&s.queue).await?;
+        queues.push(QueueView { stats: s, totals });
+    }
+    debug_assert!(queues.len() == QUEUES.len());
+    let registry = WorkerRegistry::new(queue.pool().clone(), queue.keys().clone());
+    let workers = registry
+        .live()
+        .await?
+        .into_iter()
+        .map(|(id, f)| worker_view(id, &f))
+        .collect();
+    let breakers = Breakers::new(queue.pool().clone(), queue.keys().clone());
+    let chain: Vec<&str> = providers.iter().map(|(name, _)| name.as_str()).collect();
+    let mut views = Vec::new();
+    for (b, (_, gate)) in breakers.list(&chain).await?.into_iter().zip(providers) {
+        views.push(ProviderView {
+            in_flight: breakers.calls_in_flight(&b.provider).await?,
+            requests_per_minute: gate.requests_per_minute,
+            tokens_per_minute: gate.tokens_per_minute,
+            max_concurrency: gate.max_concurrency,
+            breaker: b,
+        });
+    }
+    let log = AlertLog::new(queue.pool().clone(), queue.keys().clone());
+    Ok(Overview {
+        at: Utc::now(),
+        queues,
+        workers,
+        providers: views,
+        firing: log.firing().await?,
+        recent_alerts: log.recent(RECENT_ALERTS).await?,
+    })
+}
+
+fn worker_view(id: String, f: &HashMap<String, String>) -> WorkerView {
+    let get = |k: &str| f.get(k).cloned().unwrap_or_default();
+    let in_flight = f
+        .iter()
+        .filter(|(k, _)| k.starts_with("in_flight:"))
+        .filter_map(|(_, v)| v.parse::<u64>().ok())
+        .sum();
+    WorkerView {
+        host: get("host"),
+        pid: get("pid"),
+        queues: get("queues"),
+        concurrency: get("concurrency").parse().unwrap_or(0),
+        in_flight,
+        started_at: get("started_at"),
+        id,
+    }
+}
