@@ -54,24 +54,34 @@ local function enqueue(keys, args)
   return {args[1], 1}
 end
 
--- Marks one job running and counts the attempt.
--- -> {status, kind, payload, attempts, max_attempts, created_ms}; status
---    'run', 'missing' (record gone, e.g. purged) or 'finished' (already
---    succeeded or dead: a late duplicate).
-local function start_one(key, worker, now)
+-- Marks one job running and counts the attempt, writing the answer into
+-- `out` after its first `n` items (fetch puts the entry and job ids first;
+-- building the row in place spares a copy per job on the hot path).
+-- -> out[n+1..]: {status, kind, payload, attempts, max_attempts, created_ms};
+--    status 'run', 'missing' (record gone, e.g. purged) or 'finished'
+--    (already succeeded or dead: a late duplicate).
+local function start_one(key, worker, now, out, n)
   local r = redis.call('HMGET', key, 'state', 'kind', 'payload', 'attempts', 'max_attempts', 'created_ms')
   if not r[1] then
-    return {'missing'}
+    out[n + 1] = 'missing'
+    return out
   end
   if finished(r[1]) then
-    return {'finished'}
+    out[n + 1] = 'finished'
+    return out
   end
   -- One write for the whole start: the attempt is counted in the same HSET
   -- (the record is only ever changed inside these functions, so the read
   -- above is still current).
   local attempts = (tonumber(r[4]) or 0) + 1
   redis.call('HSET', key, 'state', 'running', 'attempts', attempts, 'started_ms', now, 'updated_ms', now, 'worker', worker)
-  return {'run', r[2], r[3], attempts, r[5], r[6]}
+  out[n + 1] = 'run'
+  out[n + 2] = r[2]
+  out[n + 3] = r[3]
+  out[n + 4] = attempts
+  out[n + 5] = r[5]
+  out[n + 6] = r[6]
+  return out
 end
 
 -- KEYS: the job records of a fetched batch
@@ -81,7 +91,7 @@ local function start(keys, args)
   local now = now_ms()
   local out = {}
   for i, key in ipairs(keys) do
-    out[i] = start_one(key, args[1], now)
+    out[i] = start_one(key, args[1], now, {}, 0)
   end
   return out
 end
@@ -99,15 +109,14 @@ local function fetch(keys, args)
   end
   local now = now_ms()
   local out = {}
+  local stream, group, worker, prefix = keys[1], args[1], args[2], args[4]
   for i, entry in ipairs(reply[1][2]) do
     local job_id = entry[2][2]
-    local started = start_one(args[4] .. job_id, args[2], now)
-    if started[1] ~= 'run' then
-      release(keys[1], args[1], entry[1])
+    local row = start_one(prefix .. job_id, worker, now, {entry[1], job_id}, 2)
+    if row[3] ~= 'run' then
+      release(stream, group, entry[1])
     end
-    table.insert(started, 1, job_id)
-    table.insert(started, 1, entry[1])
-    out[i] = started
+    out[i] = row
   end
   return out
 end

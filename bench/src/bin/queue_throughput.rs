@@ -91,6 +91,29 @@ async fn fcall_usec(redis: &redis::Client) -> anyhow::Result<f64> {
         .unwrap_or(0.0))
 }
 
+/// `INFO commandstats` as (command, calls, usec), commands called from
+/// functions included: where Redis's time per job goes.
+async fn command_stats(redis: &redis::Client) -> anyhow::Result<Vec<(String, f64, f64)>> {
+    let mut conn = redis.get_multiplexed_async_connection().await?;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await?;
+    Ok(info
+        .lines()
+        .filter_map(|l| {
+            let (name, fields) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let field = |key: &str| {
+                fields
+                    .split(',')
+                    .find_map(|f| f.strip_prefix(key))
+                    .and_then(|v| v.parse::<f64>().ok())
+            };
+            Some((name.to_owned(), field("calls=")?, field("usec=")?))
+        })
+        .collect())
+}
+
 /// CPU seconds this process has used so far.
 fn own_cpu() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
@@ -226,6 +249,7 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let (redis_cpu_before, own_cpu_before) = (redis_cpu(&client).await?, own_cpu());
     let fcall_before = fcall_usec(&client).await?;
+    let stats_before = command_stats(&client).await?;
     let (token, worker) = start_worker(&queue, &url, &args);
     drained(&client, &keys).await?;
     let elapsed = started.elapsed().as_secs_f64();
@@ -235,6 +259,7 @@ async fn main() -> anyhow::Result<()> {
         (own_cpu() - own_cpu_before) / elapsed,
     );
     let fcall_per_job = (fcall_usec(&client).await? - fcall_before) / args.jobs as f64;
+    let stats_after = command_stats(&client).await?;
     token.cancel();
     worker.await?;
     println!(
@@ -256,6 +281,27 @@ async fn main() -> anyhow::Result<()> {
         redis_busy * elapsed * 1e6 / args.jobs as f64,
         worker_busy * elapsed * 1e6 / args.jobs as f64
     );
+
+    println!("  Redis time per job by command during the drain (calls per job, µs per job):");
+    let mut by_command: Vec<(String, f64, f64)> = stats_after
+        .iter()
+        .map(|(name, calls, usec)| {
+            let (c0, u0) = stats_before
+                .iter()
+                .find(|(n, _, _)| n == name)
+                .map_or((0.0, 0.0), |(_, c, u)| (*c, *u));
+            (
+                name.clone(),
+                (calls - c0) / args.jobs as f64,
+                (usec - u0) / args.jobs as f64,
+            )
+        })
+        .filter(|(_, calls, _)| *calls > 0.0)
+        .collect();
+    by_command.sort_by(|a, b| b.2.total_cmp(&a.2));
+    for (name, calls, usec) in by_command.iter().take(10) {
+        println!("    {name:<12} {calls:>8.3} calls  {usec:>6.2} µs");
+    }
 
     // Steady: a producer and the worker at once.
     let (token, worker) = start_worker(&queue, &url, &args);
