@@ -151,6 +151,27 @@ async fn one_answered_message_shows_in_the_apis_metrics_without_secrets_or_openi
         401,
         "the api's /metrics needs a token"
     );
+
+    // A breaker forced open by an operator: its state is read from Redis on
+    // the next scrape, and the move is counted as a transition.
+    let breakers =
+        ferry_common::fleet::Breakers::new(ferry.queue.pool().clone(), ferry.queue.keys().clone());
+    breakers
+        .force_open("deepseek", Duration::from_secs(600), "metrics test")
+        .await
+        .unwrap();
+    let scrape = scrape_until(&url, |s| {
+        value(s, r#"ferry_breaker_state{provider="deepseek"}"#) == Some(2.0)
+    })
+    .await;
+    assert_eq!(
+        value(
+            &scrape,
+            r#"ferry_breaker_transitions_total{provider="deepseek",to="open"}"#
+        ),
+        Some(1.0),
+        "{scrape}"
+    );
     ferry.stop().await;
 }
 
