@@ -1,14 +1,17 @@
 //! No secret where it should not be (SECURITY.md): real `ferry api` and
 //! `ferry worker` processes, configured with known, distinctive secret
-//! values (half of them from an encrypted secrets file), are driven through
-//! a delivered reply and every error path: provider 401 (a revoked key), 429
-//! and 500 (with the key echoed in the error), WeChat 40001 on `custom/send`,
-//! forged and replayed pushes, bad and under-scoped bearer tokens, a failed
-//! dashboard sign-in, a body too large, a batch with a signed webhook. Then
-//! everything a secret could leak into is scanned: both processes' whole log
-//! output (debug level, JSON), both `/metrics`, every HTTP body the test
-//! received, the spool directory, and the whole Redis keyspace (every key
-//! name and every value, by type). None may hold a secret.
+//! values (a Redis password; half of the rest from an encrypted secrets
+//! file; WeChat safe mode), are driven through delivered replies and every
+//! error path: provider 401 (a revoked key), 429, 500 and 400 (the key
+//! echoed in the error, as providers do), WeChat 40001 on `custom/send`, a
+//! reply failing for good (apology, dead letter), forged and replayed
+//! pushes, bad and under-scoped bearer tokens, a failed and a good
+//! dashboard sign-in, bodies too large, a batch with a signed webhook, and
+//! a SIGHUP with rotated secrets. Then everything a secret could leak into
+//! is scanned: both processes' whole log output (debug level, JSON), both
+//! `/metrics`, every HTTP body (and header) the test received, the spool
+//! directory, and the whole Redis keyspace while running and after (every
+//! key name and every value, by type). None may hold a secret.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -46,6 +49,13 @@ const SECRETS_PASSWORD: &str = "pw-LEAKCHECK-secrets-file";
 const SUBMIT_TOKEN: &str = "tok-LEAKCHECK-submit";
 const READ_TOKEN: &str = "tok-LEAKCHECK-read";
 const ADMIN_TOKEN: &str = "tok-LEAKCHECK-admin";
+/// What the secrets file holds after the rotation (SIGHUP): a new Qwen key
+/// (the worker takes it at once), a new AppSecret (needs a restart: the
+/// worker says so, by name) and a new AES key (the api takes it beside the
+/// old one).
+const QWEN_KEY_ROTATED: &str = "sk-LEAKCHECK-qwen-2";
+const APP_SECRET_ROTATED: &str = "wxsecret-LEAKCHECK-rotated";
+const AES_KEY_ROTATED: &str = "LEAKCHECKrotatedAesKey0123456789abcdefghijA";
 /// What the fake WeChat's access tokens start with (`FAKE_TOKEN_<n>`).
 const ACCESS_TOKEN_PREFIX: &str = "FAKE_TOKEN_";
 
@@ -73,9 +83,12 @@ fn needles() -> Vec<Needle> {
         ("DEEPSEEK_API_KEY[0]", DEEPSEEK_KEY),
         ("DEEPSEEK_API_KEY[1]", DEEPSEEK_REVOKED_KEY),
         ("QWEN_API_KEY", QWEN_KEY),
+        ("QWEN_API_KEY (rotated)", QWEN_KEY_ROTATED),
         ("WECHAT_APP_SECRET", APP_SECRET),
+        ("WECHAT_APP_SECRET (rotated)", APP_SECRET_ROTATED),
         ("WECHAT_TOKEN", WECHAT_TOKEN),
         ("WECHAT_ENCODING_AES_KEY", AES_KEY),
+        ("WECHAT_ENCODING_AES_KEY (rotated)", AES_KEY_ROTATED),
         ("FERRY_WEBHOOK_SECRET", WEBHOOK_SECRET),
         ("SECURE_CONFIG_PASSWORD", SECRETS_PASSWORD),
         ("submit token", SUBMIT_TOKEN),
@@ -109,21 +122,26 @@ fn needles() -> Vec<Needle> {
             bytes: hash_hex(token).into_bytes(),
         });
     }
-    let aes = STANDARD.decode(format!("{AES_KEY}=")).unwrap();
-    assert_eq!(aes.len(), 32);
-    needles.push(Needle {
-        name: "WECHAT_ENCODING_AES_KEY (hex of its bytes)".into(),
-        bytes: hex::encode(&aes).into_bytes(),
-    });
-    needles.push(Needle {
-        name: "WECHAT_ENCODING_AES_KEY (its bytes)".into(),
-        bytes: aes,
-    });
+    for (name, key) in [
+        ("WECHAT_ENCODING_AES_KEY", AES_KEY),
+        ("WECHAT_ENCODING_AES_KEY (rotated)", AES_KEY_ROTATED),
+    ] {
+        let aes = STANDARD.decode(format!("{key}=")).unwrap();
+        assert_eq!(aes.len(), 32);
+        needles.push(Needle {
+            name: format!("{name} (hex of its bytes)"),
+            bytes: hex::encode(&aes).into_bytes(),
+        });
+        needles.push(Needle {
+            name: format!("{name} (its bytes)"),
+            bytes: aes,
+        });
+    }
     needles
 }
 
 /// The access tokens the fake WeChat issued: never in a log, a metric or a
-/// body (Redis is another matter: see [`scan_redis`]).
+/// body (Redis is another matter: see the Redis scan at the end of the test).
 fn access_token_needle() -> Needle {
     Needle {
         name: "the WeChat access token".into(),
@@ -260,6 +278,8 @@ impl Bodies {
         let status = response.status().as_u16();
         let mut headers = String::new();
         for (name, value) in response.headers() {
+            // The dashboard's session id travels there by design; it is
+            // looked for everywhere else.
             if name != reqwest::header::SET_COOKIE {
                 headers.push_str(&format!("{name}: {}\n", value.to_str().unwrap_or("?")));
             }
@@ -431,6 +451,12 @@ fn redis_keyspace(redis: &RedisServer) -> Vec<(String, Vec<u8>)> {
 async fn no_secret_reaches_a_log_a_metric_a_response_or_redis() {
     // -------- the world: Redis with a password, fakes, a secrets file
     let redis = RedisServer::start_with_password(REDIS_PASSWORD);
+    let anonymous = redis.url().replace(&format!(":{REDIS_PASSWORD}@"), "");
+    let refused = redis::Client::open(anonymous)
+        .unwrap()
+        .get_connection()
+        .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+    assert!(refused.is_err(), "Redis asks for its password");
     let deepseek = FakeProvider::start(FakeKind::OpenAi, DEEPSEEK_KEY, DEEPSEEK_MODEL).await;
     let qwen = FakeProvider::start(FakeKind::OpenAi, QWEN_KEY, QWEN_MODEL).await;
     let wechat_fake = FakeWeChat::start(APP_ID, APP_SECRET).await;
@@ -445,19 +471,25 @@ async fn no_secret_reaches_a_log_a_metric_a_response_or_redis() {
         hash_hex(SUBMIT_TOKEN),
         hash_hex(READ_TOKEN)
     );
-    let plaintext = format!(
-        "QWEN_API_KEY = \"{QWEN_KEY}\"\nWECHAT_APP_SECRET = \"{APP_SECRET}\"\n\
-         WECHAT_ENCODING_AES_KEY = \"{AES_KEY}\"\nFERRY_WEBHOOK_SECRET = \"{WEBHOOK_SECRET}\"\n\
-         FERRY_API_TOKENS = {api_tokens}\nFERRY_ADMIN_TOKEN = \"{}\"\n",
-        hash_hex(ADMIN_TOKEN)
-    );
-    secrets_file::encrypt_to_file(
-        &secrets_file,
-        &plaintext,
-        &ferry_common::Secret::new(SECRETS_PASSWORD),
-        KdfParams::default(),
-    )
-    .unwrap();
+    let secrets_text = |qwen: &str, app_secret: &str, aes: &str| {
+        format!(
+            "QWEN_API_KEY = \"{qwen}\"\nWECHAT_APP_SECRET = \"{app_secret}\"\n\
+             WECHAT_ENCODING_AES_KEY = \"{aes}\"\nFERRY_WEBHOOK_SECRET = \"{WEBHOOK_SECRET}\"\n\
+             FERRY_API_TOKENS = {api_tokens}\nFERRY_ADMIN_TOKEN = \"{}\"\n",
+            hash_hex(ADMIN_TOKEN)
+        )
+    };
+    let write_secrets = |text: &str| {
+        secrets_file::encrypt_to_file(
+            &secrets_file,
+            text,
+            &ferry_common::Secret::new(SECRETS_PASSWORD),
+            KdfParams::default(),
+        )
+        .unwrap();
+    };
+    let plaintext = secrets_text(QWEN_KEY, APP_SECRET, AES_KEY);
+    write_secrets(&plaintext);
     let spool_dir = dir.path().join("spool");
     let (api_addr, admin_addr) = (free_addr(), free_addr());
     let (api, admin) = (format!("http://{api_addr}"), format!("http://{admin_addr}"));
@@ -623,6 +655,32 @@ async fn no_secret_reaches_a_log_a_metric_a_response_or_redis() {
         )
         .await;
     assert_eq!(too_large.0, 413, "{}", too_large.1);
+
+    // -------- the server URL check (GET /wechat), good and forged; health
+    let mut check = signed_query(WECHAT_TOKEN, now());
+    check.push(("echostr", "leakcheck-echo".into()));
+    let verified = bodies
+        .send(
+            "the server URL check",
+            client.get(format!("{api}/wechat")).query(&check),
+        )
+        .await;
+    assert_eq!(verified, (200, "leakcheck-echo".into()));
+    let mut forged_check = signed_query("a-guessed-token", now());
+    forged_check.push(("echostr", "leakcheck-echo".into()));
+    let forged_check = bodies
+        .send(
+            "a forged server URL check",
+            client.get(format!("{api}/wechat")).query(&forged_check),
+        )
+        .await;
+    assert_eq!(forged_check.0, 401, "{}", forged_check.1);
+    for path in ["/healthz", "/readyz", "/v1/openapi.json"] {
+        let answer = bodies
+            .send(&format!("GET {path}"), client.get(format!("{api}{path}")))
+            .await;
+        assert_eq!(answer.0, 200, "{path}: {}", answer.1);
+    }
 
     // -------- the jobs API: refused tokens, a bad request, a good job
     let job = json!({"messages": [{"role": "user", "content": "api job"}]});
@@ -915,6 +973,62 @@ async fn no_secret_reaches_a_log_a_metric_a_response_or_redis() {
         .await;
     assert_eq!(dlq_page.0, 200);
 
+    // -------- SIGHUP with a rotated secrets file: the reload names what
+    // changed, never a value.
+    write_secrets(&secrets_text(
+        QWEN_KEY_ROTATED,
+        APP_SECRET_ROTATED,
+        AES_KEY_ROTATED,
+    ));
+    for (_, child) in &processes.0 {
+        let hup = Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(hup.success());
+    }
+    let reloaded = |process: &str| -> Vec<Value> {
+        std::fs::read_to_string(dir.path().join(format!("{process}.err")))
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|l| {
+                l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("SIGHUP: "))
+            })
+            .collect()
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while reloaded("api").is_empty() || reloaded("worker").len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "SIGHUP was never reported: {:?} {:?}",
+            reloaded("api"),
+            reloaded("worker")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (api_reload, worker_reload) = (reloaded("api"), reloaded("worker"));
+    assert!(
+        api_reload
+            .iter()
+            .any(|l| l["wechat_credentials_rotated"] == true),
+        "{api_reload:?}"
+    );
+    assert!(
+        worker_reload
+            .iter()
+            .any(|l| l["provider_keys_replaced"] == "qwen:1"),
+        "{worker_reload:?}"
+    );
+    assert!(
+        worker_reload
+            .iter()
+            .any(|l| l["changed"] == "WECHAT_APP_SECRET"),
+        "{worker_reload:?}"
+    );
+
     // -------- stop (SIGTERM: logs flushed), then gather everything
     // Redis as the running fleet holds it (locks, leases, the worker
     // registry), and again once everything stopped.
@@ -945,7 +1059,7 @@ async fn no_secret_reaches_a_log_a_metric_a_response_or_redis() {
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
-    assert!(lines.len() > 50, "{} JSON log lines", lines.len());
+    assert!(lines.len() > 20, "{} JSON log lines", lines.len());
     assert!(lines.iter().any(|l| l["level"] == "DEBUG"), "debug lines");
     assert!(
         lines.iter().any(|l| l["target"] == "security"),
@@ -969,16 +1083,26 @@ async fn no_secret_reaches_a_log_a_metric_a_response_or_redis() {
     });
     // The scan finds what it looks for: each secret in the configuration
     // the processes were given (the api tokens there as their hashes).
-    let configuration = Exhibit::new("the configuration", format!("{plaintext}{:?}", env(&[])));
+    let configuration = Exhibit::new(
+        "the configuration",
+        format!(
+            "{plaintext}{}{:?}",
+            secrets_text(QWEN_KEY_ROTATED, APP_SECRET_ROTATED, AES_KEY_ROTATED),
+            env(&[])
+        ),
+    );
     let configured = leaks(&[configuration], &everywhere);
     for name in [
         "REDIS_PASSWORD",
         "DEEPSEEK_API_KEY[0]",
         "DEEPSEEK_API_KEY[1]",
         "QWEN_API_KEY",
+        "QWEN_API_KEY (rotated)",
         "WECHAT_APP_SECRET",
+        "WECHAT_APP_SECRET (rotated)",
         "WECHAT_TOKEN",
         "WECHAT_ENCODING_AES_KEY",
+        "WECHAT_ENCODING_AES_KEY (rotated)",
         "FERRY_WEBHOOK_SECRET",
         "SECURE_CONFIG_PASSWORD",
         "submit token (its SHA-256)",
