@@ -8,6 +8,8 @@ use ferry_common::embedded_redis::RedisProcess;
 
 pub struct RedisServer {
     process: RedisProcess,
+    /// The `requirepass` password, when the server was started with one.
+    password: Option<String>,
     // Dropped after the process: the directory outlives the server.
     _dir: tempfile::TempDir,
 }
@@ -30,11 +32,53 @@ impl RedisServer {
             .tempdir()
             .expect("temp dir");
         let process = RedisProcess::start(dir.path(), appendonly).expect("start redis-server");
-        Self { process, _dir: dir }
+        Self {
+            process,
+            password: None,
+            _dir: dir,
+        }
     }
 
+    /// A server without persistence that refuses every client without
+    /// `password` (`requirepass`); [`Self::url`] carries the password. It
+    /// goes into a URL as it is: letters, digits and `-` only.
+    pub fn start_with_password(password: &str) -> Self {
+        assert!(
+            password
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-'),
+            "a password that needs no URL encoding"
+        );
+        let mut server = Self::start_with(false);
+        server.password = Some(password.to_owned());
+        server.require_password();
+        server
+    }
+
+    /// Sets `requirepass` on a server that has none yet (started or
+    /// restarted: the setting is not persisted).
+    fn require_password(&self) {
+        let Some(password) = &self.password else {
+            return;
+        };
+        let mut conn = redis::Client::open(self.process.url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("requirepass")
+            .arg(password)
+            .exec(&mut conn)
+            .expect("CONFIG SET requirepass");
+    }
+
+    /// The URL clients use (with the password, when there is one).
     pub fn url(&self) -> String {
-        self.process.url()
+        match &self.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}", self.process.port()),
+            None => self.process.url(),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -55,5 +99,6 @@ impl RedisServer {
 
     pub fn restart(&mut self) {
         self.process.restart().expect("restart redis-server");
+        self.require_password();
     }
 }
