@@ -46,6 +46,7 @@ pub fn install() -> PrometheusHandle {
                 .expect("bucket lists are not empty");
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
+            spawn_upkeep(handle.clone());
             if let Err(e) = metrics::set_global_recorder(recorder) {
                 // Another recorder owns the facade (an embedding program's):
                 // our handle then renders only what we set on it directly.
@@ -54,6 +55,27 @@ pub fn install() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The recorder keeps every histogram sample until an upkeep folds it into
+/// the buckets; rendering does one, but a deployment that never scrapes
+/// (alerts come from the logs too) would grow by every request's sample.
+/// So one thread does it every few seconds, whatever the runtime.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("ferry-metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the metrics upkeep thread; histograms are folded only when /metrics is read");
+    }
 }
 
 /// The current metrics, rendered.
