@@ -176,6 +176,13 @@ impl QueueKeys {
         format!("{}:batch:{}", self.tag, batch_id)
     }
 
+    /// Sorted set of recent batch ids by creation time (ms), for the
+    /// dashboard's list; capped, and ids of expired batches are dropped as
+    /// they are read.
+    pub fn recent_batches(&self) -> String {
+        format!("{}:batches", self.tag)
+    }
+
     /// List of a batch's job ids, in line order (for its results).
     pub fn batch_jobs(&self, batch_id: &str) -> String {
         format!("{}:batch:{}:jobs", self.tag, batch_id)
@@ -209,6 +216,7 @@ mod tests {
             q.batch("b"),
             q.batch_jobs("b"),
             q.batch_running("b"),
+            q.recent_batches(),
             q.owner_in_flight("o"),
         ] {
             assert!(key.starts_with("{ferry:wechat}:"), "{key}");

@@ -352,3 +352,61 @@ async fn rotating_the_tokens_ends_every_dashboard_session() {
     assert_eq!(get(&f.api_url, "/admin", Some(&cookie)).await.0, 401);
     f.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_lists_recent_batches_with_their_progress() {
+    let redis = RedisServer::start();
+    let f = ferry(&redis).await;
+    let (cookie, _) = sign_in(&f.api_url).await;
+    let body: String = (0..3)
+        .map(|i| {
+            serde_json::json!({"custom_id": format!("c{i}"), "messages": [{"role": "user", "content": "hi"}]})
+                .to_string()
+                + "\n"
+        })
+        .collect();
+    // The admin token holds every scope; no worker runs, so the jobs wait.
+    let submitted: serde_json::Value = client()
+        .post(format!("{}/v1/batches", f.api_url))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = submitted["id"].as_str().expect("a batch id").to_owned();
+
+    let (status, page) = get(&f.api_url, "/admin", Some(&cookie)).await;
+    assert_eq!(status, 200);
+    assert!(page.contains(&format!(r#"<tr data-b="{id}">"#)), "{page}");
+    assert!(page.contains("0% (0/3)"), "{page}");
+    let (status, json) = get(&f.api_url, "/admin/api/overview", Some(&cookie)).await;
+    assert_eq!(status, 200);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let listed = &json["batches"][0];
+    assert_eq!(listed["id"], id.as_str());
+    assert_eq!(listed["counts"]["total"], 3);
+    assert_eq!(listed["counts"]["queued"], 3);
+    assert!(
+        json["queues"].is_array(),
+        "the fleet overview is still there"
+    );
+
+    // A batch whose records expired leaves the list when it is next read.
+    let key = format!("{{ferry:batch}}:batch:{id}");
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
+        .query(&mut redis.conn())
+        .unwrap();
+    let (_, json) = get(&f.api_url, "/admin/api/overview", Some(&cookie)).await;
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["batches"], serde_json::json!([]));
+    let left: u64 = redis::cmd("ZCARD")
+        .arg("{ferry:batch}:batches")
+        .query(&mut redis.conn())
+        .unwrap();
+    assert_eq!(left, 0);
+}

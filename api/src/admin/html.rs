@@ -4,6 +4,7 @@
 
 use axum::http::StatusCode;
 use ferry_common::alerts::RuleStatus;
+use ferry_common::batch::BatchInfo;
 use ferry_common::job::JobRecord;
 use ferry_common::overview::Overview;
 use ferry_common::queue::browse::{Held, Waiting};
@@ -22,7 +23,7 @@ th{background:#f1f1f1}.num{text-align:right;font-variant-numeric:tabular-nums}\
 form.inline{display:inline}pre{background:#f6f6f6;padding:.6em;overflow:auto;max-width:100%}";
 
 /// Polls the overview every 2 s: queue counts, rates from the lifetime
-/// totals, worker count, firing alerts.
+/// totals, batches' progress, worker count, firing alerts.
 const LIVE_JS: &str = r#"
 (function () {
   let last = null;
@@ -49,6 +50,17 @@ const LIVE_JS: &str = r#"
           };
           set('in_rate', q.added - prev.added);
           set('out_rate', q.delivered - prev.delivered);
+        }
+      }
+      for (const b of (o.batches || [])) {
+        const c = b.counts;
+        const done = c.succeeded + c.failed + c.cancelled;
+        const cells = {status: b.status, queued: c.queued, running: c.running, succeeded: c.succeeded,
+          failed: c.failed, cancelled: c.cancelled,
+          progress: c.total ? `${Math.floor(done * 100 / c.total)}% (${done}/${c.total})` : '-'};
+        for (const [f, v] of Object.entries(cells)) {
+          const el = document.querySelector(`[data-b="${b.id}"][data-f="${f}"]`);
+          if (el) el.textContent = v;
         }
       }
       const w = document.getElementById('workers-live');
@@ -141,7 +153,7 @@ pub struct Local<'a> {
     pub limits: &'a [(String, String)],
 }
 
-pub fn overview(o: &Overview, local: &Local<'_>, s: &Session) -> Markup {
+pub fn overview(o: &Overview, batches: &[BatchInfo], local: &Local<'_>, s: &Session) -> Markup {
     layout(
         "Overview",
         Some(s),
@@ -181,6 +193,27 @@ pub fn overview(o: &Overview, local: &Local<'_>, s: &Session) -> Markup {
                     tr { td { (w.id) } td { (w.queues) } td.num { (w.in_flight) " / " (w.concurrency) } td { (w.started_at) } }
                 }
             }
+            h2 { "Batches" }
+            table #batches {
+                tr { th { "batch" } th { "key" } th { "status" } th { "progress" } th { "queued" } th { "running" }
+                     th { "succeeded" } th { "failed" } th { "cancelled" } th { "total" } th { "created" } }
+                @for b in batches {
+                    @let c = &b.counts;
+                    tr data-b=(b.id) {
+                        td { (b.id) } td { (b.owner) }
+                        td data-b=(b.id) data-f="status" { (b.status) }
+                        td.num data-b=(b.id) data-f="progress" { (progress(c.finished(), c.total)) }
+                        td.num data-b=(b.id) data-f="queued" { (c.queued) }
+                        td.num data-b=(b.id) data-f="running" { (c.running) }
+                        td.num data-b=(b.id) data-f="succeeded" { (c.succeeded) }
+                        td.num data-b=(b.id) data-f="failed" { (c.failed) }
+                        td.num data-b=(b.id) data-f="cancelled" { (c.cancelled) }
+                        td.num { (c.total) }
+                        td { (b.created_at.format("%Y-%m-%d %H:%M:%S")) }
+                    }
+                }
+            }
+            @if batches.is_empty() { p { "No batch submitted lately (POST /v1/batches, ferry batch submit)." } }
             h2 { "Providers: breakers and limits" }
             table #breakers {
                 tr { th { "provider" } th { "breaker" } th { "open until" } th { "reason" } th { "in flight" }
@@ -249,6 +282,14 @@ pub fn overview(o: &Overview, local: &Local<'_>, s: &Session) -> Markup {
             script { (PreEscaped(LIVE_JS)) }
         },
     )
+}
+
+/// "37% (370/1000)"; "-" for an empty batch.
+fn progress(finished: u64, total: u64) -> String {
+    if total == 0 {
+        return "-".into();
+    }
+    format!("{}% ({finished}/{total})", finished * 100 / total)
 }
 
 fn limit(n: u32) -> String {

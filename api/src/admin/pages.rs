@@ -5,9 +5,11 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::{Html, IntoResponse};
+use ferry_common::batch::BatchInfo;
 use ferry_common::job::JobId;
 use ferry_common::overview::{self, Overview};
 use ferry_common::queue::QUEUES;
+use serde::Serialize;
 
 use super::AdminError;
 use super::html::{self, Local};
@@ -16,6 +18,8 @@ use crate::state::AppState;
 
 /// Entries listed on one page (dead letters, retries, held jobs).
 const LISTED: usize = 200;
+/// Batches on the overview, newest first.
+const BATCHES_LISTED: usize = 20;
 
 async fn read_overview(state: &AppState) -> Result<Overview, AdminError> {
     overview::read(&state.queue, &state.admin.providers)
@@ -26,25 +30,52 @@ async fn read_overview(state: &AppState) -> Result<Overview, AdminError> {
         })
 }
 
+/// The newest batches with their progress (submitted through `/v1`).
+async fn recent_batches(state: &AppState) -> Result<Vec<BatchInfo>, AdminError> {
+    state
+        .jobs
+        .batches
+        .recent(BATCHES_LISTED)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "dashboard: cannot read the recent batches");
+            AdminError::Unavailable
+        })
+}
+
 pub async fn overview(
     session: Session,
     State(state): State<AppState>,
 ) -> Result<impl IntoResponse, AdminError> {
     let o = read_overview(&state).await?;
+    let batches = recent_batches(&state).await?;
     let rules = state.alerts.status();
     let local = Local {
         rules: &rules,
         security: state.security.counts(),
         limits: &state.admin.limits,
     };
-    Ok(Html(html::overview(&o, &local, &session).into_string()))
+    Ok(Html(
+        html::overview(&o, &batches, &local, &session).into_string(),
+    ))
+}
+
+/// What the overview page polls: the fleet overview and the batches.
+#[derive(Serialize)]
+pub struct OverviewJson {
+    #[serde(flatten)]
+    overview: Overview,
+    batches: Vec<BatchInfo>,
 }
 
 pub async fn overview_json(
     _session: Session,
     State(state): State<AppState>,
-) -> Result<Json<Overview>, AdminError> {
-    Ok(Json(read_overview(&state).await?))
+) -> Result<Json<OverviewJson>, AdminError> {
+    Ok(Json(OverviewJson {
+        overview: read_overview(&state).await?,
+        batches: recent_batches(&state).await?,
+    }))
 }
 
 /// The queue named in a path, if Ferry has it.

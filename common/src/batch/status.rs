@@ -7,6 +7,9 @@ use chrono::Utc;
 use redis::Pipeline;
 
 use super::{ABANDONED_AFTER, BatchCounts, BatchInfo, Batches, JobOutcome};
+
+/// How many batches the list of recent ones keeps.
+pub const RECENT_KEPT: usize = 1000;
 use crate::job::{JobId, from_millis};
 use crate::queue::QueueError;
 
@@ -35,6 +38,63 @@ impl Batches {
             return Box::pin(self.get(batch_id)).await;
         }
         Ok(Some(info))
+    }
+
+    /// Puts a new batch on the dashboard's list of recent batches (the
+    /// newest [`RECENT_KEPT`]). Best effort: a batch missing from the list
+    /// still runs and answers by id, so a failure here is only logged.
+    pub(super) async fn list_as_recent<C: redis::aio::ConnectionLike>(
+        &self,
+        conn: &mut C,
+        batch_id: &str,
+    ) {
+        let key = self.q().recent_batches();
+        let mut pipe = Pipeline::new();
+        pipe.cmd("ZADD")
+            .arg(&key)
+            .arg(Utc::now().timestamp_millis())
+            .arg(batch_id)
+            .ignore();
+        pipe.cmd("ZREMRANGEBYRANK")
+            .arg(&key)
+            .arg(0)
+            .arg(-(RECENT_KEPT as i64) - 1)
+            .ignore();
+        if let Err(e) = pipe.query_async::<()>(conn).await {
+            tracing::warn!(batch = %batch_id, error = %e, "cannot list the batch as recent; it runs all the same");
+        }
+    }
+
+    /// The newest `count` batches, newest first, for the dashboard. Batches
+    /// expired since they were listed are dropped from the list here.
+    pub async fn recent(&self, count: usize) -> Result<Vec<BatchInfo>, QueueError> {
+        let key = self.q().recent_batches();
+        let ids: Vec<String> = {
+            let mut conn = self.conn().await?;
+            redis::cmd("ZREVRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(count.max(1) - 1)
+                .query_async(&mut conn)
+                .await?
+        };
+        let mut found = Vec::with_capacity(ids.len());
+        let mut gone = Vec::new();
+        for id in ids {
+            match self.get(&id).await? {
+                Some(info) => found.push(info),
+                None => gone.push(id),
+            }
+        }
+        if !gone.is_empty() {
+            let mut conn = self.conn().await?;
+            redis::cmd("ZREM")
+                .arg(&key)
+                .arg(&gone)
+                .query_async::<()>(&mut conn)
+                .await?;
+        }
+        Ok(found)
     }
 
     /// Up to `count` of a batch's jobs from position `start`, in line order.

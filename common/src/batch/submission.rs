@@ -84,11 +84,11 @@ impl Batches {
         .arg(max_attempts_of(BATCH_WEBHOOK));
         let mut conn = self.conn().await?;
         let ((opened, in_flight),): ((i64, u64),) = run(&mut conn, &pipe).await?;
-        Ok(if opened == 1 {
-            Ok(())
-        } else {
-            Err(OverQuota { in_flight })
-        })
+        if opened != 1 {
+            return Ok(Err(OverQuota { in_flight }));
+        }
+        self.list_as_recent(&mut conn, &batch.id).await;
+        Ok(Ok(()))
     }
 
     /// Writes one chunk of a batch's jobs (records, stream entries, ids on
