@@ -2,7 +2,7 @@
 //!
 //! Tokens are configured as hashes ([`ApiTokens`], `FERRY_API_TOKENS` and
 //! `FERRY_ADMIN_TOKEN`) and swapped as a whole on SIGHUP. A route group is
-//! guarded with [`require`]; its handlers find the caller's [`Principal`] in
+//! guarded with [`Guard`] and [`guard`]; its handlers find the caller's [`Principal`] in
 //! the request extensions (`Extension<Principal>`). Refusals answer 401 or
 //! 403 with a fixed body that tells an attacker nothing (not whether a token
 //! exists, nor which scopes would do), and are reported as security events

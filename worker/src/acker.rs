@@ -7,7 +7,7 @@
 //! Why a connection of its own, and several pipelines at once: a pool
 //! checkout costs a health-check round trip, and one pipeline at a time
 //! leaves Redis idle while the answer travels back and the slots wait. On
-//! one multiplexed connection, up to [`PIPELINES_IN_FLIGHT`] batches are on
+//! one multiplexed connection, up to `PIPELINES_IN_FLIGHT` (4) batches are on
 //! the wire together; each job's slot is freed as soon as its batch is
 //! recorded.
 

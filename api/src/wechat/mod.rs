@@ -4,7 +4,7 @@
 //! A push is checked ([`verify`]: signature, timestamp window, then
 //! `msg_signature` and decryption when encrypted), its body read only after
 //! that (bounded: 413 above `FERRY_MAX_BODY_BYTES`), parsed, and turned into
-//! an action ([`dispatch`]). A job is handed to Redis with its dedup key in
+//! an action ([`dispatch()`]). A job is handed to Redis with its dedup key in
 //! the same atomic call, so a WeChat retry arriving while the first request
 //! still runs never makes a second job, or to the spool when Redis does not
 //! take it in time ([`crate::handoff`]). The answer is `success`, or a
