@@ -606,5 +606,11 @@ async fn the_openapi_document_describes_the_routes() {
         assert!(doc["paths"][path].is_object(), "{path} missing");
     }
     assert!(doc["components"]["schemas"]["BatchInfo"].is_object());
+
+    // An unknown route under /v1 answers in the same JSON shape.
+    let unknown = reqwest::get(w.url("/v1/batchez")).await.unwrap();
+    assert_eq!(unknown.status().as_u16(), 404);
+    let body: Value = unknown.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
     w.ferry.stop().await;
 }

@@ -15,8 +15,9 @@ pub mod guard;
 pub mod openapi;
 
 use axum::Router;
+use axum::http::StatusCode;
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use ferry_common::batch::Batches;
 use ferry_common::batch::line::Rules;
 use ferry_common::config::JobsApiConfig;
@@ -25,6 +26,7 @@ use ferry_common::fleet::RateLimit;
 use crate::auth::Scope;
 use crate::state::AppState;
 use crate::{batches, jobs_api};
+use error::V1Error;
 use guard::V1Guard;
 
 /// What `/v1` needs besides the api's common state.
@@ -62,4 +64,10 @@ pub fn router(state: AppState) -> Router<AppState> {
         .merge(submit)
         .merge(read)
         .route("/v1/openapi.json", get(openapi::document))
+        .route("/v1/{*rest}", any(unknown_route))
+}
+
+/// Any other path under `/v1`: the API's JSON error shape, not an empty 404.
+async fn unknown_route() -> V1Error {
+    V1Error::new(StatusCode::NOT_FOUND, "not_found", "no such route")
 }
