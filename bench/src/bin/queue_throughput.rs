@@ -37,6 +37,10 @@ struct Args {
     /// Redis with AOF (appendfsync always) instead of no persistence.
     #[arg(long)]
     aof: bool,
+    /// Redis settings applied with CONFIG SET before the run, as
+    /// `name=value` (repeatable), e.g. `stream-node-max-entries=16`.
+    #[arg(long = "redis-config")]
+    redis_config: Vec<String>,
 }
 
 fn noop_job() -> NewJob {
@@ -179,6 +183,19 @@ async fn main() -> anyhow::Result<()> {
     let redis_process = RedisProcess::start(dir.path(), args.aof)?;
     let url = Secret::new(redis_process.url());
     let client = redis::Client::open(redis_process.url())?;
+    for setting in &args.redis_config {
+        let (name, value) = setting
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--redis-config takes name=value, got {setting:?}"))?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query_async::<()>(&mut conn)
+            .await?;
+        println!("redis CONFIG SET {name} {value}");
+    }
     let keys = Keys::new("bench");
     {
         let mut conn = client.get_multiplexed_async_connection().await?;
