@@ -43,7 +43,9 @@ pub trait Handler: Send + Sync + 'static {
 /// Handlers by job kind.
 #[derive(Clone, Default)]
 pub struct Handlers {
-    by_kind: HashMap<String, Arc<dyn Handler>>,
+    /// Kinds are the constants of `ferry_common::job::kinds` (or a test's):
+    /// `'static`, so the metrics label a job by its kind without copying it.
+    by_kind: HashMap<&'static str, Arc<dyn Handler>>,
 }
 
 impl Handlers {
@@ -51,12 +53,17 @@ impl Handlers {
         Self::default()
     }
 
-    pub fn register(mut self, kind: &str, handler: impl Handler) -> Self {
-        self.by_kind.insert(kind.to_owned(), Arc::new(handler));
+    pub fn register(mut self, kind: &'static str, handler: impl Handler) -> Self {
+        self.by_kind.insert(kind, Arc::new(handler));
         self
     }
 
     pub fn get(&self, kind: &str) -> Option<&Arc<dyn Handler>> {
         self.by_kind.get(kind)
+    }
+
+    /// The handler of `kind` with the kind's registered (`'static`) name.
+    pub fn lookup(&self, kind: &str) -> Option<(&'static str, &Arc<dyn Handler>)> {
+        self.by_kind.get_key_value(kind).map(|(k, h)| (*k, h))
     }
 }

@@ -4,13 +4,14 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use ferry_common::job::Delivery;
 use ferry_common::metrics as names;
-use ferry_common::queue::Outcome;
+use ferry_common::queue::{Outcome, QUEUES};
 
 use crate::acker::Finished;
 use crate::handler::{HandlerError, Handlers};
@@ -62,11 +63,15 @@ impl Processor {
 
     async fn run(&self, delivery: Delivery, permit: OwnedSemaphorePermit) {
         let started = std::time::Instant::now();
-        let outcome = match self.inner.handlers.get(&delivery.kind) {
+        let found = self.inner.handlers.lookup(&delivery.kind);
+        // A kind no handler knows is labelled `unknown`, so an enqueuer
+        // cannot grow the metrics' label set.
+        let kind = found.map_or("unknown", |(kind, _)| kind);
+        let outcome = match found {
             None => Outcome::Dead {
                 reason: format!("no handler for job kind {:?} in this worker", delivery.kind),
             },
-            Some(handler) => match AssertUnwindSafe(handler.handle(&delivery))
+            Some((_, handler)) => match AssertUnwindSafe(handler.handle(&delivery))
                 .catch_unwind()
                 .await
             {
@@ -78,7 +83,7 @@ impl Processor {
                     .decide(&delivery, HandlerError::retry("the handler panicked")),
             },
         };
-        self.record(&delivery, &outcome, started.elapsed());
+        record(&delivery, kind, &outcome, started.elapsed());
         let finished = Finished {
             delivery,
             outcome,
@@ -90,24 +95,24 @@ impl Processor {
             );
         }
     }
+}
 
-    /// Counts the attempt for `/metrics`. A kind no handler knows is
-    /// labelled `unknown`, so an enqueuer cannot grow the label set.
-    fn record(&self, delivery: &Delivery, outcome: &Outcome, elapsed: std::time::Duration) {
-        let kind = match self.inner.handlers.get(&delivery.kind) {
-            Some(_) => delivery.kind.clone(),
-            None => "unknown".to_owned(),
-        };
-        let result = match outcome {
-            Outcome::Succeeded { .. } => "succeeded",
-            Outcome::Retry { .. } => "retried",
-            Outcome::Dead { .. } => "dead",
-            Outcome::HandBack => "handed_back",
-        };
-        let queue = delivery.id.queue().to_owned();
-        metrics::counter!(names::JOBS, "queue" => queue.clone(), "kind" => kind.clone(), "outcome" => result)
-            .increment(1);
-        metrics::histogram!(names::JOB_DURATION, "queue" => queue, "kind" => kind)
-            .record(elapsed.as_secs_f64());
-    }
+/// Counts the attempt for `/metrics`. Every label is a `'static` string (the
+/// registered kind, a known queue name): nothing is allocated per job.
+fn record(delivery: &Delivery, kind: &'static str, outcome: &Outcome, elapsed: Duration) {
+    let result = match outcome {
+        Outcome::Succeeded { .. } => "succeeded",
+        Outcome::Retry { .. } => "retried",
+        Outcome::Dead { .. } => "dead",
+        Outcome::HandBack => "handed_back",
+    };
+    let queue = QUEUES
+        .iter()
+        .copied()
+        .find(|q| *q == delivery.id.queue())
+        .unwrap_or("other");
+    metrics::counter!(names::JOBS, "queue" => queue, "kind" => kind, "outcome" => result)
+        .increment(1);
+    metrics::histogram!(names::JOB_DURATION, "queue" => queue, "kind" => kind)
+        .record(elapsed.as_secs_f64());
 }

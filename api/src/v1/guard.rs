@@ -7,14 +7,12 @@
 //! fleet-wide GCRA limiter (`ferry_limit` on `api_key:<name>`); jobs in
 //! flight are checked by the enqueue calls themselves.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use ferry_common::fleet::Verdict;
 
-use crate::auth::{Principal, Scope, bearer};
+use crate::auth::{self, Principal, Scope};
 use crate::state::AppState;
 use crate::v1::error::V1Error;
 
@@ -28,16 +26,7 @@ pub struct V1Guard {
 /// Admits requests whose bearer token has the guard's scope and puts the
 /// [`Principal`] in the request's extensions.
 pub async fn require(State(guard): State<V1Guard>, mut request: Request, next: Next) -> Response {
-    let client = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| guard.state.clients.resolve(info.0.ip(), request.headers()));
-    match guard.state.auth.check(
-        bearer(request.headers()),
-        guard.scope,
-        client,
-        &guard.state.security,
-    ) {
+    match auth::authenticate(&guard.state, &request, guard.scope) {
         Ok(principal) => {
             request.extensions_mut().insert(principal);
             next.run(request).await
