@@ -455,7 +455,7 @@ async fn a_providers_keys_are_used_in_turn_and_replaced_on_sighup() {
 #[test]
 fn the_ferry_secrets_command_prints_values_only_when_asked_to_decrypt() {
     let (_dir, file) = encrypted();
-    let ferry = format!("{}/../target/debug/ferry", env!("CARGO_MANIFEST_DIR"));
+    let ferry = ferry_tests::ferry_binary();
     let run = |args: &[&str], password: &str| {
         Command::new(&ferry)
             .args(args)
