@@ -1,0 +1,149 @@
+//! What a late outcome does under at-least-once delivery: the first success
+//! reported while the job is unfinished is recorded, whichever delivery it
+//! comes from; every later one changes nothing and says so. Driven through
+//! the engine's own calls, no worker, so each step of a takeover is placed
+//! exactly.
+
+use std::time::Duration;
+
+use ferry_common::job::{Delivery, JobState, NewJob};
+use ferry_common::queue::{JobQueue, Outcome, WECHAT};
+use ferry_common::{Keys, Secret, connection, schema};
+use ferry_tests::RedisServer;
+
+async fn migrated_queue(redis: &RedisServer) -> JobQueue {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys = Keys::new("ferry");
+    schema::migrate(&mut conn, &keys, "test").await.unwrap();
+    let pool = connection::pool(&Secret::new(redis.url()), 4).unwrap();
+    JobQueue::new(pool, keys, Duration::from_secs(3600))
+}
+
+fn noop() -> NewJob {
+    NewJob {
+        kind: "noop".into(),
+        queue: WECHAT.into(),
+        payload: serde_json::json!({}),
+        max_attempts: 5,
+        idempotency: None,
+    }
+}
+
+async fn fetch_one(queue: &JobQueue, consumer: &str) -> Delivery {
+    let mut conn = queue.pool().get().await.unwrap();
+    let mut got = queue.fetch(&mut conn, consumer, WECHAT, 10).await.unwrap();
+    assert_eq!(got.len(), 1, "one job waiting");
+    got.pop().unwrap()
+}
+
+fn succeeded(answer: &str) -> Outcome {
+    Outcome::Succeeded {
+        result: serde_json::json!({ "answer": answer }),
+    }
+}
+
+#[tokio::test]
+async fn a_late_success_from_a_lost_delivery_finishes_the_job_once() {
+    let redis = RedisServer::start();
+    let queue = migrated_queue(&redis).await;
+    let id = queue.enqueue(&noop()).await.unwrap().id;
+
+    // w1 takes the job, then stalls past the visibility timeout: w2 takes
+    // the same entry over and its attempt fails with a retry.
+    let stalled = fetch_one(&queue, "w1").await;
+    let taken = queue
+        .reclaim("w2", WECHAT, Duration::ZERO, 10, 10)
+        .await
+        .unwrap();
+    assert_eq!(taken.fetched.len(), 1);
+    let second = queue.start(taken.fetched, "w2").await.unwrap().remove(0);
+    assert_eq!((second.attempt, &second.entry_id), (2, &stalled.entry_id));
+    let retry = Outcome::Retry {
+        error: "provider timed out".into(),
+        delay: Duration::ZERO,
+    };
+    assert_eq!(queue.record(&[(&second, &retry)]).await.unwrap(), [true]);
+    let record = queue.job(&id).await.unwrap().unwrap();
+    assert_eq!(record.state, JobState::Retrying);
+    assert!(
+        record.due_at.is_some(),
+        "a waiting retry shows when it is due"
+    );
+
+    // The retry is promoted and w3 runs attempt 3 on a new entry.
+    assert_eq!(queue.promote_due(WECHAT, 10).await.unwrap(), 1);
+    let third = fetch_one(&queue, "w3").await;
+    assert_eq!(third.attempt, 3);
+    assert_ne!(third.entry_id, stalled.entry_id);
+
+    // w1 wakes up and reports its success: the job was unfinished, so this
+    // is its one success (the handler ran to the end; at-least-once allows
+    // the duplicate run, not a second outcome).
+    let late = queue
+        .record(&[(&stalled, &succeeded("late"))])
+        .await
+        .unwrap();
+    assert_eq!(late, [true]);
+
+    // Attempt 3's success, sent twice in one batch, changes nothing.
+    let done = queue
+        .record(&[(&third, &succeeded("live")), (&third, &succeeded("live"))])
+        .await
+        .unwrap();
+    assert_eq!(done, [false, false]);
+    let record = queue.job(&id).await.unwrap().unwrap();
+    assert_eq!(record.state, JobState::Succeeded);
+    assert_eq!(record.result, Some(serde_json::json!({ "answer": "late" })));
+    assert_eq!(record.attempts, 3);
+    assert_eq!(record.due_at, None, "a finished job has no due time");
+
+    // Every entry was acknowledged and deleted: nothing left to take over.
+    let mut conn = redis.conn();
+    let key = queue.keys().queue(WECHAT).stream();
+    let len: u64 = redis::cmd("XLEN").arg(&key).query(&mut conn).unwrap();
+    let (pending, ..): (u64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
+        .arg(&key)
+        .arg(ferry_common::keys::CONSUMER_GROUP)
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!((len, pending), (0, 0));
+}
+
+#[tokio::test]
+async fn the_first_of_two_holders_to_succeed_wins_and_the_other_changes_nothing() {
+    let redis = RedisServer::start();
+    let queue = migrated_queue(&redis).await;
+    let id = queue.enqueue(&noop()).await.unwrap().id;
+
+    // Both w1 and (after a takeover) w2 run the same delivery.
+    let first = fetch_one(&queue, "w1").await;
+    let taken = queue
+        .reclaim("w2", WECHAT, Duration::ZERO, 10, 10)
+        .await
+        .unwrap();
+    let second = queue.start(taken.fetched, "w2").await.unwrap().remove(0);
+
+    // The original holder finishes first: its success counts although the
+    // entry had moved to w2, and w2's later one is a duplicate.
+    assert_eq!(
+        queue
+            .record(&[(&first, &succeeded("first"))])
+            .await
+            .unwrap(),
+        [true]
+    );
+    assert_eq!(
+        queue
+            .record(&[(&second, &succeeded("second"))])
+            .await
+            .unwrap(),
+        [false]
+    );
+    let record = queue.job(&id).await.unwrap().unwrap();
+    assert_eq!(record.state, JobState::Succeeded);
+    assert_eq!(
+        record.result,
+        Some(serde_json::json!({ "answer": "first" }))
+    );
+}
