@@ -93,6 +93,9 @@ pub mod vars {
     pub const FERRY_API_IDEMPOTENCY_TTL: &str = "FERRY_API_IDEMPOTENCY_TTL";
     /// Key that signs batch completion webhooks (HMAC-SHA256).
     pub const FERRY_WEBHOOK_SECRET: &str = "FERRY_WEBHOOK_SECRET";
+    /// Private networks completion webhooks may reach (public addresses
+    /// always may).
+    pub const FERRY_WEBHOOK_ALLOW_NETWORKS: &str = "FERRY_WEBHOOK_ALLOW_NETWORKS";
     /// `ferry batch`: the api's URL and the bearer token to call it with.
     pub const FERRY_API_URL: &str = "FERRY_API_URL";
     pub const FERRY_API_TOKEN: &str = "FERRY_API_TOKEN";
@@ -167,6 +170,7 @@ pub mod vars {
         FERRY_API_SUBMISSIONS_BURST,
         FERRY_API_IDEMPOTENCY_TTL,
         FERRY_WEBHOOK_SECRET,
+        FERRY_WEBHOOK_ALLOW_NETWORKS,
         FERRY_API_URL,
         FERRY_API_TOKEN,
         FERRY_NEW_SECURE_CONFIG_PASSWORD,
@@ -544,6 +548,16 @@ pub struct JobsApiConfig {
     pub idempotency_ttl: Duration,
     /// Signs completion webhooks; without it a batch may not ask for one.
     pub webhook_secret: Option<Secret>,
+    /// Networks a webhook may reach besides public addresses
+    /// (`crate::batch::webhook_target`).
+    pub webhook_allow: Vec<IpRange>,
+}
+
+impl JobsApiConfig {
+    /// Where completion webhooks may go.
+    pub fn webhook_targets(&self) -> crate::batch::webhook_target::WebhookTargets {
+        crate::batch::webhook_target::WebhookTargets::new(self.webhook_allow.clone())
+    }
 }
 
 /// A token bucket per client IP.
@@ -1159,6 +1173,7 @@ fn jobs_api_config(s: &Sources) -> Result<JobsApiConfig, ConfigError> {
         submissions_burst: positive(s, vars::FERRY_API_SUBMISSIONS_BURST, 10)?,
         idempotency_ttl: s.seconds(vars::FERRY_API_IDEMPOTENCY_TTL, 86_400.0)?,
         webhook_secret,
+        webhook_allow: ip_ranges(s, vars::FERRY_WEBHOOK_ALLOW_NETWORKS)?,
     })
 }
 

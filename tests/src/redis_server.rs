@@ -3,8 +3,14 @@
 //! restart it and never share state. No mock of Redis anywhere.
 
 use std::path::Path;
+use std::time::Duration;
 
 use ferry_common::embedded_redis::RedisProcess;
+use ferry_common::queue::JobQueue;
+use ferry_common::{Keys, Secret, connection, schema};
+
+/// The key prefix every test's Ferry uses.
+pub const PREFIX: &str = "ferry";
 
 pub struct RedisServer {
     process: RedisProcess,
@@ -100,5 +106,26 @@ impl RedisServer {
     pub fn restart(&mut self) {
         self.process.restart().expect("restart redis-server");
         self.require_password();
+    }
+
+    /// Loads Ferry's function libraries and consumer groups, as `ferry
+    /// migrate` does.
+    pub async fn migrate(&self) {
+        let client = redis::Client::open(self.url()).expect("redis url");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to the test's redis-server");
+        schema::migrate(&mut conn, &Keys::new(PREFIX), "test")
+            .await
+            .expect("ferry migrate");
+    }
+
+    /// The queue engine on this server, migrated first: what a test that
+    /// drives the engine's own calls needs (finished records kept an hour).
+    pub async fn job_queue(&self) -> JobQueue {
+        self.migrate().await;
+        let pool = connection::pool(&Secret::new(self.url()), 8).expect("pool");
+        JobQueue::new(pool, Keys::new(PREFIX), Duration::from_secs(3600))
     }
 }

@@ -325,7 +325,7 @@ async fn cancel_stops_queued_jobs_and_lets_running_ones_finish() {
 async fn the_completion_webhook_is_signed_and_retried_until_delivered() {
     let hook = FakeWebhook::start().await;
     hook.push_status(503);
-    let w = world(&[], true).await;
+    let w = world(&[("FERRY_WEBHOOK_ALLOW_NETWORKS", "127.0.0.1")], true).await;
     let body = jsonl([line("a", "one"), line("b", "two")]);
     let query = format!("?webhook_url={}", hook.url());
 
@@ -362,6 +362,84 @@ async fn the_completion_webhook_is_signed_and_retried_until_delivered() {
     assert_eq!(payload["batch"]["id"], created["id"]);
     assert_eq!(payload["batch"]["status"], "completed");
     assert_eq!(payload["batch"]["counts"]["succeeded"], 2);
+    w.ferry.stop().await;
+}
+
+/// The batch queue's dead letters once one has the `batch.webhook` job.
+async fn dead_webhook_reason(w: &World) -> String {
+    let queue = w.redis.job_queue().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let letters = queue.dead_letters("batch", 10).await.unwrap();
+        if let Some(letter) = letters.first() {
+            assert_eq!(letters.len(), 1, "only the webhook job died");
+            return letter.reason.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the webhook job was not dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_to_a_private_address_is_refused_at_submission_and_at_delivery() {
+    let hook = FakeWebhook::start().await;
+    let w = world(&[], true).await;
+    let body = || jsonl([line("a", "one")]);
+
+    // An IP literal outside the allowed networks: refused before anything
+    // is written.
+    let (status, refused) = w
+        .post_batch(
+            body(),
+            &format!("?webhook_url={}", hook.url()),
+            SUBMIT_TOKEN,
+        )
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(message.contains("127.0.0.1"), "{message}");
+    assert!(
+        message.contains("FERRY_WEBHOOK_ALLOW_NETWORKS"),
+        "{message}"
+    );
+    assert_eq!(w.stream_len("batch"), 0);
+    let metadata = "http://169.254.169.254/latest/meta-data/";
+    let (status, _) = w
+        .post_batch(body(), &format!("?webhook_url={metadata}"), SUBMIT_TOKEN)
+        .await;
+    assert_eq!(status, 400, "the cloud metadata service");
+
+    // A host name is resolved when the webhook is sent: `localhost` is
+    // loopback, so the batch finishes but its webhook is dead-lettered with
+    // the reason, without a connection to the receiver and without retries.
+    let by_name = hook.url().replace("127.0.0.1", "localhost");
+    let (status, created) = w
+        .post_batch(body(), &format!("?webhook_url={by_name}"), SUBMIT_TOKEN)
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let reason = dead_webhook_reason(&w).await;
+    assert!(reason.contains("private, local or reserved"), "{reason}");
+    assert!(!reason.contains(&by_name), "the URL is not in the reason");
+    assert!(hook.received().is_empty(), "nothing reached the receiver");
+    w.ferry.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_redirect_is_not_followed() {
+    let hook = FakeWebhook::start().await;
+    hook.push_status(302);
+    let w = world(&[("FERRY_WEBHOOK_ALLOW_NETWORKS", "127.0.0.1/32")], true).await;
+    let query = format!("?webhook_url={}", hook.url());
+    let (status, created) = w
+        .post_batch(jsonl([line("a", "one")]), &query, SUBMIT_TOKEN)
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let reason = dead_webhook_reason(&w).await;
+    assert!(reason.contains("redirects are not followed"), "{reason}");
+    assert_eq!(hook.received().len(), 1, "asked once, not retried");
     w.ferry.stop().await;
 }
 

@@ -5,26 +5,23 @@
 
 use std::time::Duration;
 
+use ferry_common::Keys;
 use ferry_common::batch::{Batches, Begin, NewBatch, new_batch_id};
 use ferry_common::job::Delivery;
 use ferry_common::job::kinds::{ChatCompletion, ChatParameters, ChatTurn};
 use ferry_common::queue::{BATCH, JobQueue, Outcome};
-use ferry_common::{Keys, Secret, connection, schema};
 use ferry_tests::RedisServer;
 
 const OWNER: &str = "ci";
 
 async fn engine(redis: &RedisServer) -> (JobQueue, Batches) {
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys = Keys::new("ferry");
-    schema::migrate(&mut conn, &keys, "test").await.unwrap();
-    let pool = connection::pool(&Secret::new(redis.url()), 8).unwrap();
-    let retention = Duration::from_secs(3600);
-    (
-        JobQueue::new(pool.clone(), keys.clone(), retention),
-        Batches::new(pool, keys, retention),
-    )
+    let queue = redis.job_queue().await;
+    let batches = Batches::new(
+        queue.pool().clone(),
+        queue.keys().clone(),
+        Duration::from_secs(3600),
+    );
+    (queue, batches)
 }
 
 fn request(i: usize) -> (String, ChatCompletion) {

@@ -6,16 +6,8 @@ use std::time::Duration;
 use ferry_common::fleet::{
     Admission, BreakerSettings, Breakers, CallResult, Denial, GateSettings, ProviderGate,
 };
-use ferry_common::{Keys, Secret, connection, schema};
+use ferry_common::{Keys, Secret, connection};
 use ferry_tests::RedisServer;
-
-async fn migrate(redis: &RedisServer) {
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    schema::migrate(&mut conn, &Keys::new("ferry"), "test")
-        .await
-        .unwrap();
-}
 
 /// A gate as one process would have it (its own pool).
 fn gate(redis: &RedisServer, settings: &GateSettings) -> ProviderGate {
@@ -51,7 +43,7 @@ fn denial(a: &Admission) -> Option<Denial> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_breaker_opens_fleet_wide_lets_exactly_one_probe_through_and_closes_on_success() {
     let redis = RedisServer::start();
-    migrate(&redis).await;
+    redis.migrate().await;
     let settings = GateSettings {
         breaker: breaker_settings(),
         ..GateSettings::default()
@@ -114,7 +106,7 @@ async fn the_breaker_opens_fleet_wide_lets_exactly_one_probe_through_and_closes_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_probe_whose_owner_died_does_not_leave_the_breaker_stuck() {
     let redis = RedisServer::start();
-    migrate(&redis).await;
+    redis.migrate().await;
     let settings = GateSettings {
         lease_ttl: Duration::from_millis(300),
         breaker: breaker_settings(),
@@ -148,7 +140,7 @@ async fn a_probe_whose_owner_died_does_not_leave_the_breaker_stuck() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quota_and_auth_failures_open_the_breaker_at_once_and_for_long() {
     let redis = RedisServer::start();
-    migrate(&redis).await;
+    redis.migrate().await;
     let settings = GateSettings {
         breaker: breaker_settings(),
         ..GateSettings::default()
@@ -191,7 +183,7 @@ async fn quota_and_auth_failures_open_the_breaker_at_once_and_for_long() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_concurrency_limit_holds_across_processes_and_a_lost_lease_expires() {
     let redis = RedisServer::start();
-    migrate(&redis).await;
+    redis.migrate().await;
     let settings = GateSettings {
         max_concurrency: 2,
         lease_ttl: Duration::from_millis(300),
@@ -214,7 +206,7 @@ async fn the_concurrency_limit_holds_across_processes_and_a_lost_lease_expires()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_hint_seen_by_one_process_slows_the_whole_fleet() {
     let redis = RedisServer::start();
-    migrate(&redis).await;
+    redis.migrate().await;
     let settings = GateSettings::default();
     let (a, b) = (gate(&redis, &settings), gate(&redis, &settings));
     let pass = granted(a.admit(1).await);
@@ -239,7 +231,7 @@ async fn a_429_hint_seen_by_one_process_slows_the_whole_fleet() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_reserved_from_the_estimate_and_corrected_from_usage() {
     let redis = RedisServer::start();
-    migrate(&redis).await;
+    redis.migrate().await;
     let settings = GateSettings {
         tokens_per_minute: 6000,
         ..GateSettings::default()
@@ -264,7 +256,7 @@ async fn tokens_are_reserved_from_the_estimate_and_corrected_from_usage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_per_subject_limit_is_shared_by_every_process() {
     let redis = RedisServer::start();
-    migrate(&redis).await;
+    redis.migrate().await;
     let limit = |_: usize| {
         ferry_common::fleet::RateLimit::new(
             connection::pool(&Secret::new(redis.url()), 2).unwrap(),

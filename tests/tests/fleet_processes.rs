@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use ferry_common::job::kinds::{self, WeChatReply};
 use ferry_common::job::{Idempotency, NewJob};
 use ferry_common::queue::JobQueue;
-use ferry_common::{Keys, Secret, connection, schema};
 use ferry_tests::fake_provider::{FakeKind, FakeProvider, Reply};
 use ferry_tests::worker_process::{WorkerProcesses, ferry_worker};
 use ferry_tests::{FakeWeChat, RedisServer};
@@ -27,19 +26,6 @@ fn start_workers(
         (0..n)
             .map(|_| ferry_worker(redis, wechat, APP_ID, APP_SECRET, &env))
             .collect(),
-    )
-}
-
-async fn queue(redis: &RedisServer) -> JobQueue {
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    schema::migrate(&mut conn, &Keys::new("ferry"), "test")
-        .await
-        .unwrap();
-    JobQueue::new(
-        connection::pool(&Secret::new(redis.url()), 4).unwrap(),
-        Keys::new("ferry"),
-        Duration::from_secs(3600),
     )
 }
 
@@ -77,7 +63,7 @@ async fn wait_until<F: FnMut() -> bool>(what: &str, timeout: Duration, mut check
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_requests_per_minute_limit_holds_across_three_worker_processes() {
     let redis = RedisServer::start();
-    let queue = queue(&redis).await;
+    let queue = redis.job_queue().await;
     let wechat = FakeWeChat::start(APP_ID, APP_SECRET).await;
     let provider = FakeProvider::start(FakeKind::OpenAi, "sk-fleet", "deepseek-chat").await;
     // 600 a minute: one every 100 ms for the whole fleet, no burst.
@@ -124,7 +110,7 @@ async fn a_requests_per_minute_limit_holds_across_three_worker_processes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_provider_opens_the_breaker_fleet_wide_then_one_probe_closes_it() {
     let redis = RedisServer::start();
-    let queue = queue(&redis).await;
+    let queue = redis.job_queue().await;
     let wechat = FakeWeChat::start(APP_ID, APP_SECRET).await;
     let failing = FakeProvider::start(FakeKind::OpenAi, "sk-a", "deepseek-chat").await;
     let backup = FakeProvider::start(FakeKind::OpenAi, "sk-b", "qwen-plus").await;
@@ -206,7 +192,7 @@ async fn a_failing_provider_opens_the_breaker_fleet_wide_then_one_probe_closes_i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_the_cool_down_exactly_one_probe_goes_out_fleet_wide() {
     let redis = RedisServer::start();
-    let queue = queue(&redis).await;
+    let queue = redis.job_queue().await;
     let wechat = FakeWeChat::start(APP_ID, APP_SECRET).await;
     let failing = FakeProvider::start(FakeKind::OpenAi, "sk-a", "deepseek-chat").await;
     let backup = FakeProvider::start(FakeKind::OpenAi, "sk-b", "qwen-plus").await;
@@ -261,7 +247,7 @@ async fn after_the_cool_down_exactly_one_probe_goes_out_fleet_wide() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_concurrency_limit_holds_across_worker_processes() {
     let redis = RedisServer::start();
-    let queue = queue(&redis).await;
+    let queue = redis.job_queue().await;
     let wechat = FakeWeChat::start(APP_ID, APP_SECRET).await;
     let provider = FakeProvider::start(FakeKind::OpenAi, "sk-conc", "deepseek-chat").await;
     let stall = Duration::from_millis(300);

@@ -8,17 +8,7 @@ use std::time::Duration;
 
 use ferry_common::job::{Delivery, JobState, NewJob};
 use ferry_common::queue::{JobQueue, Outcome, WECHAT};
-use ferry_common::{Keys, Secret, connection, schema};
 use ferry_tests::RedisServer;
-
-async fn migrated_queue(redis: &RedisServer) -> JobQueue {
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys = Keys::new("ferry");
-    schema::migrate(&mut conn, &keys, "test").await.unwrap();
-    let pool = connection::pool(&Secret::new(redis.url()), 4).unwrap();
-    JobQueue::new(pool, keys, Duration::from_secs(3600))
-}
 
 fn noop() -> NewJob {
     NewJob {
@@ -46,7 +36,7 @@ fn succeeded(answer: &str) -> Outcome {
 #[tokio::test]
 async fn a_late_success_from_a_lost_delivery_finishes_the_job_once() {
     let redis = RedisServer::start();
-    let queue = migrated_queue(&redis).await;
+    let queue = redis.job_queue().await;
     let id = queue.enqueue(&noop()).await.unwrap().id;
 
     // w1 takes the job, then stalls past the visibility timeout: w2 takes
@@ -113,7 +103,7 @@ async fn a_late_success_from_a_lost_delivery_finishes_the_job_once() {
 #[tokio::test]
 async fn the_first_of_two_holders_to_succeed_wins_and_the_other_changes_nothing() {
     let redis = RedisServer::start();
-    let queue = migrated_queue(&redis).await;
+    let queue = redis.job_queue().await;
     let id = queue.enqueue(&noop()).await.unwrap().id;
 
     // Both w1 and (after a takeover) w2 run the same delivery.

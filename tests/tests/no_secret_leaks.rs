@@ -520,6 +520,7 @@ async fn no_secret_reaches_a_log_a_metric_a_response_or_redis() {
             ("FERRY_SPOOL_DIR", spool_dir.to_str().unwrap().to_owned()),
             ("FERRY_MAX_BODY_BYTES", "16384".into()),
             ("FERRY_API_SUBMISSIONS_PER_MINUTE", "0".into()),
+            ("FERRY_WEBHOOK_ALLOW_NETWORKS", "127.0.0.1".into()),
             ("FERRY_FETCH_BLOCK_MS", "100".into()),
             ("FERRY_SHUTDOWN_GRACE", "5".into()),
         ]

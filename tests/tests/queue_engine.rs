@@ -7,9 +7,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ferry_common::Keys;
 use ferry_common::job::{Delivery, JobId, JobState, NewJob};
 use ferry_common::queue::{BATCH, JobQueue, WECHAT};
-use ferry_common::{Keys, connection, schema};
 use ferry_tests::RedisServer;
 use ferry_tests::counting::{COUNT, Counting, EXECUTIONS_KEY, ORDER_KEY};
 use ferry_worker::handler::{Handler, HandlerError, Handlers};
@@ -17,15 +17,6 @@ use ferry_worker::job_retry::RetryPolicy;
 use ferry_worker::{Worker, WorkerSettings};
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
-
-async fn migrated_queue(redis: &RedisServer) -> JobQueue {
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys = Keys::new("ferry");
-    schema::migrate(&mut conn, &keys, "test").await.unwrap();
-    let pool = connection::pool(&ferry_common::Secret::new(redis.url()), 16).unwrap();
-    JobQueue::new(pool, keys, Duration::from_secs(3600))
-}
 
 fn count_job(queue: &str, sleep_ms: u64) -> NewJob {
     NewJob {
@@ -168,7 +159,7 @@ async fn states(queue: &JobQueue, ids: &[JobId]) -> HashMap<JobState, usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_a_worker_loses_nothing_and_duplicates_at_most_its_in_flight_jobs() {
     let redis = RedisServer::start();
-    let queue = migrated_queue(&redis).await;
+    let queue = redis.job_queue().await;
     let mut ids = Vec::new();
     for _ in 0..3000 {
         ids.push(queue.enqueue(&count_job(WECHAT, 1)).await.unwrap().id);
@@ -220,7 +211,7 @@ async fn kill_9_of_a_worker_loses_nothing_and_duplicates_at_most_its_in_flight_j
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_job_is_kept_while_its_worker_lives_and_taken_over_when_it_is_killed() {
     let redis = RedisServer::start();
-    let queue = migrated_queue(&redis).await;
+    let queue = redis.job_queue().await;
     // Visibility timeout 1 s; each job takes 3.5 s.
     let mut holder = WorkerProcess::spawn(&redis, 1, 1);
     let kept = queue.enqueue(&count_job(WECHAT, 3500)).await.unwrap().id;
@@ -294,7 +285,7 @@ impl Handler for Flaky {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_wait_for_the_hint_then_dead_letter_with_the_reason_and_replay_works() {
     let redis = RedisServer::start();
-    let queue = migrated_queue(&redis).await;
+    let queue = redis.job_queue().await;
     let starts = Arc::new(Mutex::new(Vec::new()));
     let succeed = Arc::new(Mutex::new(false));
     let hint = Duration::from_millis(300);
@@ -370,7 +361,7 @@ async fn retries_wait_for_the_hint_then_dead_letter_with_the_reason_and_replay_w
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_with_aof_mid_run_loses_no_acknowledged_job() {
     let mut redis = RedisServer::start_with_aof();
-    let queue = migrated_queue(&redis).await;
+    let queue = redis.job_queue().await;
     let handlers = Handlers::new().register(
         COUNT,
         Counting {
@@ -436,7 +427,7 @@ async fn a_redis_restart_with_aof_mid_run_loses_no_acknowledged_job() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wechat_jobs_are_fetched_before_a_batch_flood_queued_ahead_of_them() {
     let redis = RedisServer::start();
-    let queue = migrated_queue(&redis).await;
+    let queue = redis.job_queue().await;
     let mut batch = Vec::new();
     for _ in 0..2000 {
         batch.push(
@@ -535,7 +526,7 @@ async fn wechat_jobs_are_fetched_before_a_batch_flood_queued_ahead_of_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_work_and_exits_0() {
     let redis = RedisServer::start();
-    let queue = migrated_queue(&redis).await;
+    let queue = redis.job_queue().await;
     let mut ids = Vec::new();
     for _ in 0..8 {
         ids.push(queue.enqueue(&count_job(WECHAT, 500)).await.unwrap().id);
@@ -562,7 +553,7 @@ async fn sigterm_finishes_in_flight_work_and_exits_0() {
 async fn a_worker_survives_redis_losing_everything_and_keeps_serving() {
     // No persistence: a restart loses the functions, the groups and the data.
     let mut redis = RedisServer::start();
-    let queue = migrated_queue(&redis).await;
+    let queue = redis.job_queue().await;
     let handlers = Handlers::new().register(
         COUNT,
         Counting {
@@ -603,7 +594,7 @@ async fn a_worker_survives_redis_losing_everything_and_keeps_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotency_key_returns_the_same_job_and_finished_records_expire() {
     let redis = RedisServer::start();
-    let queue = migrated_queue(&redis).await;
+    let queue = redis.job_queue().await;
     let mut job = count_job(BATCH, 0);
     job.idempotency = Some(ferry_common::job::Idempotency {
         key: "client-key-1".into(),
@@ -655,7 +646,7 @@ async fn an_idempotency_key_returns_the_same_job_and_finished_records_expire() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_workers_are_registered_and_a_killed_one_disappears() {
     let redis = RedisServer::start();
-    let queue = migrated_queue(&redis).await;
+    let queue = redis.job_queue().await;
     let registry =
         ferry_common::fleet::WorkerRegistry::new(queue.pool().clone(), queue.keys().clone());
     let mut a = WorkerProcess::spawn(&redis, 3, 30);
@@ -690,7 +681,7 @@ async fn live_workers_are_registered_and_a_killed_one_disappears() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_queues_and_dlq_commands_show_and_replay_dead_letters() {
     let redis = RedisServer::start();
-    let queue = migrated_queue(&redis).await;
+    let queue = redis.job_queue().await;
     // A job of a kind no worker handles is dead-lettered with that reason.
     let mut orphan = count_job(BATCH, 0);
     orphan.kind = "no.such.kind".into();

@@ -486,23 +486,10 @@ fn worker_process(
     ferry_worker(redis, wechat, APP_ID, APP_SECRET, &all)
 }
 
-async fn migrated_queue(redis: &RedisServer) -> JobQueue {
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    ferry_common::schema::migrate(&mut conn, &Keys::new("ferry"), "test")
-        .await
-        .unwrap();
-    JobQueue::new(
-        connection::pool(&Secret::new(redis.url()), 4).unwrap(),
-        Keys::new("ferry"),
-        Duration::from_secs(3600),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_worker_processes_refresh_an_expired_token_once_and_lose_no_reply() {
     let redis = RedisServer::start();
-    let queue = migrated_queue(&redis).await;
+    let queue = redis.job_queue().await;
     let wechat = FakeWeChat::start(APP_ID, APP_SECRET).await;
     let provider = FakeProvider::start(FakeKind::OpenAi, PROVIDER_KEY, MODEL).await;
     wechat.set_send_delay(Some(Duration::from_millis(30)));
@@ -532,7 +519,7 @@ async fn three_worker_processes_refresh_an_expired_token_once_and_lose_no_reply(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_between_parts_does_not_resend_delivered_parts() {
     let redis = RedisServer::start();
-    let queue = migrated_queue(&redis).await;
+    let queue = redis.job_queue().await;
     let wechat = FakeWeChat::start(APP_ID, APP_SECRET).await;
     let provider = FakeProvider::start(FakeKind::OpenAi, PROVIDER_KEY, MODEL).await;
     let answer = SENTENCE.repeat(170);

@@ -192,6 +192,13 @@ fn check_webhook(state: &AppState, url: String) -> Result<String, V1Error> {
             "webhook_url must be an http(s) URL of at most {MAX_WEBHOOK_URL} characters"
         )));
     }
+    // A host name is checked by the worker when it resolves it.
+    state
+        .jobs
+        .config
+        .webhook_targets()
+        .check_literal(&parsed)
+        .map_err(|refused| V1Error::bad_request(format!("webhook_url: {refused}")))?;
     Ok(url)
 }
 

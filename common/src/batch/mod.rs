@@ -16,6 +16,7 @@ pub mod line;
 pub mod signature;
 mod status;
 mod submission;
+pub mod webhook_target;
 
 use std::time::Duration;
 

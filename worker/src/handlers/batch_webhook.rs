@@ -3,7 +3,8 @@
 //! call that finishes the batch, so exactly one webhook job per batch; the
 //! queue's retries (backoff, a Retry-After honoured) carry it through a
 //! receiver's outage. A 4xx other than 408/429 is the receiver refusing:
-//! not retried.
+//! not retried; neither is a redirect (not followed) or a private address
+//! (`ferry_common::batch::webhook_target`).
 
 use std::time::Duration;
 
@@ -12,14 +13,19 @@ use futures::future::BoxFuture;
 use ferry_common::Secret;
 use ferry_common::batch::Batches;
 use ferry_common::batch::signature::{DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign};
+use ferry_common::batch::webhook_target::WebhookTargets;
 use ferry_common::job::Delivery;
 use ferry_common::job::kinds::BatchWebhook;
 
+use super::webhook_client;
 use crate::handler::{Handler, HandlerError};
 
 pub struct BatchWebhookHandler {
     pub batches: Batches,
+    /// Built by [`webhook_client::build`] for `targets`.
     pub client: reqwest::Client,
+    /// Where webhooks may go (`FERRY_WEBHOOK_ALLOW_NETWORKS`).
+    pub targets: WebhookTargets,
     /// `FERRY_WEBHOOK_SECRET`.
     pub secret: Option<Secret>,
 }
@@ -55,6 +61,13 @@ impl BatchWebhookHandler {
                 "the batch is gone (expired)".into(),
             ));
         };
+        // An IP-literal host never reaches the resolver: checked here (the
+        // api refuses one at submission; this covers a changed allow list).
+        if let Ok(parsed) = url::Url::parse(&url) {
+            self.targets
+                .check_literal(&parsed)
+                .map_err(|refused| HandlerError::Permanent(refused.to_string()))?;
+        }
         let body = serde_json::to_vec(&serde_json::json!({
             "type": "batch.finished",
             "batch": batch,
@@ -75,14 +88,20 @@ impl BatchWebhookHandler {
             .send()
             .await
             // The URL is the caller's and may carry a token: never log it.
-            .map_err(|e| {
-                HandlerError::retry(format!("webhook not delivered: {}", e.without_url()))
+            .map_err(|e| match webhook_client::refusal(&e) {
+                Some(refused) => HandlerError::Permanent(refused.to_string()),
+                None => HandlerError::retry(format!("webhook not delivered: {}", e.without_url())),
             })?;
         let status = response.status();
         if status.is_success() {
             return Ok(serde_json::json!({ "status": status.as_u16() }));
         }
         let message = format!("the webhook receiver answered {}", status.as_u16());
+        if status.is_redirection() {
+            return Err(HandlerError::Permanent(format!(
+                "{message}: redirects are not followed, give the final URL"
+            )));
+        }
         if status.is_client_error() && status != 408 && status != 429 {
             return Err(HandlerError::Permanent(message));
         }

@@ -3,6 +3,7 @@
 pub mod batch_webhook;
 pub mod chat_completion;
 pub mod noop;
+pub mod webhook_client;
 pub mod wechat_reply;
 
 pub use batch_webhook::BatchWebhookHandler;
