@@ -1,6 +1,7 @@
 //! `ferry migrate [--status]`: apply (or show) the Redis schema.
 
 use anyhow::Context;
+use ferry_common::schema::RECOMMENDED_STREAM_NODE_ENTRIES;
 use ferry_common::{Keys, connection, schema};
 
 use crate::app;
@@ -59,6 +60,19 @@ fn print_status(s: &schema::SchemaStatus, prefix: &str) {
             "matches this binary"
         } else {
             "differs from this binary"
+        }
+    );
+    println!(
+        "stream nodes:      {}",
+        match s.stream_node_entries {
+            Some(RECOMMENDED_STREAM_NODE_ENTRIES) => {
+                format!("{RECOMMENDED_STREAM_NODE_ENTRIES} entries (as recommended)")
+            }
+            Some(n) => format!(
+                "{n} entries; Ferry recommends {RECOMMENDED_STREAM_NODE_ENTRIES} \
+                 (stream-node-max-entries: less Redis CPU per job, see ARCHITECTURE.md)"
+            ),
+            None => "unknown (CONFIG GET is not allowed)".to_string(),
         }
     );
     println!(

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::failure::{FailureClass, ProviderError};
-use super::http::{auth_header, post_json};
+use super::http::{auth_header, next_key, post_json};
 use super::{ChatRequest, Completion, Role, Usage};
 
 /// A provider speaking Gemini's native format.
@@ -139,13 +139,7 @@ impl Gemini {
 
     pub(super) async fn complete(&self, req: &ChatRequest) -> Result<Completion, ProviderError> {
         let name = self.config.name.as_str();
-        let Some(key) = self.keys.next_key() else {
-            return Err(ProviderError::new(
-                name,
-                FailureClass::Auth,
-                "no API key configured",
-            ));
-        };
+        let key = next_key(name, &self.keys)?;
         let auth = auth_header(name, API_KEY_HEADER, key.expose())?;
         let body = request_body(&self.config, req);
         let model = req

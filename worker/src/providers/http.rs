@@ -13,6 +13,8 @@ use std::time::Duration;
 use reqwest::header::{HeaderName, HeaderValue};
 use serde::Serialize;
 
+use ferry_common::{KeyRing, Secret};
+
 use super::failure::{FailureClass, ProviderError, retry_hint};
 
 /// How the provider client connects.
@@ -82,6 +84,13 @@ fn read_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, HttpSetupErr
         return Err(bad(String::new()));
     }
     Ok(certs)
+}
+
+/// The provider's next key in turn; with none configured the provider
+/// cannot be called at all, an auth failure.
+pub(super) fn next_key(provider: &str, keys: &KeyRing) -> Result<Secret, ProviderError> {
+    keys.next_key()
+        .ok_or_else(|| ProviderError::new(provider, FailureClass::Auth, "no API key configured"))
 }
 
 /// An auth header for `provider` carrying `key`: sensitive, so it is never

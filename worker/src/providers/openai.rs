@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::failure::{FailureClass, ProviderError};
-use super::http::{auth_header, post_json};
+use super::http::{auth_header, next_key, post_json};
 use super::{ChatMessage, ChatRequest, Completion, Usage};
 
 /// A provider speaking the OpenAI chat-completions shape.
@@ -87,13 +87,7 @@ impl OpenAiCompatible {
 
     pub(super) async fn complete(&self, req: &ChatRequest) -> Result<Completion, ProviderError> {
         let name = self.config.name.as_str();
-        let Some(key) = self.keys.next_key() else {
-            return Err(ProviderError::new(
-                name,
-                FailureClass::Auth,
-                "no API key configured",
-            ));
-        };
+        let key = next_key(name, &self.keys)?;
         let auth = auth_header(name, AUTHORIZATION, &format!("Bearer {}", key.expose()))?;
         let body = RequestBody {
             model: req.overrides.model.as_deref().unwrap_or(&self.config.model),
