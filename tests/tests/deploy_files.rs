@@ -106,7 +106,7 @@ fn the_prometheus_rules_parse_and_use_only_exported_metrics() {
             .expr
             .clone()
     };
-    // The checklist's defaults (common/src/config.rs).
+    // The checklist's defaults (common/src/config/load.rs).
     let defaults = ferry_common::Config::from_vars(Vec::<(String, String)>::new())
         .unwrap()
         .alerts;
