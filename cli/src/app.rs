@@ -17,7 +17,7 @@ use ferry_worker::handler::Handlers;
 use ferry_worker::handlers::wechat_reply::UserLimit;
 use ferry_worker::handlers::{
     BatchWebhookHandler, ChatCompletionHandler, Noop, WeChatReplyHandler, noop::NOOP,
-    webhook_client,
+    webhook_client::WebhookClient,
 };
 use ferry_worker::memory::{ConversationMemory, MemorySettings};
 use ferry_worker::providers::{CallPolicy, HttpSettings, HttpSetupError, Router, build_client};
@@ -315,11 +315,9 @@ pub fn worker_counting(
         batches: batches.clone(),
         router: router.clone(),
     };
-    let targets = config.jobs_api.webhook_targets();
     let webhook = BatchWebhookHandler {
         batches,
-        client: webhook_client::build(targets.clone())?,
-        targets,
+        client: WebhookClient::new(config.jobs_api.webhook_targets())?,
         secret: config.jobs_api.webhook_secret.clone(),
     };
     let wechat = WeChatReplyHandler {

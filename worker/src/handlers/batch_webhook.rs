@@ -13,19 +13,16 @@ use futures::future::BoxFuture;
 use ferry_common::Secret;
 use ferry_common::batch::Batches;
 use ferry_common::batch::signature::{DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign};
-use ferry_common::batch::webhook_target::WebhookTargets;
 use ferry_common::job::Delivery;
 use ferry_common::job::kinds::BatchWebhook;
 
-use super::webhook_client;
+use super::webhook_client::{self, WebhookClient};
 use crate::handler::{Handler, HandlerError};
 
 pub struct BatchWebhookHandler {
     pub batches: Batches,
-    /// Built by [`webhook_client::build`] for `targets`.
-    pub client: reqwest::Client,
-    /// Where webhooks may go (`FERRY_WEBHOOK_ALLOW_NETWORKS`).
-    pub targets: WebhookTargets,
+    /// Reaches only the targets `FERRY_WEBHOOK_ALLOW_NETWORKS` allows.
+    pub client: WebhookClient,
     /// `FERRY_WEBHOOK_SECRET`.
     pub secret: Option<Secret>,
 }
@@ -61,13 +58,6 @@ impl BatchWebhookHandler {
                 "the batch is gone (expired)".into(),
             ));
         };
-        // An IP-literal host never reaches the resolver: checked here (the
-        // api refuses one at submission; this covers a changed allow list).
-        if let Ok(parsed) = url::Url::parse(&url) {
-            self.targets
-                .check_literal(&parsed)
-                .map_err(|refused| HandlerError::Permanent(refused.to_string()))?;
-        }
         let body = serde_json::to_vec(&serde_json::json!({
             "type": "batch.finished",
             "batch": batch,
@@ -77,6 +67,7 @@ impl BatchWebhookHandler {
         let response = self
             .client
             .post(&url)
+            .map_err(|refused| HandlerError::Permanent(refused.to_string()))?
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(TIMESTAMP_HEADER, timestamp.to_string())
             .header(

@@ -15,17 +15,40 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 use ferry_common::batch::webhook_target::{TargetRefused, WebhookTargets};
 
-/// Builds the webhook client for `targets`.
-pub fn build(targets: WebhookTargets) -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
-        .use_rustls_tls()
-        .dns_resolver(Arc::new(GuardedResolver { targets }))
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(30))
-        .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
-        .build()
+/// The client with the targets its resolver admits, kept together so the
+/// check of IP-literal hosts (which never reach a resolver) and the
+/// resolver's check of names can never disagree.
+#[derive(Clone)]
+pub struct WebhookClient {
+    http: reqwest::Client,
+    targets: WebhookTargets,
+}
+
+impl WebhookClient {
+    pub fn new(targets: WebhookTargets) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .dns_resolver(Arc::new(GuardedResolver {
+                targets: targets.clone(),
+            }))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self { http, targets })
+    }
+
+    /// A POST to `url`; refused at once when its host is an IP address
+    /// outside the targets (a host name is checked as it is resolved, and a
+    /// refusal there is found in the send error by [`refusal`]).
+    pub fn post(&self, url: &str) -> Result<reqwest::RequestBuilder, TargetRefused> {
+        if let Ok(parsed) = url::Url::parse(url) {
+            self.targets.check_literal(&parsed)?;
+        }
+        Ok(self.http.post(url))
+    }
 }
 
 /// The refusal inside a failed request, if the resolver refused its host.
