@@ -38,7 +38,9 @@ pub struct SubmitParams {
     /// refusing the batch.
     #[serde(default)]
     pub skip_invalid: Option<String>,
-    /// POSTed a signed summary when the batch finishes (http or https).
+    /// POSTed a signed summary when the batch finishes (http or https; a
+    /// public address, or one in the deployment's
+    /// FERRY_WEBHOOK_ALLOW_NETWORKS; redirects are not followed).
     #[serde(default)]
     pub webhook_url: Option<String>,
 }
