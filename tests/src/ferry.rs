@@ -7,7 +7,7 @@ use std::time::Duration;
 use ferry_cli::app;
 use ferry_common::config::Config;
 use ferry_common::queue::JobQueue;
-use ferry_common::{Keys, connection, schema, wechat};
+use ferry_common::wechat;
 use ferry_worker::WorkerSettings;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -56,7 +56,7 @@ impl TestFerry {
         };
         all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let config = Config::from_vars(all).expect("test configuration");
-        migrate(&config).await;
+        redis.migrate().await;
         let queue = app::job_queue(&config, 16).unwrap();
         app::require_schema(&queue, &config).await.unwrap();
         let shutdown = CancellationToken::new();
@@ -128,14 +128,6 @@ impl TestFerry {
             let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
         }
     }
-}
-
-async fn migrate(config: &Config) {
-    let client = connection::client(&config.redis_url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    schema::migrate(&mut conn, &Keys::new(&config.prefix), "test")
-        .await
-        .unwrap();
 }
 
 /// Waits until `check` holds, polling; panics with `what` after `timeout`.

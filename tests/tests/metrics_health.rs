@@ -211,16 +211,8 @@ async fn readyz_says_what_is_missing_and_healthz_only_that_the_api_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_serves_metrics_and_health_on_its_admin_port() {
     let redis = RedisServer::start();
-    // Migrate through an api-less Ferry, then run a real `ferry worker`.
-    let ferry = TestFerry::start(
-        &redis,
-        &[],
-        Parts {
-            api: false,
-            worker: false,
-        },
-    )
-    .await;
+    // Migrate, then run a real `ferry worker`.
+    redis.migrate().await;
     let wechat_fake = FakeWeChat::start(APP_ID, APP_SECRET).await;
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -259,5 +251,4 @@ async fn a_worker_serves_metrics_and_health_on_its_admin_port() {
         scrape.contains(r#"ferry_queue_depth{queue="wechat"} 0"#),
         "{scrape}"
     );
-    ferry.stop().await;
 }

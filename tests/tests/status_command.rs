@@ -8,8 +8,8 @@ use std::time::Duration;
 use ferry_common::alerts::{AlertEvent, AlertLog, AlertState, Rule};
 use ferry_common::fleet::Breakers;
 use ferry_common::queue::WECHAT;
+use ferry_tests::RedisServer;
 use ferry_tests::staged_jobs::dead_letter;
-use ferry_tests::{Parts, RedisServer, TestFerry};
 
 fn status(redis: &RedisServer) -> (bool, String, String) {
     let out = Command::new(ferry_tests::ferry_binary())
@@ -42,16 +42,8 @@ fn event(state: AlertState) -> AlertEvent {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_shows_queues_breakers_and_alerts_and_fails_while_something_is_wrong() {
     let redis = RedisServer::start();
-    let ferry = TestFerry::start(
-        &redis,
-        &[],
-        Parts {
-            api: false,
-            worker: false,
-        },
-    )
-    .await;
-    dead_letter(&ferry.queue, WECHAT, "made dead for status").await;
+    let queue = redis.job_queue().await;
+    dead_letter(&queue, WECHAT, "made dead for status").await;
 
     let (ok, out, _) = status(&redis);
     assert!(ok, "all quiet:\n{out}");
@@ -66,12 +58,12 @@ async fn status_shows_queues_breakers_and_alerts_and_fails_while_something_is_wr
         "{out}"
     );
 
-    let breakers = Breakers::new(ferry.queue.pool().clone(), ferry.queue.keys().clone());
+    let breakers = Breakers::new(queue.pool().clone(), queue.keys().clone());
     breakers
         .force_open("deepseek", Duration::from_secs(300), "status test")
         .await
         .unwrap();
-    let log = AlertLog::new(ferry.queue.pool().clone(), ferry.queue.keys().clone());
+    let log = AlertLog::new(queue.pool().clone(), queue.keys().clone());
     log.append(&event(AlertState::Firing), "api-1:42")
         .await
         .unwrap();
@@ -93,5 +85,4 @@ async fn status_shows_queues_breakers_and_alerts_and_fails_while_something_is_wr
         .unwrap();
     let (ok, out, _) = status(&redis);
     assert!(ok, "resolved and closed:\n{out}");
-    ferry.stop().await;
 }

@@ -98,11 +98,7 @@ pub async fn replay(
     session.check(&headers, &form.csrf)?;
     let queue = known_queue(&queue)?;
     let letters = chosen(&state, queue, &form).await?;
-    let replayed = state
-        .queue
-        .replay(queue, &letters)
-        .await
-        .map_err(|_| AdminError::Unavailable)?;
+    let replayed = state.queue.replay(queue, &letters).await?;
     tracing::warn!(target: "security", principal = %session.principal, queue, replayed, "dead letters replayed from the dashboard");
     Ok(see_other(&format!("/admin/dlq/{queue}")))
 }
@@ -122,11 +118,7 @@ pub async fn delete(
         ));
     }
     let letters = chosen(&state, queue, &form).await?;
-    let deleted = state
-        .queue
-        .purge(queue, &letters)
-        .await
-        .map_err(|_| AdminError::Unavailable)?;
+    let deleted = state.queue.purge(queue, &letters).await?;
     tracing::warn!(target: "security", principal = %session.principal, queue, deleted, "dead letters deleted from the dashboard");
     Ok(see_other(&format!("/admin/dlq/{queue}")))
 }
@@ -143,7 +135,7 @@ async fn chosen(
             .queue
             .dead_letters(queue, usize::MAX >> 1)
             .await
-            .map_err(|_| AdminError::Unavailable);
+            .map_err(AdminError::from);
     }
     let entry = form
         .entry
@@ -153,8 +145,7 @@ async fn chosen(
     let letter = state
         .queue
         .dead_letter(queue, entry)
-        .await
-        .map_err(|_| AdminError::Unavailable)?
+        .await?
         .ok_or_else(|| {
             AdminError::NotFound("that dead letter is gone (replayed or deleted?)".into())
         })?;
@@ -180,10 +171,7 @@ pub async fn reset_breaker(
 ) -> Result<Response, AdminError> {
     session.check(&headers, &form.csrf)?;
     let provider = known_provider(&state, &provider)?;
-    breakers(&state)
-        .reset(provider)
-        .await
-        .map_err(|_| AdminError::Unavailable)?;
+    breakers(&state).reset(provider).await?;
     tracing::warn!(target: "security", principal = %session.principal, provider, "breaker reset from the dashboard");
     Ok(see_other("/admin"))
 }
@@ -213,8 +201,7 @@ pub async fn open_breaker(
             duration,
             &format!("forced open by {}", session.principal),
         )
-        .await
-        .map_err(|_| AdminError::Unavailable)?;
+        .await?;
     tracing::warn!(target: "security", principal = %session.principal, provider, seconds = form.seconds, "breaker forced open from the dashboard");
     Ok(see_other("/admin"))
 }

@@ -22,6 +22,8 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::state::AppState;
+use ferry_common::fleet::provider_gate::GateError;
+use ferry_common::queue::QueueError;
 
 /// What the dashboard shows besides the queue: the providers whose
 /// breakers it shows, and the limits it lists. (Who may sign in is the
@@ -49,6 +51,28 @@ pub enum AdminError {
     BadRequest(String),
     #[error("Redis is unavailable, try again")]
     Unavailable,
+}
+
+/// A Redis failure behind a page or an action: its cause is logged here,
+/// once, and the operator is answered 503 without it.
+impl From<QueueError> for AdminError {
+    fn from(e: QueueError) -> Self {
+        tracing::warn!(error = %e, "dashboard: Redis failed");
+        AdminError::Unavailable
+    }
+}
+
+impl From<GateError> for AdminError {
+    fn from(e: GateError) -> Self {
+        tracing::warn!(error = %e, "dashboard: Redis failed");
+        AdminError::Unavailable
+    }
+}
+
+impl From<redis::RedisError> for AdminError {
+    fn from(e: redis::RedisError) -> Self {
+        QueueError::from(e).into()
+    }
 }
 
 impl IntoResponse for AdminError {

@@ -32,15 +32,7 @@ async fn read_overview(state: &AppState) -> Result<Overview, AdminError> {
 
 /// The newest batches with their progress (submitted through `/v1`).
 async fn recent_batches(state: &AppState) -> Result<Vec<BatchInfo>, AdminError> {
-    state
-        .jobs
-        .batches
-        .recent(BATCHES_LISTED)
-        .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "dashboard: cannot read the recent batches");
-            AdminError::Unavailable
-        })
+    Ok(state.jobs.batches.recent(BATCHES_LISTED).await?)
 }
 
 pub async fn overview(
@@ -93,11 +85,7 @@ pub async fn dead_letters(
     Path(queue): Path<String>,
 ) -> Result<impl IntoResponse, AdminError> {
     let queue = known_queue(&queue)?;
-    let letters = state
-        .queue
-        .dead_letters(queue, LISTED)
-        .await
-        .map_err(|_| AdminError::Unavailable)?;
+    let letters = state.queue.dead_letters(queue, LISTED).await?;
     Ok(Html(
         html::dead_letters(queue, &letters, &session).into_string(),
     ))
@@ -115,8 +103,7 @@ pub async fn job(
     let record = state
         .queue
         .job(&id)
-        .await
-        .map_err(|_| AdminError::Unavailable)?
+        .await?
         .ok_or_else(|| AdminError::NotFound("no such job (finished jobs expire)".into()))?;
     Ok(Html(html::job(&record, &session).into_string()))
 }
@@ -127,11 +114,7 @@ pub async fn retries(
     Path(queue): Path<String>,
 ) -> Result<impl IntoResponse, AdminError> {
     let queue = known_queue(&queue)?;
-    let waiting = state
-        .queue
-        .retries(queue, LISTED)
-        .await
-        .map_err(|_| AdminError::Unavailable)?;
+    let waiting = state.queue.retries(queue, LISTED).await?;
     Ok(Html(html::retries(queue, &waiting, &session).into_string()))
 }
 
@@ -141,10 +124,6 @@ pub async fn held(
     Path(queue): Path<String>,
 ) -> Result<impl IntoResponse, AdminError> {
     let queue = known_queue(&queue)?;
-    let held = state
-        .queue
-        .held(queue, LISTED)
-        .await
-        .map_err(|_| AdminError::Unavailable)?;
+    let held = state.queue.held(queue, LISTED).await?;
     Ok(Html(html::held(queue, &held, &session).into_string()))
 }

@@ -59,11 +59,7 @@ pub async fn create(
         csrf: random_hex(),
         id_hash: hash(&id),
     };
-    let mut conn = queue
-        .pool()
-        .get()
-        .await
-        .map_err(|_| AdminError::Unavailable)?;
+    let mut conn = queue.conn().await?;
     let key = queue.keys().admin_session(&session.id_hash);
     redis::pipe()
         .atomic()
@@ -81,32 +77,23 @@ pub async fn create(
         .arg(SESSION_TTL.as_millis() as u64)
         .ignore()
         .query_async::<()>(&mut conn)
-        .await
-        .map_err(|_| AdminError::Unavailable)?;
+        .await?;
     Ok((session, id))
 }
 
 /// Ends a session.
 pub async fn delete(queue: &JobQueue, session: &Session) -> Result<(), AdminError> {
-    let mut conn = queue
-        .pool()
-        .get()
-        .await
-        .map_err(|_| AdminError::Unavailable)?;
+    let mut conn = queue.conn().await?;
     redis::cmd("DEL")
         .arg(queue.keys().admin_session(&session.id_hash))
         .query_async::<()>(&mut conn)
         .await
-        .map_err(|_| AdminError::Unavailable)
+        .map_err(AdminError::from)
 }
 
 async fn lookup(queue: &JobQueue, id: &str) -> Result<Option<Session>, AdminError> {
     let id_hash = hash(id);
-    let mut conn = queue
-        .pool()
-        .get()
-        .await
-        .map_err(|_| AdminError::Unavailable)?;
+    let mut conn = queue.conn().await?;
     let (principal, csrf, tokens): (Option<String>, Option<String>, Option<String>) =
         redis::cmd("HMGET")
             .arg(queue.keys().admin_session(&id_hash))
@@ -114,8 +101,7 @@ async fn lookup(queue: &JobQueue, id: &str) -> Result<Option<Session>, AdminErro
             .arg("csrf")
             .arg("tokens")
             .query_async(&mut conn)
-            .await
-            .map_err(|_| AdminError::Unavailable)?;
+            .await?;
     Ok(match (principal, csrf, tokens) {
         (Some(principal), Some(csrf), Some(tokens)) => Some(Session {
             tokens,

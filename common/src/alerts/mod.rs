@@ -218,41 +218,40 @@ fn threshold(rule: Rule, th: &AlertThresholds) -> f64 {
     }
 }
 
-/// The log line and the gauge of one event.
+/// The log line and the gauge of one event: a firing alert is an error, a
+/// resolved one a warning (tracing's level must be a constant, hence the
+/// macro rather than a variable).
 fn report(e: &AlertEvent) {
     let name = e.alert.name();
-    match e.state {
-        AlertState::Firing => {
-            metrics::gauge!(crate::metrics::ALERTS_ACTIVE, "alert" => name).set(1.0);
-            tracing::error!(
+    macro_rules! line {
+        ($level:expr, $state:literal) => {
+            tracing::event!(
                 target: "alert",
+                $level,
                 alert = true,
                 name,
-                state = "firing",
+                state = $state,
                 value = e.value,
                 threshold = e.threshold,
-                "alert firing: {} is {:.3} (threshold {})",
+                "alert {}: {} is {:.3} (threshold {})",
+                $state,
                 e.alert.summary(),
                 e.value,
                 e.threshold
-            );
+            )
+        };
+    }
+    let active = match e.state {
+        AlertState::Firing => {
+            line!(tracing::Level::ERROR, "firing");
+            1.0
         }
         AlertState::Resolved => {
-            metrics::gauge!(crate::metrics::ALERTS_ACTIVE, "alert" => name).set(0.0);
-            tracing::warn!(
-                target: "alert",
-                alert = true,
-                name,
-                state = "resolved",
-                value = e.value,
-                threshold = e.threshold,
-                "alert resolved: {} is {:.3} (threshold {})",
-                e.alert.summary(),
-                e.value,
-                e.threshold
-            );
+            line!(tracing::Level::WARN, "resolved");
+            0.0
         }
-    }
+    };
+    metrics::gauge!(crate::metrics::ALERTS_ACTIVE, "alert" => name).set(active);
 }
 
 #[cfg(test)]

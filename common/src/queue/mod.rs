@@ -81,7 +81,9 @@ impl JobQueue {
         &self.pool
     }
 
-    async fn conn(&self) -> Result<deadpool_redis::Connection, QueueError> {
+    /// A pooled connection to the queue's Redis, for callers that run
+    /// commands of their own there (the dashboard's sessions).
+    pub async fn conn(&self) -> Result<deadpool_redis::Connection, QueueError> {
         Ok(self.pool.get().await?)
     }
 
