@@ -410,3 +410,29 @@ async fn the_overview_lists_recent_batches_with_their_progress() {
         .unwrap();
     assert_eq!(left, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_the_dashboard_answers_503_and_recovers() {
+    let mut redis = RedisServer::start();
+    let f = ferry(&redis).await;
+    let (cookie, _) = sign_in(&f.api_url).await;
+    redis.kill();
+    for path in ["/admin", "/admin/dlq/wechat"] {
+        let (status, page) = get(&f.api_url, path, Some(&cookie)).await;
+        assert_eq!(status, 503, "{path}");
+        assert!(page.contains("Redis is unavailable, try again"), "{page}");
+        assert!(!page.contains("127.0.0.1"), "no cause in the page: {page}");
+    }
+    // Back, without persistence: the session went with the data.
+    redis.restart();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, _) = get(&f.api_url, "/admin", Some(&cookie)).await;
+        if status == 401 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still {status}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    f.stop().await;
+}
