@@ -241,6 +241,85 @@ local function hand_back(keys, args)
   return 1
 end
 
+-- Whether `entry` is pending in `group` and held by `consumer` (false when
+-- the stream or its group is gone, e.g. Redis restarted empty).
+local function holds(stream, group, consumer, entry)
+  if redis.call('EXISTS', stream) == 0 then
+    return false
+  end
+  local pending = redis.pcall('XPENDING', stream, group, entry, entry, 1)
+  if pending.err then
+    return false
+  end
+  local p = pending[1]
+  return p ~= nil and p[2] == consumer
+end
+
+-- KEYS: stream, job record
+-- ARGV: group, consumer, entry id, then name, value pairs
+-- -> 1 noted, 0 when the entry is no longer this consumer's (taken over,
+--    finished, or gone): then nothing is written.
+-- A handler's note (an answer obtained, a part WeChat accepted) is written
+-- only while its job is still its own, and renews the job's lease in the
+-- same call (`XCLAIM ... JUSTID` counts no delivery): a worker back from a
+-- Redis outage holds its job again the moment its first note lands.
+local function note(keys, args)
+  local group, consumer, entry = args[1], args[2], args[3]
+  if not holds(keys[1], group, consumer, entry) then
+    return 0
+  end
+  redis.call('XCLAIM', keys[1], group, consumer, 0, entry, 'JUSTID')
+  local fields = {}
+  for i = 4, #args, 2 do
+    fields[#fields + 1] = 'note:' .. args[i]
+    fields[#fields + 1] = args[i + 1]
+  end
+  if #fields > 0 then
+    redis.call('HSET', keys[2], unpack(fields))
+  end
+  return 1
+end
+
+-- KEYS: stream
+-- ARGV: group, consumer, entry ids...
+-- -> the entry ids renewed: those still held by this consumer. An entry
+--    another worker took over is left alone (a plain `XCLAIM <self> 0`
+--    would take it back, and both would run it).
+local function renew(keys, args)
+  local group, consumer = args[1], args[2]
+  local held = {}
+  for i = 3, #args do
+    if holds(keys[1], group, consumer, args[i]) then
+      held[#held + 1] = args[i]
+    end
+  end
+  if #held > 0 then
+    local claim = {'XCLAIM', keys[1], group, consumer, 0}
+    for _, id in ipairs(held) do
+      claim[#claim + 1] = id
+    end
+    claim[#claim + 1] = 'JUSTID'
+    redis.call(unpack(claim))
+  end
+  return held
+end
+
+-- KEYS: stream
+-- ARGV: group, consumer
+-- -> 1 when the consumer was removed from the group, 0 when it still holds
+--    entries (removing it would drop them from the pending list).
+local function forget_consumer(keys, args)
+  if redis.call('EXISTS', keys[1]) == 0 then
+    return 0
+  end
+  local pending = redis.pcall('XPENDING', keys[1], args[1], '-', '+', 1, args[2])
+  if pending.err or #pending > 0 then
+    return 0
+  end
+  redis.call('XGROUP', 'DELCONSUMER', keys[1], args[1], args[2])
+  return 1
+end
+
 redis.register_function('ferry_enqueue', enqueue)
 redis.register_function('ferry_hand_back', hand_back)
 redis.register_function('ferry_start', start)
@@ -250,3 +329,6 @@ redis.register_function('ferry_retry', retry)
 redis.register_function('ferry_dead_letter', dead_letter)
 redis.register_function('ferry_promote', promote)
 redis.register_function('ferry_replay', replay)
+redis.register_function('ferry_note', note)
+redis.register_function('ferry_renew', renew)
+redis.register_function('ferry_forget_consumer', forget_consumer)

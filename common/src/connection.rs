@@ -65,3 +65,39 @@ pub fn client(url: &Secret) -> Result<redis::Client, ConnectionError> {
     redis::Client::open(url.expose())
         .map_err(|_| ConnectionError::Url("not a valid Redis URL".into()))
 }
+
+/// A connection of its own, made on first use and made again after it
+/// broke: for writes that must not wait behind a pool checkout (a handler's
+/// notes, written the moment a side effect is done). Cheap to share: every
+/// caller gets a clone of the one multiplexed connection.
+pub struct OwnConnection {
+    url: Secret,
+    conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+}
+
+impl OwnConnection {
+    /// Connects lazily: nothing happens until the first [`Self::get`].
+    pub fn new(url: Secret) -> Self {
+        Self {
+            url,
+            conn: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The connection, connecting first if there is none.
+    pub async fn get(&self) -> Result<MultiplexedConnection, ConnectionError> {
+        let mut conn = self.conn.lock().await;
+        if let Some(c) = conn.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = dedicated(&self.url, Duration::ZERO).await?;
+        *conn = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Drops the connection after a failure; the next [`Self::get`] makes a
+    /// new one.
+    pub async fn reset(&self) {
+        *self.conn.lock().await = None;
+    }
+}

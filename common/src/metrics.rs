@@ -38,6 +38,11 @@ pub const JOBS: &str = "ferry_jobs_total";
 /// `ferry_job_duration_seconds{queue, kind}`: one attempt's handler time.
 pub const JOB_DURATION: &str = "ferry_job_duration_seconds";
 
+/// `ferry_jobs_taken_over_total{queue, reason}`: jobs a worker took over
+/// from another: `worker_gone` (its heartbeat lapsed) or `lease_expired`
+/// (idle past the visibility timeout: the backstop).
+pub const JOBS_TAKEN_OVER: &str = "ferry_jobs_taken_over_total";
+
 /// `ferry_provider_calls_total{provider, outcome}`: calls (each attempt)
 /// that reached a provider; outcome `success` or a failure class.
 pub const PROVIDER_CALLS: &str = "ferry_provider_calls_total";
@@ -101,6 +106,7 @@ pub const ALL: &[&str] = &[
     REDIS_UP,
     JOBS,
     JOB_DURATION,
+    JOBS_TAKEN_OVER,
     PROVIDER_CALLS,
     PROVIDER_ERRORS,
     PROVIDER_LATENCY,

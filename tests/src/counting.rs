@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use deadpool_redis::Pool;
 use ferry_common::job::Delivery;
-use ferry_worker::handler::{Handler, HandlerError};
+use ferry_worker::handler::{Handler, HandlerError, JobNotes};
 use futures::future::BoxFuture;
 
 /// The kind name of counting jobs.
@@ -25,6 +25,7 @@ impl Handler for Counting {
     fn handle<'a>(
         &'a self,
         job: &'a Delivery,
+        _notes: JobNotes<'a>,
     ) -> BoxFuture<'a, Result<serde_json::Value, HandlerError>> {
         Box::pin(async move {
             let mut conn = self

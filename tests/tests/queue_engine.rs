@@ -12,7 +12,7 @@ use ferry_common::job::{Delivery, JobId, JobState, NewJob};
 use ferry_common::queue::{BATCH, JobQueue, WECHAT};
 use ferry_tests::RedisServer;
 use ferry_tests::counting::{COUNT, Counting, EXECUTIONS_KEY, ORDER_KEY};
-use ferry_worker::handler::{Handler, HandlerError, Handlers};
+use ferry_worker::handler::{Handler, HandlerError, Handlers, JobNotes};
 use ferry_worker::job_retry::RetryPolicy;
 use ferry_worker::{Worker, WorkerSettings};
 use futures::future::BoxFuture;
@@ -264,6 +264,7 @@ impl Handler for Flaky {
     fn handle<'a>(
         &'a self,
         _job: &'a Delivery,
+        _notes: JobNotes<'a>,
     ) -> BoxFuture<'a, Result<serde_json::Value, HandlerError>> {
         Box::pin(async move {
             self.starts

@@ -8,6 +8,8 @@ use futures::future::BoxFuture;
 
 use ferry_common::job::Delivery;
 
+pub use crate::job_notes::{JobNotes, NotHeld};
+
 /// Why an attempt failed, from the handler's point of view.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum HandlerError {
@@ -21,6 +23,10 @@ pub enum HandlerError {
     /// No attempt can succeed (bad input, a permanent upstream refusal).
     #[error("{0}")]
     Permanent(String),
+    /// The job is no longer this worker's (a note told so): the attempt
+    /// ends without an outcome, its new holder records one.
+    #[error("{0}")]
+    NotHeld(#[from] NotHeld),
 }
 
 impl HandlerError {
@@ -32,11 +38,13 @@ impl HandlerError {
     }
 }
 
-/// Runs jobs of one kind. The result is stored on the job record.
+/// Runs jobs of one kind. The result is stored on the job record; `notes`
+/// keeps what an attempt did across attempts (see [`crate::job_notes`]).
 pub trait Handler: Send + Sync + 'static {
     fn handle<'a>(
         &'a self,
         job: &'a Delivery,
+        notes: JobNotes<'a>,
     ) -> BoxFuture<'a, Result<serde_json::Value, HandlerError>>;
 }
 

@@ -31,9 +31,11 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The outcome of a failed attempt.
-    pub fn decide(&self, job: &Delivery, error: HandlerError) -> Outcome {
-        match error {
+    /// The outcome of a failed attempt; `None` when there is none to
+    /// record because the job is another worker's now.
+    pub fn decide(&self, job: &Delivery, error: HandlerError) -> Option<Outcome> {
+        Some(match error {
+            HandlerError::NotHeld(_) => return None,
             HandlerError::Permanent(reason) => Outcome::Dead { reason },
             HandlerError::Retry { error, .. } if job.attempt >= job.max_attempts => Outcome::Dead {
                 reason: format!("gave up after {} attempts: {error}", job.attempt),
@@ -42,7 +44,7 @@ impl RetryPolicy {
                 delay: after.unwrap_or_else(|| self.backoff(job.attempt)),
                 error,
             },
-        }
+        })
     }
 
     /// Full jitter: uniform in [0, min(cap, base * 2^(attempt-1))].
@@ -99,18 +101,23 @@ mod tests {
             after: Some(Duration::from_secs(47)),
         };
         assert_eq!(
-            p.decide(&job(1, 3), hinted.clone()),
+            p.decide(&job(1, 3), hinted.clone()).unwrap(),
             Outcome::Retry {
                 error: "429".into(),
                 delay: Duration::from_secs(47)
             }
         );
         assert!(
-            matches!(p.decide(&job(3, 3), hinted), Outcome::Dead { reason } if reason.contains("after 3 attempts"))
+            matches!(p.decide(&job(3, 3), hinted), Some(Outcome::Dead { reason }) if reason.contains("after 3 attempts"))
         );
         assert!(matches!(
             p.decide(&job(1, 3), HandlerError::Permanent("bad".into())),
-            Outcome::Dead { reason } if reason == "bad"
+            Some(Outcome::Dead { reason }) if reason == "bad"
         ));
+        assert_eq!(
+            p.decide(&job(1, 3), HandlerError::NotHeld(crate::handler::NotHeld)),
+            None,
+            "a job another worker holds now has no outcome to record here"
+        );
     }
 }

@@ -18,7 +18,9 @@ use ferry_common::queue::{BATCH, JobQueue, QUEUES};
 
 use crate::fetcher::Fetcher;
 use crate::handler::Handlers;
+use crate::heartbeat::Reachability;
 use crate::in_flight::InFlight;
+use crate::job_notes::NoteBook;
 use crate::job_retry::RetryPolicy;
 use crate::processor::Processor;
 use crate::recoverer::Recoverer;
@@ -98,7 +100,9 @@ impl Worker {
         let slots = Arc::new(Semaphore::new(s.concurrency));
         let in_flight = InFlight::default();
         let (tx, rx) = mpsc::channel(s.concurrency + 1024);
-        let processor = Processor::new(self.handlers.clone(), s.retry, in_flight.clone(), tx);
+        let notes = NoteBook::new(self.queue.clone(), self.redis_url.clone(), self.id.clone());
+        let processor =
+            Processor::new(self.handlers.clone(), s.retry, in_flight.clone(), notes, tx);
         // Leases, retries and heartbeats go on while in-flight jobs finish.
         let background = CancellationToken::new();
 
@@ -118,11 +122,13 @@ impl Worker {
             in_flight: Vec::new(),
             started_at: chrono::Utc::now().to_rfc3339(),
         };
+        let reachability = Reachability::default();
         let tasks = vec![
             tokio::spawn(heartbeat::run(
                 registry.clone(),
                 info,
                 in_flight.clone(),
+                reachability.clone(),
                 background.clone(),
             )),
             tokio::spawn(lease::run(
@@ -156,6 +162,8 @@ impl Worker {
         };
         let recoverer = Recoverer {
             queue: self.queue.clone(),
+            registry: registry.clone(),
+            reachability,
             worker_id: self.id.clone(),
             slots,
             processor,

@@ -1,8 +1,13 @@
 //! The lease keeper: renews every entry this worker still holds, so a slow
 //! job of a live worker never looks abandoned. A pending entry's idle time is
-//! its lease; `XCLAIM <self> 0 ... JUSTID` resets it without counting a
-//! delivery. Renewing every third of the visibility timeout leaves two
-//! renewals of slack before anyone may take the work over.
+//! its lease; `ferry_renew` resets it (`XCLAIM <self> 0 ... JUSTID`, no
+//! delivery counted) for the entries still this worker's, and leaves alone
+//! one another worker took over. Renewing every third of the visibility
+//! timeout leaves two renewals of slack before anyone may take the work over.
+//!
+//! Unlike the other background loops it does not back off while Redis
+//! fails: the visibility timeout keeps running through an outage, so the
+//! leases are renewed again within a quarter of a second of Redis's return.
 
 use std::time::Duration;
 
@@ -13,6 +18,9 @@ use ferry_common::queue::JobQueue;
 use crate::in_flight::InFlight;
 use crate::outage::Outage;
 
+/// The wait before renewing again after a failed renewal.
+const AFTER_FAILURE: Duration = Duration::from_millis(250);
+
 pub async fn run(
     queue: JobQueue,
     worker_id: String,
@@ -22,21 +30,24 @@ pub async fn run(
 ) {
     let every = visibility_timeout / 3;
     let mut outage = Outage::new("lease keeper");
+    let mut wait = every;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
+        wait = every;
         for (q, entries) in in_flight.entries() {
             match queue.renew_leases(&worker_id, &q, &entries).await {
                 Ok(held) => {
                     outage.ok();
-                    if held < entries.len() {
-                        tracing::debug!(queue = %q, held, asked = entries.len(), "some entries finished or were taken over meanwhile");
+                    if held.len() < entries.len() {
+                        tracing::debug!(queue = %q, held = held.len(), asked = entries.len(), "some entries finished or were taken over meanwhile");
                     }
                 }
                 Err(e) => {
                     outage.failed(&e);
+                    wait = AFTER_FAILURE;
                 }
             }
         }

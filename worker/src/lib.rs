@@ -5,6 +5,7 @@
 //! - [`launcher`] starts everything and supervises shutdown;
 //! - [`fetcher`] reads new entries, `wechat` before `batch`;
 //! - [`processor`] runs one job through its handler;
+//! - [`job_notes`] keeps what an attempt did, held through Redis outages;
 //! - [`job_retry`] decides what a failure means (retry when, or dead);
 //! - [`acker`] records outcomes, many per round trip;
 //! - [`lease`] renews what this worker holds so live work is never taken over;
@@ -21,6 +22,7 @@ pub mod handler;
 pub mod handlers;
 pub mod heartbeat;
 pub mod in_flight;
+pub mod job_notes;
 pub mod job_retry;
 pub mod launcher;
 pub mod lease;

@@ -16,6 +16,7 @@ use ferry_common::queue::{Outcome, QUEUES};
 use crate::acker::Finished;
 use crate::handler::{HandlerError, Handlers};
 use crate::in_flight::InFlight;
+use crate::job_notes::NoteBook;
 use crate::job_retry::RetryPolicy;
 
 #[derive(Clone)]
@@ -27,6 +28,7 @@ struct Inner {
     handlers: Handlers,
     policy: RetryPolicy,
     in_flight: InFlight,
+    notes: NoteBook,
     acker: mpsc::Sender<Finished>,
 }
 
@@ -35,6 +37,7 @@ impl Processor {
         handlers: Handlers,
         policy: RetryPolicy,
         in_flight: InFlight,
+        notes: NoteBook,
         acker: mpsc::Sender<Finished>,
     ) -> Self {
         Self {
@@ -42,6 +45,7 @@ impl Processor {
                 handlers,
                 policy,
                 in_flight,
+                notes,
                 acker,
             }),
         }
@@ -67,21 +71,30 @@ impl Processor {
         // A kind no handler knows is labelled `unknown`, so an enqueuer
         // cannot grow the metrics' label set.
         let kind = found.map_or("unknown", |(kind, _)| kind);
+        let notes = self.inner.notes.of(&delivery);
         let outcome = match found {
-            None => Outcome::Dead {
+            None => Some(Outcome::Dead {
                 reason: format!("no handler for job kind {:?} in this worker", delivery.kind),
-            },
-            Some((_, handler)) => match AssertUnwindSafe(handler.handle(&delivery))
+            }),
+            Some((_, handler)) => match AssertUnwindSafe(handler.handle(&delivery, notes))
                 .catch_unwind()
                 .await
             {
-                Ok(Ok(result)) => Outcome::Succeeded { result },
+                Ok(Ok(result)) => Some(Outcome::Succeeded { result }),
                 Ok(Err(error)) => self.inner.policy.decide(&delivery, error),
                 Err(_) => self
                     .inner
                     .policy
                     .decide(&delivery, HandlerError::retry("the handler panicked")),
             },
+        };
+        let Some(outcome) = outcome else {
+            // Another worker holds the job now and records its outcome.
+            tracing::warn!(job = %delivery.id, "the job was taken over while this worker was cut off from Redis; this attempt ends here");
+            self.inner
+                .in_flight
+                .remove(delivery.id.queue(), &delivery.entry_id);
+            return;
         };
         record(&delivery, kind, &outcome, started.elapsed());
         let finished = Finished {

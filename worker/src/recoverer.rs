@@ -1,20 +1,47 @@
-//! Takes over work whose worker vanished: entries idle past the visibility
-//! timeout (their lease was not renewed) are claimed with `XAUTOCLAIM` and
-//! run here; entries delivered too often go to the dead-letter stream.
+//! Takes over work whose worker vanished, two ways:
+//!
+//! - A dead worker, told from a slow one by the heartbeat registry: every
+//!   [`CHECK_EVERY`], the consumers of each group that have not read or
+//!   claimed for [`WORKER_TTL`] and whose registry record has expired (no
+//!   beat for [`WORKER_TTL`]) have their entries claimed here, and are then
+//!   removed from the group, so it does not grow with every restart. A live
+//!   worker beats however slow its jobs are, so its work is never taken.
+//!   This worker judges others only after reaching Redis for [`WORKER_TTL`]
+//!   without a break: after an outage everyone's beats have lapsed, and
+//!   every live worker beats again well within that time.
+//! - The backstop: entries idle past the visibility timeout (their lease was
+//!   not renewed, e.g. a live worker cut off from Redis, or a consumer the
+//!   registry does not know) are claimed with `XAUTOCLAIM`.
+//!
+//! Either way entries delivered too often go to the dead-letter stream, and
+//! only as many are claimed as this worker has free slots.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use ferry_common::queue::JobQueue;
+use ferry_common::fleet::WorkerRegistry;
+use ferry_common::fleet::workers::{BEAT_EVERY, WORKER_TTL};
+use ferry_common::metrics as names;
+use ferry_common::queue::recovery::Reclaimed;
+use ferry_common::queue::{JobQueue, QUEUES, QueueError};
 
+use crate::heartbeat::Reachability;
 use crate::outage::Outage;
 use crate::processor::Processor;
 
+/// How often the consumers are checked for dead workers.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// A dead worker's entry is claimed only once idle this long, so two
+/// workers taking over at once never both get it (a claim resets it).
+const MIN_IDLE: Duration = Duration::from_secs(2 * BEAT_EVERY.as_secs());
+
 pub struct Recoverer {
     pub queue: JobQueue,
+    pub registry: WorkerRegistry,
+    pub reachability: Reachability,
     pub worker_id: String,
     pub slots: Arc<Semaphore>,
     pub processor: Processor,
@@ -23,38 +50,115 @@ pub struct Recoverer {
     pub queues: Vec<&'static str>,
 }
 
+/// Why a job changed hands, for `ferry_jobs_taken_over_total`.
+#[derive(Clone, Copy)]
+enum Why {
+    WorkerGone,
+    LeaseExpired,
+}
+
+impl Why {
+    fn label(self) -> &'static str {
+        match self {
+            Why::WorkerGone => "worker_gone",
+            Why::LeaseExpired => "lease_expired",
+        }
+    }
+}
+
 impl Recoverer {
     pub async fn run(self, shutdown: CancellationToken) {
-        let every = (self.visibility_timeout / 2)
+        let backstop_every = (self.visibility_timeout / 2)
             .clamp(Duration::from_millis(200), Duration::from_secs(15));
+        let mut backstop_due = tokio::time::Instant::now() + backstop_every;
         let mut outage = Outage::new("recoverer");
+        let mut wait = CHECK_EVERY.min(backstop_every);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(every) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
-            for q in &self.queues {
-                match self.recover(q).await {
-                    Ok(()) => outage.ok(),
-                    Err(e) => {
-                        outage.failed(&e);
-                    }
+            let mut result = Ok(());
+            if self.reachability.unbroken_for() >= WORKER_TTL {
+                for q in &self.queues {
+                    result = result.and(self.take_over_dead(q).await);
                 }
             }
+            if tokio::time::Instant::now() >= backstop_due {
+                backstop_due = tokio::time::Instant::now() + backstop_every;
+                for q in &self.queues {
+                    result = result.and(self.reclaim_expired(q).await);
+                }
+            }
+            wait = match result {
+                Ok(()) => {
+                    outage.ok();
+                    CHECK_EVERY.min(backstop_every)
+                }
+                Err(e) => {
+                    self.reachability.failed();
+                    outage.failed(&e).max(CHECK_EVERY)
+                }
+            };
         }
     }
 
-    async fn recover(&self, queue: &str) -> Result<(), ferry_common::queue::QueueError> {
-        // Claim only what there is room for; the rest waits for the next pass.
-        let free = self.slots.available_permits();
-        if free == 0 {
+    /// Claims the entries of `queue`'s consumers whose worker is gone, and
+    /// removes those consumers from the group once they hold nothing.
+    async fn take_over_dead(&self, queue: &'static str) -> Result<(), QueueError> {
+        let silent: Vec<_> = self
+            .queue
+            .consumers(queue)
+            .await?
+            .into_iter()
+            .filter(|c| c.name != self.worker_id && c.idle >= WORKER_TTL)
+            .collect();
+        if silent.is_empty() {
             return Ok(());
         }
-        let Ok(permits) = self
-            .slots
-            .clone()
-            .try_acquire_many_owned(free.min(256) as u32)
-        else {
+        let names: Vec<&str> = silent.iter().map(|c| c.name.as_str()).collect();
+        let alive = self
+            .registry
+            .alive(&names)
+            .await
+            .map_err(QueueError::Redis)?;
+        for (consumer, alive) in silent.iter().zip(alive) {
+            if alive {
+                continue;
+            }
+            let mut left = consumer.pending;
+            if left > 0 {
+                let Some(permits) = self.free_slots(left) else {
+                    return Ok(());
+                };
+                let reclaimed = self
+                    .queue
+                    .take_over(
+                        &self.worker_id,
+                        &consumer.name,
+                        queue,
+                        MIN_IDLE,
+                        self.max_deliveries,
+                        permits.num_permits(),
+                    )
+                    .await?;
+                left = left.saturating_sub(reclaimed.fetched.len() + reclaimed.dead_lettered);
+                if !reclaimed.fetched.is_empty() {
+                    tracing::warn!(queue, dead_worker = %consumer.name, count = reclaimed.fetched.len(), "took over the jobs of a worker that stopped beating");
+                }
+                self.run_claimed(queue, Why::WorkerGone, reclaimed, permits)
+                    .await?;
+            }
+            if left == 0 && self.queue.forget_consumer(queue, &consumer.name).await? {
+                tracing::debug!(queue, consumer = %consumer.name, "removed a dead worker from the consumer group");
+            }
+        }
+        Ok(())
+    }
+
+    /// The backstop: entries idle past the visibility timeout.
+    async fn reclaim_expired(&self, queue: &'static str) -> Result<(), QueueError> {
+        let Some(permits) = self.free_slots(256) else {
             return Ok(());
         };
         let reclaimed = self
@@ -67,16 +171,45 @@ impl Recoverer {
                 permits.num_permits(),
             )
             .await?;
+        if !reclaimed.fetched.is_empty() {
+            tracing::warn!(
+                queue,
+                count = reclaimed.fetched.len(),
+                "took over jobs whose lease expired"
+            );
+        }
+        self.run_claimed(queue, Why::LeaseExpired, reclaimed, permits)
+            .await
+    }
+
+    /// Up to `most` of this worker's free slots; `None` when it is full.
+    fn free_slots(&self, most: usize) -> Option<OwnedSemaphorePermit> {
+        let free = self.slots.available_permits().min(most);
+        if free == 0 {
+            return None;
+        }
+        self.slots.clone().try_acquire_many_owned(free as u32).ok()
+    }
+
+    /// Starts what was claimed on the slots taken for it (the rest freed).
+    async fn run_claimed(
+        &self,
+        queue: &'static str,
+        why: Why,
+        reclaimed: Reclaimed,
+        mut permits: OwnedSemaphorePermit,
+    ) -> Result<(), QueueError> {
         if reclaimed.fetched.is_empty() {
             return Ok(());
         }
-        tracing::warn!(
-            queue,
-            count = reclaimed.fetched.len(),
-            "took over jobs abandoned by another worker"
-        );
+        let label = QUEUES
+            .iter()
+            .copied()
+            .find(|q| *q == queue)
+            .unwrap_or("other");
+        metrics::counter!(names::JOBS_TAKEN_OVER, "queue" => label, "reason" => why.label())
+            .increment(reclaimed.fetched.len() as u64);
         let deliveries = self.queue.start(reclaimed.fetched, &self.worker_id).await?;
-        let mut permits = permits;
         if permits.num_permits() > deliveries.len() {
             drop(permits.split(permits.num_permits() - deliveries.len()));
         }

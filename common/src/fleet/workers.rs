@@ -1,6 +1,9 @@
-//! The registry of live workers: each worker beats every few seconds; a
-//! worker that stops beating disappears by itself (its record expires and
-//! the next beat of any worker prunes it from the index).
+//! The registry of live workers: each worker beats every [`BEAT_EVERY`]; a
+//! worker that stops beating disappears by itself (its record expires
+//! [`WORKER_TTL`] after its last beat, by Redis's clock, and the next beat of
+//! any worker prunes it from the index). A consumer of a queue whose record
+//! has expired is a dead worker: its jobs are taken over (see
+//! `worker/src/recoverer.rs`).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -11,8 +14,13 @@ use serde::Serialize;
 
 use crate::keys::Keys;
 
-/// How long a worker counts as alive after its last beat.
-pub const WORKER_TTL: Duration = Duration::from_secs(15);
+/// How often a worker beats.
+pub const BEAT_EVERY: Duration = Duration::from_secs(2);
+/// How long a worker counts as alive after its last beat: four beats, so a
+/// beat delayed by a busy host or lost in a Redis blip never makes a live
+/// worker look dead; a dead worker's jobs are taken over this long after
+/// its last beat.
+pub const WORKER_TTL: Duration = Duration::from_secs(8);
 
 /// What a worker says about itself.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -81,6 +89,21 @@ impl WorkerRegistry {
         pipe.cmd("DEL").arg(self.keys.worker(id)).ignore();
         pipe.cmd("ZREM").arg(self.keys.workers()).arg(id).ignore();
         pipe.query_async::<()>(&mut conn).await
+    }
+
+    /// Whether each of `ids` has beaten within [`WORKER_TTL`] (its record
+    /// still exists), in order.
+    pub async fn alive(&self, ids: &[&str]) -> Result<Vec<bool>, redis::RedisError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.pool.get().await.map_err(pool_error)?;
+        let mut pipe = Pipeline::new();
+        for id in ids {
+            pipe.cmd("EXISTS").arg(self.keys.worker(id));
+        }
+        let found: Vec<i64> = pipe.query_async(&mut conn).await?;
+        Ok(found.into_iter().map(|n| n == 1).collect())
     }
 
     /// Jobs in flight per queue, summed over the live workers.

@@ -1,31 +1,62 @@
 //! Notes a handler keeps on its job record between attempts: an answer
 //! already obtained, how many parts of it WeChat already accepted. A retried
 //! or taken-over job reads them and never redoes a side effect it recorded.
+//!
+//! A note is written only by the worker that still holds the job, in one
+//! call (`ferry_note`) that also renews the job's lease: a worker that lost
+//! its job (taken over while it was cut off from Redis) learns so from its
+//! next note and writes nothing.
 
 use std::collections::HashMap;
 
-use super::{JobQueue, QueueError};
-use crate::job::JobId;
+use redis::Pipeline;
+use redis::aio::ConnectionLike;
 
-/// Notes live in the record as `note:<name>` fields, apart from the engine's.
-fn field(name: &str) -> String {
-    format!("note:{name}")
+use super::{JobQueue, QueueError};
+use crate::functions::{fcall, run};
+use crate::job::JobId;
+use crate::keys::CONSUMER_GROUP;
+
+/// What became of a note.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Noted {
+    /// Written, and the job's lease renewed.
+    Written,
+    /// The job is no longer this worker's (taken over, finished or gone):
+    /// nothing was written.
+    NotHeld,
 }
 
 impl JobQueue {
-    /// Writes notes on a job's record (one round trip).
-    pub async fn write_notes(&self, job: &JobId, notes: &[(&str, &str)]) -> Result<(), QueueError> {
-        if notes.is_empty() {
-            return Ok(());
-        }
-        let mut cmd = redis::cmd("HSET");
-        cmd.arg(self.keys.queue(job.queue()).job(&job.to_string()));
+    /// Writes notes on a job this `consumer` holds at `entry_id`, on the
+    /// caller's connection (one round trip, no pool checkout).
+    pub async fn note_on<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        consumer: &str,
+        job: &JobId,
+        entry_id: &str,
+        notes: &[(&str, &str)],
+    ) -> Result<Noted, QueueError> {
+        let q = self.keys.queue(job.queue());
+        let mut pipe = Pipeline::new();
+        let call = fcall(
+            &mut pipe,
+            "ferry_note",
+            &[&q.stream(), &q.job(&job.to_string())],
+        )
+        .arg(CONSUMER_GROUP)
+        .arg(consumer)
+        .arg(entry_id);
         for (name, value) in notes {
-            cmd.arg(field(name)).arg(*value);
+            call.arg(*name).arg(*value);
         }
-        let mut conn = self.conn().await?;
-        cmd.query_async::<()>(&mut conn).await?;
-        Ok(())
+        let (written,): (i64,) = run(conn, &pipe).await?;
+        Ok(if written == 1 {
+            Noted::Written
+        } else {
+            Noted::NotHeld
+        })
     }
 
     /// Every note on a job's record.

@@ -15,6 +15,16 @@ use super::{Fetched, JobQueue, QueueError};
 use crate::functions::{fcall, run};
 use crate::keys::CONSUMER_GROUP;
 
+/// A consumer of a queue's group, as Redis sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consumer {
+    pub name: String,
+    /// Entries it holds (delivered, not acknowledged).
+    pub pending: usize,
+    /// Time since it last read or claimed.
+    pub idle: Duration,
+}
+
 /// What one take-over pass did.
 #[derive(Debug, Default)]
 pub struct Reclaimed {
@@ -25,27 +35,137 @@ pub struct Reclaimed {
 }
 
 impl JobQueue {
-    /// Renews the lease on entries this worker holds. Returns how many were
-    /// still pending (an entry missing here was recorded or taken over).
+    /// Renews the lease on entries this worker holds. Returns the entries
+    /// still held: one missing here was recorded, or taken over by another
+    /// worker (which keeps it: the renewal never takes an entry back).
     pub async fn renew_leases(
         &self,
         consumer: &str,
         queue: &str,
         entry_ids: &[String],
-    ) -> Result<usize, QueueError> {
+    ) -> Result<Vec<String>, QueueError> {
         if entry_ids.is_empty() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
-        let mut cmd = redis::cmd("XCLAIM");
-        cmd.arg(self.keys.queue(queue).stream())
+        let mut pipe = Pipeline::new();
+        fcall(
+            &mut pipe,
+            "ferry_renew",
+            &[&self.keys.queue(queue).stream()],
+        )
+        .arg(CONSUMER_GROUP)
+        .arg(consumer)
+        .arg(entry_ids);
+        let mut conn = self.conn().await?;
+        let (held,): (Vec<String>,) = run(&mut conn, &pipe).await?;
+        Ok(held)
+    }
+
+    /// The consumers of `queue`'s group with the entries each holds and
+    /// how long since each last read or claimed (Redis's own clock).
+    pub async fn consumers(&self, queue: &str) -> Result<Vec<Consumer>, QueueError> {
+        let mut conn = self.conn().await?;
+        let reply: redis::streams::StreamInfoConsumersReply = match redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(self.keys.queue(queue).stream())
+            .arg(CONSUMER_GROUP)
+            .query_async(&mut conn)
+            .await
+        {
+            Ok(reply) => reply,
+            // No stream or group yet (or Redis lost them): no consumers.
+            Err(e) if e.code() == Some("NOGROUP") || e.to_string().contains("no such key") => {
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(reply
+            .consumers
+            .into_iter()
+            .map(|c| Consumer {
+                name: c.name,
+                pending: c.pending,
+                idle: Duration::from_millis(c.idle as u64),
+            })
+            .collect())
+    }
+
+    /// Takes over the entries of `dead`, a consumer whose worker is gone,
+    /// idle at least `min_idle` (so two workers taking over at once never
+    /// both get an entry: the first claim resets its idle time). Worn-out
+    /// jobs go to the dead-letter stream as in [`JobQueue::reclaim`].
+    pub async fn take_over(
+        &self,
+        consumer: &str,
+        dead: &str,
+        queue: &str,
+        min_idle: Duration,
+        max_deliveries: u32,
+        count: usize,
+    ) -> Result<Reclaimed, QueueError> {
+        let q = self.keys.queue(queue);
+        let stream = q.stream();
+        let idle_ms = min_idle.as_millis() as u64;
+        let mut conn = self.conn().await?;
+        let pending: StreamPendingCountReply = redis::cmd("XPENDING")
+            .arg(&stream)
+            .arg(CONSUMER_GROUP)
+            .arg("IDLE")
+            .arg(idle_ms)
+            .arg("-")
+            .arg("+")
+            .arg(count)
+            .arg(dead)
+            .query_async(&mut conn)
+            .await?;
+        let mut out = Reclaimed {
+            dead_lettered: self
+                .dead_letter_worn_out(&mut conn, queue, &pending, max_deliveries)
+                .await?,
+            ..Reclaimed::default()
+        };
+        let claimable: Vec<&str> = pending
+            .ids
+            .iter()
+            .filter(|p| p.times_delivered < max_deliveries as usize)
+            .map(|p| p.id.as_str())
+            .collect();
+        if claimable.is_empty() {
+            return Ok(out);
+        }
+        let claimed: redis::streams::StreamClaimReply = redis::cmd("XCLAIM")
+            .arg(&stream)
             .arg(CONSUMER_GROUP)
             .arg(consumer)
-            .arg(0)
-            .arg(entry_ids)
-            .arg("JUSTID");
+            .arg(idle_ms)
+            .arg(&claimable)
+            .query_async(&mut conn)
+            .await?;
+        for entry in claimed.ids {
+            out.fetched.push(Fetched {
+                queue: queue.to_owned(),
+                job_id: entry.get::<String>("job").unwrap_or_default(),
+                entry_id: entry.id,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Removes `consumer` from `queue`'s group if it holds nothing (one
+    /// atomic call, so an entry delivered meanwhile is never dropped).
+    /// Returns whether it was removed.
+    pub async fn forget_consumer(&self, queue: &str, consumer: &str) -> Result<bool, QueueError> {
+        let mut pipe = Pipeline::new();
+        fcall(
+            &mut pipe,
+            "ferry_forget_consumer",
+            &[&self.keys.queue(queue).stream()],
+        )
+        .arg(CONSUMER_GROUP)
+        .arg(consumer);
         let mut conn = self.conn().await?;
-        let renewed: Vec<String> = cmd.query_async(&mut conn).await?;
-        Ok(renewed.len())
+        let (removed,): (i64,) = run(&mut conn, &pipe).await?;
+        Ok(removed == 1)
     }
 
     /// Takes over entries idle longer than `visibility_timeout`. Jobs already
@@ -74,48 +194,13 @@ impl JobQueue {
             .arg(count)
             .query_async(&mut conn)
             .await?;
-        let mut out = Reclaimed::default();
-        let worn_out: Vec<_> = pending
-            .ids
-            .iter()
-            .filter(|p| p.times_delivered >= max_deliveries as usize)
-            .collect();
-        if !worn_out.is_empty() {
-            // The job ids are in the entries: read them first.
-            let mut pipe = Pipeline::new();
-            for p in &worn_out {
-                pipe.cmd("XRANGE").arg(&stream).arg(&p.id).arg(&p.id);
-            }
-            let entries: Vec<redis::streams::StreamRangeReply> =
-                pipe.query_async(&mut conn).await?;
-            let mut dead = Pipeline::new();
-            for (p, range) in worn_out.iter().zip(entries) {
-                let Some(entry) = range.ids.into_iter().next() else {
-                    dead.cmd("XACK")
-                        .arg(&stream)
-                        .arg(CONSUMER_GROUP)
-                        .arg(&p.id)
-                        .ignore();
-                    continue;
-                };
-                let job_id: String = entry.get("job").unwrap_or_default();
-                let reason = format!(
-                    "delivered {} times without an outcome (its worker died or stalled each time)",
-                    p.times_delivered
-                );
-                tracing::error!(job = %job_id, deliveries = p.times_delivered, "dead-lettering a job that never finished");
-                fcall(
-                    &mut dead,
-                    super::delivery::OutcomeFunctions::of(queue).dead_letter,
-                    &[&stream, &q.job(&job_id), &q.dead()],
-                )
-                .arg(CONSUMER_GROUP)
-                .arg(&p.id)
-                .arg(reason);
-                out.dead_lettered += 1;
-            }
-            run::<Vec<redis::Value>, _>(&mut conn, &dead).await?;
-        }
+        let out_dead = self
+            .dead_letter_worn_out(&mut conn, queue, &pending, max_deliveries)
+            .await?;
+        let mut out = Reclaimed {
+            dead_lettered: out_dead,
+            ..Reclaimed::default()
+        };
         let claimed: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
             .arg(&stream)
             .arg(CONSUMER_GROUP)
@@ -143,6 +228,62 @@ impl JobQueue {
                 .await?;
         }
         Ok(out)
+    }
+
+    /// Moves the jobs among `pending` delivered `max_deliveries` times to
+    /// the dead-letter stream, with the reason; returns how many.
+    async fn dead_letter_worn_out<C: redis::aio::ConnectionLike>(
+        &self,
+        conn: &mut C,
+        queue: &str,
+        pending: &StreamPendingCountReply,
+        max_deliveries: u32,
+    ) -> Result<usize, QueueError> {
+        let q = self.keys.queue(queue);
+        let stream = q.stream();
+        let worn_out: Vec<_> = pending
+            .ids
+            .iter()
+            .filter(|p| p.times_delivered >= max_deliveries as usize)
+            .collect();
+        if worn_out.is_empty() {
+            return Ok(0);
+        }
+        // The job ids are in the entries: read them first.
+        let mut pipe = Pipeline::new();
+        for p in &worn_out {
+            pipe.cmd("XRANGE").arg(&stream).arg(&p.id).arg(&p.id);
+        }
+        let entries: Vec<redis::streams::StreamRangeReply> = pipe.query_async(conn).await?;
+        let mut dead = Pipeline::new();
+        let mut count = 0;
+        for (p, range) in worn_out.iter().zip(entries) {
+            let Some(entry) = range.ids.into_iter().next() else {
+                dead.cmd("XACK")
+                    .arg(&stream)
+                    .arg(CONSUMER_GROUP)
+                    .arg(&p.id)
+                    .ignore();
+                continue;
+            };
+            let job_id: String = entry.get("job").unwrap_or_default();
+            let reason = format!(
+                "delivered {} times without an outcome (its worker died or stalled each time)",
+                p.times_delivered
+            );
+            tracing::error!(job = %job_id, deliveries = p.times_delivered, "dead-lettering a job that never finished");
+            fcall(
+                &mut dead,
+                super::delivery::OutcomeFunctions::of(queue).dead_letter,
+                &[&stream, &q.job(&job_id), &q.dead()],
+            )
+            .arg(CONSUMER_GROUP)
+            .arg(&p.id)
+            .arg(reason);
+            count += 1;
+        }
+        run::<Vec<redis::Value>, _>(conn, &dead).await?;
+        Ok(count)
     }
 
     /// Moves due retries of `queue` back to its stream. Safe to run from

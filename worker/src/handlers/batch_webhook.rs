@@ -17,7 +17,7 @@ use ferry_common::job::Delivery;
 use ferry_common::job::kinds::BatchWebhook;
 
 use super::webhook_client::{self, WebhookClient};
-use crate::handler::{Handler, HandlerError};
+use crate::handler::{Handler, HandlerError, JobNotes};
 
 pub struct BatchWebhookHandler {
     pub batches: Batches,
@@ -31,6 +31,7 @@ impl Handler for BatchWebhookHandler {
     fn handle<'a>(
         &'a self,
         job: &'a Delivery,
+        _notes: JobNotes<'a>,
     ) -> BoxFuture<'a, Result<serde_json::Value, HandlerError>> {
         Box::pin(self.deliver(job))
     }

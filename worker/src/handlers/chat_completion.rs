@@ -14,7 +14,7 @@ use ferry_common::batch::{Batches, Begin};
 use ferry_common::job::Delivery;
 use ferry_common::job::kinds::ChatCompletion;
 
-use crate::handler::{Handler, HandlerError};
+use crate::handler::{Handler, HandlerError, JobNotes};
 use crate::providers::{
     Allowance, Answer, ChatMessage, ChatRequest, Overrides, Role, Router, Usage,
 };
@@ -38,6 +38,7 @@ impl Handler for ChatCompletionHandler {
     fn handle<'a>(
         &'a self,
         job: &'a Delivery,
+        _notes: JobNotes<'a>,
     ) -> BoxFuture<'a, Result<serde_json::Value, HandlerError>> {
         Box::pin(self.complete(job))
     }

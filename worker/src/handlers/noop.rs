@@ -5,7 +5,7 @@ use futures::future::BoxFuture;
 
 use ferry_common::job::Delivery;
 
-use crate::handler::{Handler, HandlerError};
+use crate::handler::{Handler, HandlerError, JobNotes};
 
 /// The kind name of no-op jobs.
 pub const NOOP: &str = "noop";
@@ -16,6 +16,7 @@ impl Handler for Noop {
     fn handle<'a>(
         &'a self,
         _job: &'a Delivery,
+        _notes: JobNotes<'a>,
     ) -> BoxFuture<'a, Result<serde_json::Value, HandlerError>> {
         Box::pin(async { Ok(serde_json::Value::Null) })
     }

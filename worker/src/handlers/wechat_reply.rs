@@ -63,7 +63,7 @@ use ferry_common::job::Delivery;
 use ferry_common::job::kinds::WeChatReply;
 use ferry_common::queue::JobQueue;
 
-use crate::handler::{Handler, HandlerError};
+use crate::handler::{Handler, HandlerError, JobNotes};
 use crate::memory::ConversationMemory;
 use crate::providers::{Allowance, Answer, Router, RouterError, Usage};
 use crate::reply::split::{MAX_PART_BYTES, split};
@@ -82,9 +82,6 @@ const NOTE_APOLOGY_SENT: &str = "apology_sent";
 const NOTICE_WINDOW: Duration = Duration::from_secs(60);
 /// The typing indicator may hold back the first part no longer than this.
 const TYPING_WAIT: Duration = Duration::from_secs(2);
-/// Tries to note an accepted part before the job gives up on it (and a
-/// retry would resend it): the waits between them double from 50 ms.
-const NOTE_TRIES: u32 = 6;
 
 pub struct WeChatReplyHandler {
     pub queue: JobQueue,
@@ -149,18 +146,23 @@ impl Handler for WeChatReplyHandler {
     fn handle<'a>(
         &'a self,
         job: &'a Delivery,
+        notes: JobNotes<'a>,
     ) -> BoxFuture<'a, Result<serde_json::Value, HandlerError>> {
-        Box::pin(self.reply(job))
+        Box::pin(self.reply(job, notes))
     }
 }
 
 type Notes = HashMap<String, String>;
 
 impl WeChatReplyHandler {
-    async fn reply(&self, job: &Delivery) -> Result<serde_json::Value, HandlerError> {
+    async fn reply(
+        &self,
+        job: &Delivery,
+        book: JobNotes<'_>,
+    ) -> Result<serde_json::Value, HandlerError> {
         let msg: WeChatReply = serde_json::from_value(job.payload.clone())
             .map_err(|e| HandlerError::Permanent(format!("bad wechat.reply payload: {e}")))?;
-        let notes = self.queue.read_notes(&job.id).await.map_err(redis_error)?;
+        let notes = book.read().await.map_err(redis_error)?;
         let noted = notes.get(NOTE_ANSWER).zip(
             notes
                 .get(NOTE_ANSWERED_BY)
@@ -169,10 +171,10 @@ impl WeChatReplyHandler {
         let (answer, answered_by) = match noted {
             Some((answer, by)) => (answer.clone(), by),
             None => {
-                if let Some(limited) = self.over_limit(job, &msg, &notes).await? {
+                if let Some(limited) = self.over_limit(job, book, &msg, &notes).await? {
                     return Ok(limited);
                 }
-                self.answer(job, &msg, &notes).await?
+                self.answer(job, book, &msg, &notes).await?
             }
         };
         let parts = split(&answer, MAX_PART_BYTES);
@@ -183,7 +185,12 @@ impl WeChatReplyHandler {
         for (i, part) in parts.iter().enumerate().skip(already) {
             let which = format!("part {} of {}", i + 1, parts.len());
             match self.sink.send_text(&msg.openid, part).await {
-                Ok(()) => self.note_parts_sent(job, i + 1).await?,
+                // Noted the moment WeChat's answer is read, before anything
+                // else: the one window in which a crash resends this part.
+                Ok(()) => {
+                    book.write(&[(NOTE_PARTS_SENT, &(i + 1).to_string())])
+                        .await?
+                }
                 Err(SendError::Retry(e)) => {
                     return Err(HandlerError::retry(format!("{which} not sent: {e}")));
                 }
@@ -202,6 +209,7 @@ impl WeChatReplyHandler {
     async fn over_limit(
         &self,
         job: &Delivery,
+        book: JobNotes<'_>,
         msg: &WeChatReply,
         notes: &Notes,
     ) -> Result<Option<serde_json::Value>, HandlerError> {
@@ -227,10 +235,7 @@ impl WeChatReplyHandler {
             },
         };
         let verdict = if wait.is_some() { "limited" } else { "allowed" };
-        self.queue
-            .write_notes(&job.id, &[(NOTE_USER_LIMIT, verdict)])
-            .await
-            .map_err(redis_error)?;
+        book.write(&[(NOTE_USER_LIMIT, verdict)]).await?;
         let Some(wait) = wait else {
             return Ok(None);
         };
@@ -289,41 +294,13 @@ impl WeChatReplyHandler {
         }
     }
 
-    /// Notes that `sent` parts were delivered. Retried for a moment before
-    /// giving up, since a job retry would resend the part just delivered.
-    async fn note_parts_sent(&self, job: &Delivery, sent: usize) -> Result<(), HandlerError> {
-        let sent = sent.to_string();
-        let mut wait = Duration::from_millis(50);
-        for _ in 1..NOTE_TRIES {
-            match self
-                .queue
-                .write_notes(&job.id, &[(NOTE_PARTS_SENT, &sent)])
-                .await
-            {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    tracing::warn!(job = %job.id, error = %e, "could not note a delivered part; trying again");
-                    tokio::time::sleep(wait).await;
-                    wait *= 2;
-                }
-            }
-        }
-        self.queue
-            .write_notes(&job.id, &[(NOTE_PARTS_SENT, &sent)])
-            .await
-            .map_err(|e| {
-                HandlerError::retry(format!(
-                    "part {sent} was delivered but could not be noted (a retry resends it): Redis: {e}"
-                ))
-            })
-    }
-
     /// Asks the chain within what is left of the budget; notes the answer
     /// and remembers the turn. On failure decides between a job retry and
     /// the apology.
     async fn answer(
         &self,
         job: &Delivery,
+        book: JobNotes<'_>,
         msg: &WeChatReply,
         notes: &Notes,
     ) -> Result<(String, AnsweredBy), HandlerError> {
@@ -334,7 +311,7 @@ impl WeChatReplyHandler {
                 self.total_budget.as_secs_f64(),
                 job.attempt
             );
-            return Err(self.apologise(job, msg, notes, spent).await);
+            return Err(self.apologise(job, book, msg, notes, spent).await);
         }
         let prompt = self
             .memory
@@ -354,13 +331,8 @@ impl WeChatReplyHandler {
             Ok(a) => {
                 let by = AnsweredBy::from(&a);
                 let by_json = serde_json::to_string(&by).expect("AnsweredBy serializes");
-                self.queue
-                    .write_notes(
-                        &job.id,
-                        &[(NOTE_ANSWER, &a.text), (NOTE_ANSWERED_BY, &by_json)],
-                    )
-                    .await
-                    .map_err(redis_error)?;
+                book.write(&[(NOTE_ANSWER, &a.text), (NOTE_ANSWERED_BY, &by_json)])
+                    .await?;
                 // Noted: a retry reuses this answer and never gets here, so
                 // the turn is remembered once. Losing it is better than
                 // failing a reply that is ready.
@@ -382,7 +354,7 @@ impl WeChatReplyHandler {
                     }),
                     AfterFailure::GiveUp => {
                         let reason = format!("no provider could answer: {e}");
-                        Err(self.apologise(job, msg, notes, reason).await)
+                        Err(self.apologise(job, book, msg, notes, reason).await)
                     }
                 }
             }
@@ -394,6 +366,7 @@ impl WeChatReplyHandler {
     async fn apologise(
         &self,
         job: &Delivery,
+        book: JobNotes<'_>,
         msg: &WeChatReply,
         notes: &Notes,
         reason: String,
@@ -404,12 +377,8 @@ impl WeChatReplyHandler {
         match self.sink.send_text(&msg.openid, &self.apology).await {
             Ok(()) => {
                 self.counters.apology();
-                if let Err(e) = self
-                    .queue
-                    .write_notes(&job.id, &[(NOTE_APOLOGY_SENT, "1")])
-                    .await
-                {
-                    tracing::warn!(job = %job.id, error = %e, "the apology was sent but not noted");
+                if let Err(lost) = book.write(&[(NOTE_APOLOGY_SENT, "1")]).await {
+                    return lost.into();
                 }
             }
             Err(send) => {
