@@ -3,7 +3,8 @@
 //! It verifies and acknowledges every WeChat push at once and enqueues the
 //! work; it never calls an AI provider itself. Routes:
 //! - `GET /wechat` URL verification, `POST /wechat` pushed messages
-//!   ([`wechat`]), behind the per-IP limiter ([`limiter`]);
+//!   ([`wechat`]), behind the per-IP limiter of failed verifications
+//!   ([`limiter`]);
 //! - `GET /healthz`, `GET /readyz` ([`health`]) and `GET /metrics`
 //!   ([`metrics`], bearer token with the `read` scope), together [`ops`],
 //!   which a worker's admin port serves too (there without a token);

@@ -171,7 +171,17 @@ async fn post(ferry: &TestFerry, push: &Push) -> Answer {
 }
 
 async fn post_with_headers(ferry: &TestFerry, push: &Push, headers: &[(&str, &str)]) -> Answer {
-    let mut request = http()
+    send(&http(), ferry, push, headers).await
+}
+
+/// Posts `push` on `client` (one test's many requests share its connections).
+async fn send(
+    client: &reqwest::Client,
+    ferry: &TestFerry,
+    push: &Push,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let mut request = client
         .post(format!("{}/wechat", ferry.api_url))
         .query(&push.query)
         .header("content-type", "text/xml")
@@ -791,18 +801,74 @@ async fn a_spool_left_by_a_stopped_api_is_replayed_by_the_next_one() {
 
 // ================================================================== limiter
 
-/// Posts `n` welcome-only pushes (no Redis involved) and returns the answers.
-async fn flood(ferry: &TestFerry, n: usize, headers: &[(&str, &str)]) -> Vec<Answer> {
+/// A welcome-only push (no Redis involved), correctly signed.
+fn welcome() -> Push {
+    Push::plain(&event("o_flood", "subscribe"))
+}
+
+/// The same push signed without the token: what a forger sends.
+fn forged() -> Push {
+    welcome().with_param("signature", &"0".repeat(40))
+}
+
+/// Posts `n` pushes made by `push`, one after the other, and returns the
+/// answers.
+async fn flood(
+    ferry: &TestFerry,
+    n: usize,
+    push: fn() -> Push,
+    headers: &[(&str, &str)],
+) -> Vec<Answer> {
+    let client = http();
     let mut answers = Vec::new();
     for _ in 0..n {
-        let push = Push::plain(&event("o_flood", "subscribe"));
-        answers.push(post_with_headers(ferry, &push, headers).await);
+        answers.push(send(&client, ferry, &push(), headers).await);
     }
     answers
 }
 
 fn statuses(answers: &[Answer]) -> Vec<u16> {
     answers.iter().map(|a| a.status).collect()
+}
+
+fn limiter(ferry: &TestFerry) -> &ferry_api::IpLimiter {
+    api(ferry).limiter.as_deref().expect("the limiter is on")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_pushes_from_one_address_are_never_limited_whatever_their_rate() {
+    use futures::StreamExt;
+    let redis = RedisServer::start();
+    // The default limiter (100 failures a second, burst 200).
+    let ferry = ferry_with(&redis, &[]).await;
+    let pushes: Vec<Push> = (0..2000)
+        .map(|n| Push::plain(&text("o_busy", &format!("消息 {n}"), 10_000 + n)))
+        .collect();
+    let client = http();
+
+    let answers: Vec<Answer> = futures::stream::iter(&pushes)
+        .map(|push| send(&client, &ferry, push, &[]))
+        .buffer_unordered(64)
+        .collect()
+        .await;
+
+    let refused: Vec<u16> = statuses(&answers)
+        .into_iter()
+        .filter(|&s| s != 200)
+        .collect();
+    assert!(refused.is_empty(), "{} refused: {refused:?}", refused.len());
+    assert!(answers.iter().all(|a| a.body == "success"));
+    eventually(WAIT, "every push is enqueued", || {
+        stream_len(&redis) == 2000
+    })
+    .await;
+    assert_eq!(api(&ferry).security().counts().rate_limited, 0);
+    assert_eq!(
+        limiter(&ferry).tracked(),
+        0,
+        "verified pushes are not counted"
+    );
+    ferry.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -813,18 +879,88 @@ async fn a_client_past_its_burst_gets_429_and_is_counted() {
         &[("FERRY_IP_RATE_LIMIT", "1"), ("FERRY_IP_RATE_BURST", "3")],
     )
     .await;
+    let started = std::time::Instant::now();
 
-    let answers = flood(&ferry, 10, &[]).await;
+    let answers = flood(&ferry, 500, forged, &[]).await;
 
+    let elapsed = started.elapsed();
     let statuses = statuses(&answers);
-    assert_eq!(statuses[..3], [200, 200, 200]);
-    let limited: Vec<&Answer> = answers.iter().filter(|a| a.status == 429).collect();
-    assert!(!limited.is_empty(), "{statuses:?}");
-    assert!(limited[0].retry_after.is_some());
     assert_eq!(
-        api(&ferry).security().counts().rate_limited,
-        limited.len() as u64
+        statuses[..4],
+        [401, 401, 401, 429],
+        "a burst of three failures, then 429"
     );
+    assert!(statuses.iter().all(|&s| s == 401 || s == 429));
+    let refused = statuses.iter().filter(|&&s| s == 401).count();
+    let limited: Vec<&Answer> = answers.iter().filter(|a| a.status == 429).collect();
+    assert!(
+        refused <= 3 + elapsed.as_secs() as usize + 1,
+        "the bucket refills one failure a second: {refused} verified in {elapsed:?}"
+    );
+    assert_eq!(limited[0].retry_after.as_deref(), Some("1"));
+    let counts = api(&ferry).security().counts();
+    assert_eq!(counts.rate_limited, limited.len() as u64);
+    assert_eq!(
+        counts.bad_signature, refused as u64,
+        "a request past the burst is refused before it is verified"
+    );
+    ferry.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_verification_failure_counts_toward_the_burst() {
+    let redis = RedisServer::start();
+    let ferry = ferry_with_aes(
+        &redis,
+        &[("FERRY_IP_RATE_LIMIT", "1"), ("FERRY_IP_RATE_BURST", "4")],
+    )
+    .await;
+    let doctype = r#"<!DOCTYPE xml [<!ENTITY x "x">]><xml><ToUserName>gh</ToUserName></xml>"#;
+    let failures = [
+        Push::safe(&text("o_f", "hi", 70)).with_param("msg_signature", &"e".repeat(40)),
+        Push::plain_at(&text("o_f", "hi", 71), now() - 3600),
+        Push::plain(&text("o_f", "hi", 72)).without_param("nonce"),
+        Push::plain(doctype),
+    ];
+
+    let mut answers = Vec::new();
+    for push in &failures {
+        answers.push(post(&ferry, push).await);
+    }
+    let then = post(&ferry, &welcome()).await;
+
+    assert_eq!(statuses(&answers), [401, 403, 400, 400]);
+    assert_eq!(then.status, 429, "{}", then.body);
+    ferry.stop().await;
+}
+
+/// **Decision:** the check comes before verification (a flooding forger
+/// costs no HMAC), so while an address is blocked even its signed pushes
+/// wait; only failures sent from that very address can block it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_client_is_refused_before_verification_until_its_bucket_refills() {
+    let redis = RedisServer::start();
+    let ferry = ferry_with(
+        &redis,
+        &[("FERRY_IP_RATE_LIMIT", "2"), ("FERRY_IP_RATE_BURST", "2")],
+    )
+    .await;
+
+    let forgeries = flood(&ferry, 2, forged, &[]).await;
+    let while_blocked = post(&ferry, &welcome()).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let after = flood(&ferry, 20, welcome, &[]).await;
+
+    assert_eq!(statuses(&forgeries), [401, 401]);
+    assert_eq!(while_blocked.status, 429);
+    assert_eq!(while_blocked.retry_after.as_deref(), Some("1"));
+    assert!(
+        statuses(&after).iter().all(|&s| s == 200),
+        "one refilled unit lets signed pushes through, and they take none: {:?}",
+        statuses(&after)
+    );
+    let counts = api(&ferry).security().counts();
+    assert_eq!((counts.bad_signature, counts.rate_limited), (2, 1));
     ferry.stop().await;
 }
 
@@ -841,10 +977,12 @@ async fn an_allowlisted_client_is_never_limited() {
     )
     .await;
 
-    let answers = flood(&ferry, 50, &[]).await;
+    let answers = flood(&ferry, 50, forged, &[]).await;
 
-    assert!(statuses(&answers).iter().all(|&s| s == 200));
+    assert!(statuses(&answers).iter().all(|&s| s == 401));
     assert_eq!(api(&ferry).security().counts().rate_limited, 0);
+    assert_eq!(api(&ferry).security().counts().bad_signature, 50);
+    assert_eq!(limiter(&ferry).tracked(), 0, "never even counted");
     ferry.stop().await;
 }
 
@@ -862,17 +1000,24 @@ async fn forwarding_headers_name_the_client_only_from_a_trusted_proxy() {
     let behind_proxy = ferry_with(&redis, &behind_proxy_vars).await;
     let wechat_server = [("x-forwarded-for", "101.226.62.77")];
     let stranger = [("x-forwarded-for", "198.51.100.1")];
+    let another = [("x-forwarded-for", "198.51.100.2")];
 
-    let spoofed = flood(&direct, 5, &wechat_server).await;
-    let via_proxy = flood(&behind_proxy, 20, &wechat_server).await;
-    let stranger_via_proxy = flood(&behind_proxy, 5, &stranger).await;
+    let spoofed = flood(&direct, 5, forged, &wechat_server).await;
+    let via_proxy = flood(&behind_proxy, 20, forged, &wechat_server).await;
+    let stranger_via_proxy = flood(&behind_proxy, 5, forged, &stranger).await;
+    let another_via_proxy = flood(&behind_proxy, 3, welcome, &another).await;
 
     assert!(
         statuses(&spoofed).contains(&429),
         "a client cannot claim an allowlisted address"
     );
-    assert!(statuses(&via_proxy).iter().all(|&s| s == 200));
+    assert!(statuses(&via_proxy).iter().all(|&s| s == 401));
     assert!(statuses(&stranger_via_proxy).contains(&429));
+    assert_eq!(
+        statuses(&another_via_proxy),
+        [200, 200, 200],
+        "the stranger is blocked, not the proxy"
+    );
     direct.stop().await;
     behind_proxy.stop().await;
 }
