@@ -7,6 +7,30 @@
 /// The consumer group every worker of a queue reads through.
 pub const CONSUMER_GROUP: &str = "workers";
 
+/// The kinds of key Ferry keeps per WeChat user. A feature that starts
+/// keeping something about a user adds its kind here (and to [`Self::ALL`]):
+/// unsubscribing deletes one key of every kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserKey {
+    /// The user's recent conversation turns.
+    Conversation,
+    /// The user's message limit (GCRA state).
+    Limit,
+    /// Set while the user has had their one limit notice.
+    LimitNotice,
+    /// Replies recorded for `ferry simulate` (`ferry dev`).
+    DevOutbox,
+}
+
+impl UserKey {
+    pub const ALL: [UserKey; 4] = [
+        UserKey::Conversation,
+        UserKey::Limit,
+        UserKey::LimitNotice,
+        UserKey::DevOutbox,
+    ];
+}
+
 /// Key builder for one deployment (one `FERRY_PREFIX`).
 #[derive(Clone, Debug)]
 pub struct Keys {
@@ -65,10 +89,30 @@ impl Keys {
         self.global(&format!("worker:{worker_id}"))
     }
 
+    /// One of the keys Ferry keeps about the WeChat user `openid`. Every
+    /// per-user key is built here, from [`UserKey`], so that
+    /// [`Keys::user_keys`] (what unsubscribing deletes) names them all.
+    pub fn user(&self, kind: UserKey, openid: &str) -> String {
+        match kind {
+            UserKey::Conversation => self.global(&format!("conv:{openid}")),
+            UserKey::Limit => self.limit(&format!("user:{openid}")),
+            UserKey::LimitNotice => self.global(&format!("limit_notice:{openid}")),
+            UserKey::DevOutbox => self.global(&format!("dev:outbox:{openid}")),
+        }
+    }
+
+    /// Every key Ferry keeps about the WeChat user `openid`.
+    pub fn user_keys(&self, openid: &str) -> Vec<String> {
+        UserKey::ALL
+            .iter()
+            .map(|kind| self.user(*kind, openid))
+            .collect()
+    }
+
     /// List of one WeChat user's last conversation turns (JSON messages,
     /// oldest first), expiring when the user falls silent.
     pub fn conversation(&self, openid: &str) -> String {
-        self.global(&format!("conv:{openid}"))
+        self.user(UserKey::Conversation, openid)
     }
 
     /// The fleet-wide limiter, leases and breaker of one AI provider, under
@@ -88,7 +132,7 @@ impl Keys {
     /// Set (with expiry) while a WeChat user over the per-user limit has
     /// had their one notice, so further messages in the window get none.
     pub fn limit_notice(&self, openid: &str) -> String {
-        self.global(&format!("limit_notice:{openid}"))
+        self.user(UserKey::LimitNotice, openid)
     }
 
     /// Stream of alert events (firing, resolved) from every api process,
@@ -106,7 +150,7 @@ impl Keys {
     /// Replies the console sink recorded for one user, read by
     /// `ferry simulate` through the dev api (only used by `ferry dev`).
     pub fn dev_outbox(&self, openid: &str) -> String {
-        self.global(&format!("dev:outbox:{openid}"))
+        self.user(UserKey::DevOutbox, openid)
     }
 }
 

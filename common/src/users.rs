@@ -1,9 +1,9 @@
 //! What Ferry keeps about one WeChat user, and forgetting it.
 //!
 //! When a user unfollows the account (the `unsubscribe` event) Ferry deletes
-//! everything it keeps about them. Every per-user key is listed in
-//! [`user_keys`]: a feature that starts keeping something per user adds its
-//! key there, and unsubscribing forgets it too.
+//! everything it keeps about them: every per-user key is built in
+//! `keys.rs` from one list of kinds ([`UserKey`]), and unsubscribing deletes
+//! one key of each kind.
 //!
 //! Not covered here (they are not per-user keys): job records, which carry
 //! the user's openid and message until they expire after
@@ -12,11 +12,8 @@
 use redis::aio::ConnectionLike;
 
 use crate::keys::Keys;
-
-/// Every Redis key that holds something about the user `openid`.
-pub fn user_keys(keys: &Keys, openid: &str) -> Vec<String> {
-    vec![keys.conversation(openid), keys.dev_outbox(openid)]
-}
+#[cfg(doc)]
+use crate::keys::UserKey;
 
 /// Deletes everything Ferry keeps about `openid` in one `DEL`; returns how
 /// many keys existed. Deleting is idempotent: calling it again is harmless.
@@ -29,7 +26,7 @@ pub async fn forget_user<C: ConnectionLike>(
     openid: &str,
 ) -> Result<u64, redis::RedisError> {
     redis::cmd("DEL")
-        .arg(user_keys(keys, openid))
+        .arg(keys.user_keys(openid))
         .query_async(conn)
         .await
 }
@@ -38,10 +35,31 @@ pub async fn forget_user<C: ConnectionLike>(
 mod tests {
     use super::*;
 
+    use crate::keys::UserKey;
+
+    #[test]
+    fn every_kind_of_user_key_is_deleted() {
+        // Exhaustive: a new kind fails to compile here until it is listed.
+        let position = |kind: UserKey| match kind {
+            UserKey::Conversation => 0,
+            UserKey::Limit => 1,
+            UserKey::LimitNotice => 2,
+            UserKey::DevOutbox => 3,
+        };
+        for (i, kind) in UserKey::ALL.iter().enumerate() {
+            assert_eq!(position(*kind), i, "{kind:?} listed once, in order");
+        }
+    }
+
     #[test]
     fn a_users_keys_share_one_slot_and_name_the_user() {
-        let keys = user_keys(&Keys::new("ferry"), "o_user");
+        let keys = Keys::new("ferry").user_keys("o_user");
+        assert_eq!(keys.len(), UserKey::ALL.len());
         assert!(keys.contains(&"{ferry}:conv:o_user".to_owned()), "{keys:?}");
+        assert!(
+            keys.contains(&"{ferry}:limit:user:o_user".to_owned()),
+            "{keys:?}"
+        );
         for key in &keys {
             assert!(key.starts_with("{ferry}:"), "{key}");
             assert!(key.ends_with(":o_user"), "{key}");

@@ -22,21 +22,27 @@ struct World {
 }
 
 async fn world() -> World {
+    world_with(&[]).await
+}
+
+async fn world_with(extra: &[(&str, &str)]) -> World {
     let redis = RedisServer::start();
     let wechat = FakeWeChat::start(APP_ID, APP_SECRET).await;
     let provider = FakeProvider::start(FakeKind::OpenAi, PROVIDER_KEY, MODEL).await;
     let (wechat_base, provider_base) = (wechat.base_url(), provider.base_url());
+    let mut vars = vec![
+        ("WECHAT_APP_ID", APP_ID),
+        ("WECHAT_APP_SECRET", APP_SECRET),
+        ("WECHAT_API_BASE", wechat_base.as_str()),
+        ("FERRY_PROVIDERS", "deepseek"),
+        ("DEEPSEEK_API_KEY", PROVIDER_KEY),
+        ("DEEPSEEK_BASE_URL", provider_base.as_str()),
+        ("DEEPSEEK_MODEL", MODEL),
+    ];
+    vars.extend_from_slice(extra);
     let ferry = TestFerry::start(
         &redis,
-        &[
-            ("WECHAT_APP_ID", APP_ID),
-            ("WECHAT_APP_SECRET", APP_SECRET),
-            ("WECHAT_API_BASE", &wechat_base),
-            ("FERRY_PROVIDERS", "deepseek"),
-            ("DEEPSEEK_API_KEY", PROVIDER_KEY),
-            ("DEEPSEEK_BASE_URL", &provider_base),
-            ("DEEPSEEK_MODEL", MODEL),
-        ],
+        &vars,
         Parts {
             api: true,
             worker: true,
@@ -179,5 +185,70 @@ async fn malformed_xml_gets_400_with_a_reason_and_enqueues_nothing() {
     assert_eq!(status, 400);
     assert!(body.contains("MsgId"), "{body}");
     assert_eq!(stream_len(&w.redis), 0);
+    w.ferry.stop().await;
+}
+
+fn unsubscribe(openid: &str) -> String {
+    format!(
+        "<xml><ToUserName><![CDATA[gh_account]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName>\
+         <CreateTime>{}</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[unsubscribe]]></Event></xml>",
+        chrono::Utc::now().timestamp()
+    )
+}
+
+/// Every key in Redis whose name or value mentions `needle`.
+fn keys_mentioning(redis: &RedisServer, needle: &str) -> Vec<String> {
+    let mut conn = redis.conn();
+    let all: Vec<String> = redis::cmd("SCAN")
+        .cursor_arg(0)
+        .clone()
+        .iter(&mut conn)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    all.into_iter()
+        .filter(|key| {
+            let dump: Vec<u8> = redis::cmd("DUMP").arg(key).query(&mut conn).unwrap();
+            key.contains(needle) || dump.windows(needle.len()).any(|w| w == needle.as_bytes())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsubscribed_user_over_the_limit_leaves_nothing_but_job_records() {
+    let w = world_with(&[
+        ("FERRY_USER_MESSAGES_PER_MINUTE", "1"),
+        ("FERRY_USER_BURST", "1"),
+    ])
+    .await;
+    // The first message is answered and remembered; the second is over the
+    // limit and gets the notice (its flag set).
+    w.ferry
+        .post_wechat(&text("o_leaving", "第一条", 7001))
+        .await;
+    w.wechat.wait_for_sent(1, Duration::from_secs(10)).await;
+    w.ferry
+        .post_wechat(&text("o_leaving", "第二条", 7002))
+        .await;
+    w.wechat.wait_for_sent(2, Duration::from_secs(10)).await;
+    let known = keys_mentioning(&w.redis, "o_leaving");
+    for kind in ferry_common::keys::UserKey::ALL {
+        if kind == ferry_common::keys::UserKey::DevOutbox {
+            continue; // only `ferry dev` writes it
+        }
+        let key = ferry_common::Keys::new("ferry").user(kind, "o_leaving");
+        assert!(known.contains(&key), "{kind:?} was kept: {known:?}");
+    }
+
+    let (status, _) = w.ferry.post_wechat(&unsubscribe("o_leaving")).await;
+    assert_eq!(status, 200);
+
+    let left = keys_mentioning(&w.redis, "o_leaving");
+    let job_record = |key: &String| key.starts_with("{ferry:wechat}:job:");
+    assert!(
+        left.iter().all(job_record),
+        "only job records may remain after unsubscribing: {left:?}"
+    );
+    assert_eq!(left.len(), 2, "the two messages' records: {left:?}");
     w.ferry.stop().await;
 }

@@ -17,7 +17,7 @@ use ferry_common::fleet::workers::BEAT_EVERY;
 use ferry_common::fleet::{WorkerInfo, WorkerRegistry};
 
 use crate::in_flight::InFlight;
-use crate::outage::Outage;
+use crate::outage::{AfterFailure, Pace, Pass, repeat};
 
 /// Since when this process has reached Redis without a failed beat.
 #[derive(Clone, Default)]
@@ -46,36 +46,51 @@ impl Reachability {
     }
 }
 
+/// Beats at once, then every [`BEAT_EVERY`]; after a failure never waits
+/// longer than a beat, so the record is renewed as soon as Redis is back,
+/// before it expires.
+const PACE: Pace = Pace {
+    every: BEAT_EVERY,
+    after_failure: AfterFailure::Backoff { cap: BEAT_EVERY },
+};
+
 pub async fn run(
     registry: WorkerRegistry,
-    mut info: WorkerInfo,
+    info: WorkerInfo,
     in_flight: InFlight,
     reachability: Reachability,
     shutdown: CancellationToken,
 ) {
-    let mut outage = Outage::new("heartbeat");
-    loop {
-        info.in_flight = info
+    let beat = Beat {
+        registry,
+        info,
+        in_flight,
+        reachability,
+    };
+    repeat("heartbeat", PACE, &shutdown, beat).await
+}
+
+struct Beat {
+    registry: WorkerRegistry,
+    info: WorkerInfo,
+    in_flight: InFlight,
+    reachability: Reachability,
+}
+
+impl Pass for Beat {
+    type Error = redis::RedisError;
+    async fn pass(&mut self) -> Result<(), redis::RedisError> {
+        self.info.in_flight = self
+            .info
             .queues
             .iter()
-            .map(|q| (q.clone(), in_flight.count(q)))
+            .map(|q| (q.clone(), self.in_flight.count(q)))
             .collect();
-        let wait = match registry.beat(&info).await {
-            Ok(()) => {
-                outage.ok();
-                reachability.reached();
-                BEAT_EVERY
-            }
-            Err(e) => {
-                reachability.failed();
-                // Never longer than a beat: the record must be renewed as
-                // soon as Redis is back, before it expires.
-                outage.failed(&e).min(BEAT_EVERY)
-            }
-        };
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(wait) => {}
+        let beat = self.registry.beat(&self.info).await;
+        match &beat {
+            Ok(()) => self.reachability.reached(),
+            Err(_) => self.reachability.failed(),
         }
+        beat
     }
 }

@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use ferry_common::queue::JobQueue;
+use ferry_common::queue::{JobQueue, QueueError};
 
 use crate::in_flight::InFlight;
-use crate::outage::Outage;
+use crate::outage::{AfterFailure, Pace, Pass, repeat};
 
 /// The wait before renewing again after a failed renewal.
 const AFTER_FAILURE: Duration = Duration::from_millis(250);
@@ -28,28 +28,36 @@ pub async fn run(
     visibility_timeout: Duration,
     shutdown: CancellationToken,
 ) {
-    let every = visibility_timeout / 3;
-    let mut outage = Outage::new("lease keeper");
-    let mut wait = every;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(wait) => {}
-        }
-        wait = every;
-        for (q, entries) in in_flight.entries() {
-            match queue.renew_leases(&worker_id, &q, &entries).await {
-                Ok(held) => {
-                    outage.ok();
-                    if held.len() < entries.len() {
-                        tracing::debug!(queue = %q, held = held.len(), asked = entries.len(), "some entries finished or were taken over meanwhile");
-                    }
-                }
-                Err(e) => {
-                    outage.failed(&e);
-                    wait = AFTER_FAILURE;
-                }
+    let pace = Pace {
+        every: visibility_timeout / 3,
+        after_failure: AfterFailure::Fixed(AFTER_FAILURE),
+    };
+    let renew = Renew {
+        queue,
+        worker_id,
+        in_flight,
+    };
+    repeat("lease keeper", pace, &shutdown, renew).await
+}
+
+struct Renew {
+    queue: JobQueue,
+    worker_id: String,
+    in_flight: InFlight,
+}
+
+impl Pass for Renew {
+    type Error = QueueError;
+    async fn pass(&mut self) -> Result<(), QueueError> {
+        for (q, entries) in self.in_flight.entries() {
+            let held = self
+                .queue
+                .renew_leases(&self.worker_id, &q, &entries)
+                .await?;
+            if held.len() < entries.len() {
+                tracing::debug!(queue = %q, held = held.len(), asked = entries.len(), "some entries finished or were taken over meanwhile");
             }
         }
+        Ok(())
     }
 }

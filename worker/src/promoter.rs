@@ -5,32 +5,34 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use ferry_common::queue::JobQueue;
+use ferry_common::queue::{JobQueue, QueueError};
 
-use crate::outage::Outage;
+use crate::outage::{AfterFailure, MAX_BACKOFF, Pace, Pass, repeat};
 
-const EVERY: Duration = Duration::from_millis(250);
+const PACE: Pace = Pace {
+    every: Duration::from_millis(250),
+    after_failure: AfterFailure::Backoff { cap: MAX_BACKOFF },
+};
 const MOST_PER_CALL: usize = 1000;
 
 pub async fn run(queue: JobQueue, queues: Vec<&'static str>, shutdown: CancellationToken) {
-    let mut outage = Outage::new("promoter");
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(EVERY) => {}
-        }
-        for q in &queues {
-            match queue.promote_due(q, MOST_PER_CALL).await {
-                Ok(moved) => {
-                    outage.ok();
-                    if moved > 0 {
-                        tracing::debug!(queue = q, moved, "promoted due retries");
-                    }
-                }
-                Err(e) => {
-                    outage.failed(&e);
-                }
+    repeat("promoter", PACE, &shutdown, Promote { queue, queues }).await
+}
+
+struct Promote {
+    queue: JobQueue,
+    queues: Vec<&'static str>,
+}
+
+impl Pass for Promote {
+    type Error = QueueError;
+    async fn pass(&mut self) -> Result<(), QueueError> {
+        for q in &self.queues {
+            let moved = self.queue.promote_due(q, MOST_PER_CALL).await?;
+            if moved > 0 {
+                tracing::debug!(queue = q, moved, "promoted due retries");
             }
         }
+        Ok(())
     }
 }

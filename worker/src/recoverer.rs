@@ -29,7 +29,7 @@ use ferry_common::queue::recovery::Reclaimed;
 use ferry_common::queue::{JobQueue, QUEUES, QueueError};
 
 use crate::heartbeat::Reachability;
-use crate::outage::Outage;
+use crate::outage::{AfterFailure, MAX_BACKOFF, Pace, Pass, repeat};
 use crate::processor::Processor;
 
 /// How often the consumers are checked for dead workers.
@@ -48,6 +48,41 @@ pub struct Recoverer {
     pub visibility_timeout: Duration,
     pub max_deliveries: u32,
     pub queues: Vec<&'static str>,
+}
+
+/// The recoverer with the time its backstop is next due.
+struct Passes {
+    recoverer: Recoverer,
+    backstop_due: tokio::time::Instant,
+    backstop_every: Duration,
+}
+
+impl Pass for Passes {
+    type Error = QueueError;
+    /// Dead workers' jobs (once Redis has answered this worker for a
+    /// heartbeat's lifetime), and the backstop when it is due.
+    async fn pass(&mut self) -> Result<(), QueueError> {
+        let r = &self.recoverer;
+        let passed = async {
+            if r.reachability.unbroken_for() >= WORKER_TTL {
+                for q in &r.queues {
+                    r.take_over_dead(q).await?;
+                }
+            }
+            if tokio::time::Instant::now() >= self.backstop_due {
+                self.backstop_due = tokio::time::Instant::now() + self.backstop_every;
+                for q in &r.queues {
+                    r.reclaim_expired(q).await?;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if passed.is_err() {
+            r.reachability.failed();
+        }
+        passed
+    }
 }
 
 /// Why a job changed hands, for `ferry_jobs_taken_over_total`.
@@ -70,37 +105,16 @@ impl Recoverer {
     pub async fn run(self, shutdown: CancellationToken) {
         let backstop_every = (self.visibility_timeout / 2)
             .clamp(Duration::from_millis(200), Duration::from_secs(15));
-        let mut backstop_due = tokio::time::Instant::now() + backstop_every;
-        let mut outage = Outage::new("recoverer");
-        let mut wait = CHECK_EVERY.min(backstop_every);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(wait) => {}
-            }
-            let mut result = Ok(());
-            if self.reachability.unbroken_for() >= WORKER_TTL {
-                for q in &self.queues {
-                    result = result.and(self.take_over_dead(q).await);
-                }
-            }
-            if tokio::time::Instant::now() >= backstop_due {
-                backstop_due = tokio::time::Instant::now() + backstop_every;
-                for q in &self.queues {
-                    result = result.and(self.reclaim_expired(q).await);
-                }
-            }
-            wait = match result {
-                Ok(()) => {
-                    outage.ok();
-                    CHECK_EVERY.min(backstop_every)
-                }
-                Err(e) => {
-                    self.reachability.failed();
-                    outage.failed(&e).max(CHECK_EVERY)
-                }
-            };
-        }
+        let pace = Pace {
+            every: CHECK_EVERY.min(backstop_every),
+            after_failure: AfterFailure::Backoff { cap: MAX_BACKOFF },
+        };
+        let passes = Passes {
+            backstop_due: tokio::time::Instant::now() + backstop_every,
+            backstop_every,
+            recoverer: self,
+        };
+        repeat("recoverer", pace, &shutdown, passes).await
     }
 
     /// Claims the entries of `queue`'s consumers whose worker is gone, and

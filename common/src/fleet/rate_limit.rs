@@ -40,9 +40,14 @@ impl RateLimit {
 
     /// Takes one unit for `subject` if the limit allows it.
     pub async fn check(&self, subject: &str) -> Result<Verdict, GateError> {
-        let key = self.keys.limit(subject);
+        self.check_key(&self.keys.limit(subject)).await
+    }
+
+    /// Takes one unit from the limit kept at `key` (built in `keys.rs`, e.g.
+    /// a user's [`crate::keys::UserKey::Limit`]).
+    pub async fn check_key(&self, key: &str) -> Result<Verdict, GateError> {
         let mut pipe = Pipeline::new();
-        fcall(&mut pipe, "ferry_limit", &[&key])
+        fcall(&mut pipe, "ferry_limit", &[key])
             .arg(self.per_minute)
             .arg(self.burst)
             .arg(1);
@@ -53,5 +58,37 @@ impl RateLimit {
         } else {
             Verdict::Limited(Duration::from_millis(wait))
         })
+    }
+
+    /// Whether this is the first notice of a window: sets `key` (held by
+    /// `holder`) for `window` unless it is set already (`SET NX PX`). The
+    /// per-user limit sends its one notice per window this way.
+    pub async fn first_notice(
+        &self,
+        key: &str,
+        holder: &str,
+        window: Duration,
+    ) -> Result<bool, GateError> {
+        let mut conn = self.pool.get().await?;
+        let set: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg(holder)
+            .arg("NX")
+            .arg("PX")
+            .arg(u64::try_from(window.as_millis()).unwrap_or(u64::MAX))
+            .query_async(&mut conn)
+            .await?;
+        Ok(set.is_some())
+    }
+
+    /// Clears a notice flag whose notice could not be sent, so the next
+    /// message over the limit tries again.
+    pub async fn clear_notice(&self, key: &str) -> Result<(), GateError> {
+        let mut conn = self.pool.get().await?;
+        redis::cmd("DEL")
+            .arg(key)
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
     }
 }

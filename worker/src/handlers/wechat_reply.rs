@@ -61,6 +61,7 @@ use serde::{Deserialize, Serialize};
 use ferry_common::fleet::{RateLimit, Verdict};
 use ferry_common::job::Delivery;
 use ferry_common::job::kinds::WeChatReply;
+use ferry_common::keys::UserKey;
 use ferry_common::queue::JobQueue;
 
 use crate::handler::{Handler, HandlerError, JobNotes};
@@ -222,7 +223,7 @@ impl WeChatReplyHandler {
             Some(_) => return Ok(Some(rate_limited(None))),
             None => match user_limit
                 .limit
-                .check(&format!("user:{}", msg.openid))
+                .check_key(&self.queue.keys().user(UserKey::Limit, &msg.openid))
                 .await
             {
                 Ok(Verdict::Allowed) => None,
@@ -240,9 +241,7 @@ impl WeChatReplyHandler {
             return Ok(None);
         };
         self.counters.rate_limited();
-        let noticed = self
-            .notify_limited(job, msg, wait, &user_limit.notice)
-            .await;
+        let noticed = self.notify_limited(job, msg, wait, user_limit).await;
         Ok(Some(rate_limited(Some((wait, noticed)))))
     }
 
@@ -253,24 +252,14 @@ impl WeChatReplyHandler {
         job: &Delivery,
         msg: &WeChatReply,
         wait: Duration,
-        notice: &str,
+        user_limit: &UserLimit,
     ) -> bool {
-        let key = self.queue.keys().limit_notice(&msg.openid);
-        let window = wait.max(NOTICE_WINDOW);
-        let first = async {
-            let mut conn = self.queue.pool().get().await.map_err(|e| e.to_string())?;
-            redis::cmd("SET")
-                .arg(&key)
-                .arg(job.id.to_string())
-                .arg("NX")
-                .arg("PX")
-                .arg(u64::try_from(window.as_millis()).unwrap_or(u64::MAX))
-                .query_async::<Option<String>>(&mut conn)
-                .await
-                .map(|set| set.is_some())
-                .map_err(|e| e.to_string())
-        };
-        match first.await {
+        let limit = &user_limit.limit;
+        let key = self.queue.keys().user(UserKey::LimitNotice, &msg.openid);
+        match limit
+            .first_notice(&key, &job.id.to_string(), wait.max(NOTICE_WINDOW))
+            .await
+        {
             Ok(true) => {}
             Ok(false) => return false,
             Err(e) => {
@@ -278,7 +267,7 @@ impl WeChatReplyHandler {
                 return false;
             }
         }
-        match self.sink.send_text(&msg.openid, notice).await {
+        match self.sink.send_text(&msg.openid, &user_limit.notice).await {
             Ok(()) => {
                 self.counters.limit_notice();
                 true
@@ -286,8 +275,8 @@ impl WeChatReplyHandler {
             Err(e) => {
                 tracing::warn!(job = %job.id, error = %e, "could not send the limit notice");
                 // Let the next message over the limit try again.
-                if let Ok(mut conn) = self.queue.pool().get().await {
-                    let _: Result<(), _> = redis::cmd("DEL").arg(&key).query_async(&mut conn).await;
+                if let Err(e) = limit.clear_notice(&key).await {
+                    tracing::debug!(job = %job.id, error = %e, "the limit notice flag stays until it expires");
                 }
                 false
             }
