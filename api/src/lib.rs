@@ -137,7 +137,7 @@ pub async fn serve(
 /// what fires or resolves to the fleet's alert log in Redis (best effort:
 /// the log line and the gauge do not depend on Redis).
 async fn evaluate_alerts(alerts: Arc<AlertEvaluator>, log: AlertLog, shutdown: CancellationToken) {
-    let process = format!("{}:{}", hostname(), std::process::id());
+    let process = format!("{}:{}", ferry_common::host::hostname(), std::process::id());
     let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -152,10 +152,4 @@ async fn evaluate_alerts(alerts: Arc<AlertEvaluator>, log: AlertLog, shutdown: C
             }
         }
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".into())
 }

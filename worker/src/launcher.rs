@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use ferry_common::Secret;
 use ferry_common::config::QueueConfig;
 use ferry_common::fleet::{WorkerInfo, WorkerRegistry};
+use ferry_common::host::hostname;
 use ferry_common::queue::{BATCH, JobQueue, QUEUES};
 
 use crate::fetcher::Fetcher;
@@ -209,15 +210,6 @@ impl Worker {
         acker.abort();
         tracing::info!(worker = %self.id, "worker stopped");
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "localhost".into())
 }
 
 fn new_worker_id() -> String {
