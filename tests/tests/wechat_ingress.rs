@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use ferry_common::wechat::{self, MessageCrypt};
-use ferry_common::{Keys, users};
+use ferry_common::Keys;
 use ferry_tests::ferry::TEST_WECHAT_TOKEN;
 use ferry_tests::{Parts, RedisServer, TestFerry, eventually};
 
@@ -285,7 +285,7 @@ fn exists(redis: &RedisServer, key: &str) -> bool {
 
 fn remember_something_about(redis: &RedisServer, openid: &str) {
     let mut conn = redis.conn();
-    for key in users::user_keys(&keys(), openid) {
+    for key in keys().user_keys(openid) {
         redis::cmd("RPUSH")
             .arg(&key)
             .arg("something")
@@ -295,7 +295,8 @@ fn remember_something_about(redis: &RedisServer, openid: &str) {
 }
 
 fn knows_something_about(redis: &RedisServer, openid: &str) -> bool {
-    users::user_keys(&keys(), openid)
+    keys()
+        .user_keys(openid)
         .iter()
         .any(|key| exists(redis, key))
 }
