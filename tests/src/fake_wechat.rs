@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Query, State};
 use axum::routing::{get, post};
@@ -46,6 +46,8 @@ struct Inner {
     classic_token_fetches: u64,
     expires_in: u64,
     sent: Vec<SentMessage>,
+    /// When each of `sent` was accepted (same order).
+    sent_at: Vec<Instant>,
     attempts: Vec<SendAttempt>,
     typing: Vec<(String, String)>,
     /// errcodes to answer to the next sends, in order, each once at least
@@ -94,6 +96,18 @@ impl FakeWeChat {
 
     pub fn sent(&self) -> Vec<SentMessage> {
         self.inner.lock().unwrap().sent.clone()
+    }
+
+    /// Every accepted message with the moment the fake accepted it, in
+    /// order (for latency measurements: from an event to the reply).
+    pub fn sent_with_times(&self) -> Vec<(SentMessage, Instant)> {
+        let inner = self.inner.lock().unwrap();
+        inner
+            .sent
+            .iter()
+            .cloned()
+            .zip(inner.sent_at.iter().copied())
+            .collect()
     }
 
     pub fn sent_to(&self, openid: &str) -> Vec<String> {
@@ -286,6 +300,7 @@ fn answer_send(inner: &mut Inner, q: &TokenQuery, body: &Value) -> Value {
         touser: touser.into(),
         content: content.into(),
     });
+    inner.sent_at.push(Instant::now());
     json!({"errcode": 0, "errmsg": "ok"})
 }
 

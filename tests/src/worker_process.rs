@@ -2,6 +2,7 @@
 //! fleet sharing limits and tokens), configured like production through the
 //! environment, and killed when the test drops them.
 
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use crate::{FakeWeChat, RedisServer, ferry_binary};
@@ -35,7 +36,20 @@ pub fn ferry_worker(
     app_secret: &str,
     env: &[(&str, &str)],
 ) -> Child {
-    let mut cmd = Command::new(ferry_binary());
+    ferry_worker_from(&ferry_binary(), redis, wechat, app_id, app_secret, env)
+}
+
+/// [`ferry_worker`] with this `ferry` binary (e.g. a release build, for a
+/// benchmark) instead of the tests' debug build.
+pub fn ferry_worker_from(
+    binary: &Path,
+    redis: &RedisServer,
+    wechat: &FakeWeChat,
+    app_id: &str,
+    app_secret: &str,
+    env: &[(&str, &str)],
+) -> Child {
+    let mut cmd = Command::new(binary);
     cmd.arg("worker")
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())

@@ -219,12 +219,31 @@ async fn a_dead_workers_jobs_are_taken_over_on_its_lapsed_heartbeat_and_a_slow_l
     provider.set_default(Some(
         Reply::text("slow answer").stall(Duration::from_secs(10)),
     ));
-    let env = [
-        ("FERRY_WORKER_CONCURRENCY", "3"),
-        ("FERRY_VISIBILITY_TIMEOUT", "600"),
-    ];
-    let mut fleet = workers(2, &redis, &wechat, &provider, &env);
-    let users = ask(&queue, "slow", 6).await;
+    // The victim holds 3 slow jobs; the survivor holds 3 of its own and
+    // has 3 slots free for the victim's.
+    let visibility = ("FERRY_VISIBILITY_TIMEOUT", "600");
+    let mut fleet = workers(
+        1,
+        &redis,
+        &wechat,
+        &provider,
+        &[("FERRY_WORKER_CONCURRENCY", "3"), visibility],
+    );
+    let mut users = ask(&queue, "dead", 3).await;
+    wait_until(
+        "the victim's jobs are at the provider",
+        Duration::from_secs(30),
+        || provider.count() == 3,
+    )
+    .await;
+    let survivor = workers(
+        1,
+        &redis,
+        &wechat,
+        &provider,
+        &[("FERRY_WORKER_CONCURRENCY", "6"), visibility],
+    );
+    users.extend(ask(&queue, "live", 3).await);
     wait_until(
         "every job is at the provider",
         Duration::from_secs(30),
@@ -243,6 +262,7 @@ async fn a_dead_workers_jobs_are_taken_over_on_its_lapsed_heartbeat_and_a_slow_l
     fleet.workers[0].kill().unwrap();
     fleet.workers[0].wait().unwrap();
     let killed = Instant::now();
+    let _survivor = survivor;
     // The retaken jobs are answered at once.
     provider.set_default(Some(Reply::text("slow answer")));
 

@@ -167,6 +167,7 @@ impl Worker {
             reachability,
             worker_id: self.id.clone(),
             slots,
+            concurrency: s.concurrency,
             processor,
             visibility_timeout: s.visibility_timeout,
             max_deliveries: s.max_deliveries,

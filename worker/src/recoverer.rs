@@ -36,7 +36,11 @@ use crate::processor::Processor;
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// A dead worker's entry is claimed only once idle this long, so two
 /// workers taking over at once never both get it (a claim resets it).
-const MIN_IDLE: Duration = Duration::from_secs(2 * BEAT_EVERY.as_secs());
+const MIN_IDLE: Duration = BEAT_EVERY.saturating_mul(2);
+/// How long a take-over waits for slots on a busy worker before it takes
+/// what is free: a dead worker's jobs are the oldest messages, so they go
+/// before new ones (the slots are handed out in order).
+const SLOT_WAIT: Duration = Duration::from_secs(2);
 
 pub struct Recoverer {
     pub queue: JobQueue,
@@ -44,6 +48,8 @@ pub struct Recoverer {
     pub reachability: Reachability,
     pub worker_id: String,
     pub slots: Arc<Semaphore>,
+    /// The number of slots (the worker's concurrency).
+    pub concurrency: usize,
     pub processor: Processor,
     pub visibility_timeout: Duration,
     pub max_deliveries: u32,
@@ -142,7 +148,7 @@ impl Recoverer {
             }
             let mut left = consumer.pending;
             if left > 0 {
-                let Some(permits) = self.free_slots(left) else {
+                let Some(permits) = self.slots_first(left).await else {
                     return Ok(());
                 };
                 let reclaimed = self
@@ -194,6 +200,16 @@ impl Recoverer {
         }
         self.run_claimed(queue, Why::LeaseExpired, reclaimed, permits)
             .await
+    }
+
+    /// Up to `most` slots, waiting a moment for them ahead of the fetcher;
+    /// else what is free (`None` when the worker stays full).
+    async fn slots_first(&self, most: usize) -> Option<OwnedSemaphorePermit> {
+        let want = most.min(self.concurrency).max(1) as u32;
+        match tokio::time::timeout(SLOT_WAIT, self.slots.clone().acquire_many_owned(want)).await {
+            Ok(Ok(permits)) => Some(permits),
+            _ => self.free_slots(most),
+        }
     }
 
     /// Up to `most` of this worker's free slots; `None` when it is full.

@@ -15,12 +15,12 @@ use serde::Serialize;
 use crate::keys::Keys;
 
 /// How often a worker beats.
-pub const BEAT_EVERY: Duration = Duration::from_secs(2);
-/// How long a worker counts as alive after its last beat: four beats, so a
+pub const BEAT_EVERY: Duration = Duration::from_secs(1);
+/// How long a worker counts as alive after its last beat: five beats, so a
 /// beat delayed by a busy host or lost in a Redis blip never makes a live
 /// worker look dead; a dead worker's jobs are taken over this long after
 /// its last beat.
-pub const WORKER_TTL: Duration = Duration::from_secs(8);
+pub const WORKER_TTL: Duration = Duration::from_secs(5);
 
 /// What a worker says about itself.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
