@@ -97,9 +97,10 @@ impl SecurityCounters {
             metrics::counter!(ferry_common::metrics::LIMITER_REJECTIONS, "limiter" => "ip")
                 .increment(1);
         }
-        // A token-guessing flood is a flood too.
-        let flood = matches!(event, SecurityEvent::RateLimited | SecurityEvent::BadToken);
-        if flood && total != 1 && total % RATE_LIMITED_LOG_EVERY != 0 {
+        // Every refusal is verified first (the limiter answers 429 only
+        // after a failure), so any kind can come as a flood: each is logged
+        // the first time and then once per RATE_LIMITED_LOG_EVERY.
+        if total != 1 && total % RATE_LIMITED_LOG_EVERY != 0 {
             return;
         }
         let client = client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());

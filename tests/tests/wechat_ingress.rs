@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use ferry_common::wechat::{self, MessageCrypt};
 use ferry_common::Keys;
+use ferry_common::wechat::{self, MessageCrypt};
 use ferry_tests::ferry::TEST_WECHAT_TOKEN;
 use ferry_tests::{Parts, RedisServer, TestFerry, eventually};
 
@@ -902,8 +902,8 @@ async fn a_client_past_its_burst_gets_429_and_is_counted() {
     let counts = api(&ferry).security().counts();
     assert_eq!(counts.rate_limited, limited.len() as u64);
     assert_eq!(
-        counts.bad_signature, refused as u64,
-        "a request past the burst is refused before it is verified"
+        counts.bad_signature, 500,
+        "every request is verified, those answered 429 too"
     );
     ferry.stop().await;
 }
@@ -928,40 +928,46 @@ async fn every_kind_of_verification_failure_counts_toward_the_burst() {
     for push in &failures {
         answers.push(post(&ferry, push).await);
     }
-    let then = post(&ferry, &welcome()).await;
+    let then = post(&ferry, &forged()).await;
 
     assert_eq!(statuses(&answers), [401, 403, 400, 400]);
     assert_eq!(then.status, 429, "{}", then.body);
     ferry.stop().await;
 }
 
-/// **Decision:** the check comes before verification (a flooding forger
-/// costs no HMAC), so while an address is blocked even its signed pushes
-/// wait; only failures sent from that very address can block it.
+/// Only failures are limited: an address refused for its failures (WeChat's
+/// own, if every push failed for a while) still gets every signed push
+/// through, at any rate, while its forgeries keep getting 429.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_blocked_client_is_refused_before_verification_until_its_bucket_refills() {
+async fn a_client_refused_for_its_failures_still_gets_its_signed_pushes_through() {
     let redis = RedisServer::start();
     let ferry = ferry_with(
         &redis,
-        &[("FERRY_IP_RATE_LIMIT", "2"), ("FERRY_IP_RATE_BURST", "2")],
+        &[("FERRY_IP_RATE_LIMIT", "1"), ("FERRY_IP_RATE_BURST", "2")],
     )
     .await;
 
-    let forgeries = flood(&ferry, 2, forged, &[]).await;
-    let while_blocked = post(&ferry, &welcome()).await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let after = flood(&ferry, 20, welcome, &[]).await;
+    let forgeries = flood(&ferry, 3, forged, &[]).await;
+    let signed = flood(&ferry, 20, welcome, &[]).await;
+    let forged_again = post(&ferry, &forged()).await;
 
-    assert_eq!(statuses(&forgeries), [401, 401]);
-    assert_eq!(while_blocked.status, 429);
-    assert_eq!(while_blocked.retry_after.as_deref(), Some("1"));
+    assert_eq!(statuses(&forgeries), [401, 401, 429]);
     assert!(
-        statuses(&after).iter().all(|&s| s == 200),
-        "one refilled unit lets signed pushes through, and they take none: {:?}",
-        statuses(&after)
+        statuses(&signed).iter().all(|&s| s == 200),
+        "signed pushes proceed while the address is refused: {:?}",
+        statuses(&signed)
     );
+    assert!(
+        signed.iter().all(|a| passive(a).0 == "o_flood"),
+        "each is answered, with the welcome"
+    );
+    assert_eq!(
+        forged_again.status, 429,
+        "signed pushes do not forgive the forgeries"
+    );
+    assert_eq!(forged_again.retry_after.as_deref(), Some("1"));
     let counts = api(&ferry).security().counts();
-    assert_eq!((counts.bad_signature, counts.rate_limited), (2, 1));
+    assert_eq!((counts.bad_signature, counts.rate_limited), (4, 2));
     ferry.stop().await;
 }
 
@@ -1006,7 +1012,7 @@ async fn forwarding_headers_name_the_client_only_from_a_trusted_proxy() {
     let spoofed = flood(&direct, 5, forged, &wechat_server).await;
     let via_proxy = flood(&behind_proxy, 20, forged, &wechat_server).await;
     let stranger_via_proxy = flood(&behind_proxy, 5, forged, &stranger).await;
-    let another_via_proxy = flood(&behind_proxy, 3, welcome, &another).await;
+    let another_via_proxy = flood(&behind_proxy, 2, forged, &another).await;
 
     assert!(
         statuses(&spoofed).contains(&429),
@@ -1016,8 +1022,8 @@ async fn forwarding_headers_name_the_client_only_from_a_trusted_proxy() {
     assert!(statuses(&stranger_via_proxy).contains(&429));
     assert_eq!(
         statuses(&another_via_proxy),
-        [200, 200, 200],
-        "the stranger is blocked, not the proxy"
+        [401, 429],
+        "the stranger is blocked, not the proxy: another client has its own burst"
     );
     direct.stop().await;
     behind_proxy.stop().await;
