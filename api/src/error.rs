@@ -1,6 +1,7 @@
-//! The one way handlers turn failures into responses: a status and a short
-//! plain-text reason that helps an honest caller and gives an attacker
-//! nothing (no secrets, no internals).
+//! How `/wechat` and `/metrics` turn failures into responses: a status and
+//! a short plain-text reason that helps an honest caller and gives an
+//! attacker nothing (no secrets, no internals). `/v1` renders the same
+//! refusals in its JSON shape (`v1/error.rs`).
 //!
 //! A refusal for a verify/parse reason (bad signature, stale timestamp,
 //! malformed or oversized request) carries the [`FailedVerification`]
