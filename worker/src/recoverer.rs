@@ -1,7 +1,7 @@
 //! Takes over work whose worker vanished, two ways:
 //!
 //! - A dead worker, told from a slow one by the heartbeat registry: every
-//!   [`CHECK_EVERY`], the consumers of each group that have not read or
+//!   second, the consumers of each group that have not read or
 //!   claimed for [`WORKER_TTL`] and whose registry record has expired (no
 //!   beat for [`WORKER_TTL`]) have their entries claimed here, and are then
 //!   removed from the group, so it does not grow with every restart. A live

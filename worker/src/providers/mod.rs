@@ -10,6 +10,7 @@
 //! tests run with no key and no network.
 
 mod failure;
+mod gate;
 mod gemini;
 mod http;
 mod openai;
@@ -220,6 +221,11 @@ impl Provider {
             latency: started.elapsed(),
         })
     }
+}
+
+/// Milliseconds, for logs.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
