@@ -1,4 +1,4 @@
-//! What a provider failure means for the caller: one of six classes.
+//! What a provider failure means for the caller: one of seven classes.
 //!
 //! A status code alone is not enough: several providers send billing or
 //! quota exhaustion as 429, Zhipu and Doubao put the real reason in a
@@ -575,10 +575,11 @@ mod tests {
             Auth,
             BadRequest,
             ContentFiltered,
+            Unavailable,
         ];
         let retry: Vec<_> = all.iter().map(|c| c.is_retryable()).collect();
         let over: Vec<_> = all.iter().map(|c| c.fails_over()).collect();
-        assert_eq!(retry, [true, true, false, false, false, false]);
-        assert_eq!(over, [true, true, true, true, false, false]);
+        assert_eq!(retry, [true, true, false, false, false, false, false]);
+        assert_eq!(over, [true, true, true, true, false, false, true]);
     }
 }
