@@ -11,6 +11,10 @@ counts and the owner's in-flight count: the counts are exact under
 at-least-once delivery because a job is counted only by the call that moves
 it out of `running` (a late duplicate finds it finished and counts nothing).
 A job record without batch fields is handled exactly as ferry_queue would.
+The copies (now_ms, finished, release, complete, retry, dead_letter,
+hand_back) match ferry_queue's line for line but for lines ending in
+`-- batch accounting` (only here) or `-- batch was: <line>` (changed here;
+<line> is ferry_queue's): tests/tests/lua_copies.rs checks it.
 
 Extra job record fields (full key names, built by common/src/keys.rs):
   batch, batch_key, running_key   the batch id, its hash, its running set
@@ -33,7 +37,7 @@ local function now_ms()
 end
 
 local function finished(state)
-  return state == 'succeeded' or state == 'dead' or state == 'cancelled'
+  return state == 'succeeded' or state == 'dead' or state == 'cancelled' -- batch was: return state == 'succeeded' or state == 'dead'
 end
 
 local function release(stream, group, entry)
@@ -297,7 +301,7 @@ local function complete(keys, args)
         redis.call('HDEL', keys[i], 'due_ms')
       end
       redis.call('EXPIRE', keys[i], args[2])
-      account(keys[1], keys[i], 'succeeded', now)
+      account(keys[1], keys[i], 'succeeded', now) -- batch accounting
       out[i - 1] = 1
     else
       out[i - 1] = 0
@@ -323,7 +327,7 @@ local function retry(keys, args)
   local id = redis.call('HGET', keys[2], 'id')
   redis.call('HSET', keys[2], 'state', 'retrying', 'last_error', args[4], 'due_ms', due, 'updated_ms', now)
   redis.call('ZADD', keys[3], due, id)
-  account(keys[1], keys[2], nil, now)
+  account(keys[1], keys[2], nil, now) -- batch accounting
   return 1
 end
 
@@ -341,13 +345,13 @@ local function dead_letter(keys, args)
   local id = redis.call('HGET', keys[2], 'id')
   redis.call('HSET', keys[2], 'state', 'dead', 'last_error', args[3], 'finished_ms', now, 'updated_ms', now)
   redis.call('HDEL', keys[2], 'due_ms')
-  if is_batch_job(keys[2]) then
-    local retention = redis.call('HGET', redis.call('HGET', keys[2], 'batch_key'), 'retention')
-    redis.call('EXPIRE', keys[2], tonumber(retention or '604800'))
-  else
+  if is_batch_job(keys[2]) then -- batch accounting
+    local retention = redis.call('HGET', redis.call('HGET', keys[2], 'batch_key'), 'retention') -- batch accounting
+    redis.call('EXPIRE', keys[2], tonumber(retention or '604800')) -- batch accounting
+  else -- batch accounting
     redis.call('XADD', keys[3], '*', 'job', id, 'reason', args[3])
-  end
-  account(keys[1], keys[2], 'failed', now)
+  end -- batch accounting
+  account(keys[1], keys[2], 'failed', now) -- batch accounting
   return 1
 end
 
@@ -362,10 +366,10 @@ local function hand_back(keys, args)
   if tonumber(redis.call('HGET', keys[2], 'attempts') or '0') > 0 then
     redis.call('HINCRBY', keys[2], 'attempts', -1)
   end
-  local now = now_ms()
-  redis.call('HSET', keys[2], 'state', 'queued', 'updated_ms', now)
+  local now = now_ms() -- batch accounting
+  redis.call('HSET', keys[2], 'state', 'queued', 'updated_ms', now) -- batch was: redis.call('HSET', keys[2], 'state', 'queued', 'updated_ms', now_ms())
   redis.call('XADD', keys[1], '*', 'job', id)
-  account(keys[1], keys[2], nil, now)
+  account(keys[1], keys[2], nil, now) -- batch accounting
   return 1
 end
 

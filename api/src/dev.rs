@@ -28,8 +28,8 @@ pub async fn replies(
     loop {
         let mut conn = state
             .queue
-            .pool()
-            .get()
+            .store()
+            .conn()
             .await
             .map_err(|_| ApiError::Unavailable)?;
         let replies: Option<Vec<String>> = redis::cmd("LPOP")

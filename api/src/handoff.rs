@@ -56,8 +56,7 @@ pub async fn enqueue(state: &AppState, job: NewJob) -> Result<Handed, ApiError> 
 /// Forgets the user `openid` within the budget, else spools the request.
 pub async fn forget(state: &AppState, openid: &str) -> Result<(), ApiError> {
     let attempt = async {
-        let mut conn = state.queue.pool().get().await.map_err(|e| e.to_string())?;
-        forget_user(&mut conn, state.queue.keys(), openid)
+        forget_user(state.queue.store(), openid)
             .await
             .map_err(|e| e.to_string())
     };

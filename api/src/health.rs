@@ -25,8 +25,8 @@ pub async fn readyz(State(ops): State<Arc<Ops>>) -> (StatusCode, &'static str) {
     let check = async {
         let mut conn = ops
             .queue
-            .pool()
-            .get()
+            .store()
+            .conn()
             .await
             .map_err(|_| "redis unreachable")?;
         match schema::require_current(&mut conn, ops.queue.keys()).await {

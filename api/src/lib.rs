@@ -23,13 +23,11 @@
 pub mod admin;
 pub mod auth;
 pub mod batcher;
-pub mod batches;
 pub mod client_ip;
 pub mod dev;
 pub mod error;
 pub mod handoff;
 pub mod health;
-pub mod jobs_api;
 pub mod limiter;
 pub mod metrics;
 pub mod ops;
@@ -112,7 +110,7 @@ pub async fn serve(
     }
     tokio::spawn(evaluate_alerts(
         Arc::clone(&state.alerts),
-        AlertLog::new(state.queue.pool().clone(), state.queue.keys().clone()),
+        AlertLog::new(state.queue.store().clone()),
         shutdown.clone(),
     ));
     // Small request/response pairs on keep-alive connections: never wait

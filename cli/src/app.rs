@@ -11,6 +11,7 @@ use ferry_common::fleet::{ProviderGate, RateLimit, TokenCache};
 use ferry_common::job::kinds;
 use ferry_common::overview;
 use ferry_common::queue::JobQueue;
+use ferry_common::store::Store;
 use ferry_common::wechat::MessageCrypt;
 use ferry_common::{Keys, Secret, connection, schema, telemetry};
 use ferry_worker::handler::Handlers;
@@ -46,26 +47,21 @@ pub fn init() -> anyhow::Result<(Config, ferry_common::telemetry::LogGuard)> {
 pub fn job_queue(config: &Config, pool_size: usize) -> anyhow::Result<JobQueue> {
     let pool = connection::pool(&config.redis_url, pool_size)?;
     Ok(JobQueue::new(
-        pool,
-        Keys::new(&config.prefix),
+        Store::new(pool, Keys::new(&config.prefix)),
         config.queue.retention,
     ))
 }
 
-/// Batches and API jobs over the queue's pool.
+/// Batches and API jobs on the queue's store.
 pub fn batches(config: &Config, queue: &JobQueue) -> Batches {
-    Batches::new(
-        queue.pool().clone(),
-        queue.keys().clone(),
-        config.queue.retention,
-    )
+    Batches::new(queue.store().clone(), config.queue.retention)
 }
 
 /// Refuses to go on unless Redis holds this binary's schema.
 pub async fn require_schema(queue: &JobQueue, config: &Config) -> anyhow::Result<()> {
     let mut conn = queue
-        .pool()
-        .get()
+        .store()
+        .conn()
         .await
         .with_context(|| format!("Redis at {} is unreachable", config.redis_url_redacted()))?;
     schema::require_current(&mut conn, queue.keys()).await?;
@@ -160,12 +156,7 @@ pub fn jobs_api(config: &Config, queue: &JobQueue) -> ferry_api::JobsApi {
         },
         config: api.clone(),
         submissions: api.submissions_per_minute.map(|per_minute| {
-            RateLimit::new(
-                queue.pool().clone(),
-                queue.keys().clone(),
-                per_minute,
-                api.submissions_burst,
-            )
+            RateLimit::new(queue.store().clone(), per_minute, api.submissions_burst)
         }),
     }
 }
@@ -261,9 +252,7 @@ pub fn worker_counting(
     let http = build_client(&HttpSettings::default())?;
     let providers_http = provider_client(config)?;
     let sink = match replies {
-        Replies::Console => {
-            ReplySink::Console(ConsoleSink::new(queue.pool().clone(), queue.keys().clone()))
-        }
+        Replies::Console => ReplySink::Console(ConsoleSink::new(queue.store().clone())),
         Replies::WeChat => {
             let (Some(app_id), Some(secret)) = (&config.wechat.app_id, &config.wechat.app_secret)
             else {
@@ -274,8 +263,7 @@ pub fn worker_counting(
                 );
             };
             let tokens = TokenCache::new(
-                queue.pool().clone(),
-                queue.keys().clone(),
+                queue.store().clone(),
                 http.clone(),
                 config.wechat.api_base.clone(),
                 app_id.clone(),
@@ -295,15 +283,13 @@ pub fn worker_counting(
     // provider needs no limits.
     let router = Router::from_configs(&config.providers, &providers_http, call_policy(config))
         .with_gates(|name| {
-            (name != ECHO_PROVIDER).then(|| {
-                ProviderGate::new(queue.pool().clone(), queue.keys(), name, config.gate(name))
-            })
+            (name != ECHO_PROVIDER)
+                .then(|| ProviderGate::new(queue.store(), name, config.gate(name)))
         });
     // Every key of each provider, used in turn; SIGHUP replaces them.
     let reloadable = Reloadable::for_worker(config, &router);
     let memory = ConversationMemory::new(
-        queue.pool().clone(),
-        queue.keys().clone(),
+        queue.store().clone(),
         MemorySettings {
             turns: config.ai.memory_turns,
             ttl: config.ai.memory_ttl,
@@ -330,12 +316,7 @@ pub fn worker_counting(
         total_budget: config.ai.total_budget,
         typing_indicator: config.reply.typing_indicator,
         user_limit: config.reply.user_limit.map(|l| UserLimit {
-            limit: RateLimit::new(
-                queue.pool().clone(),
-                queue.keys().clone(),
-                l.per_minute,
-                l.burst,
-            ),
+            limit: RateLimit::new(queue.store().clone(), l.per_minute, l.burst),
             notice: config.reply.user_limit_text.clone(),
         }),
         counters,

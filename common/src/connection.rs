@@ -21,11 +21,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub enum ConnectionError {
     #[error("REDIS_URL: {0}")]
     Url(String),
-    #[error("cannot get a Redis connection: {0}")]
-    Pool(#[from] deadpool_redis::PoolError),
-    #[error("Redis: {0}")]
-    Redis(#[from] redis::RedisError),
+    #[error("{0}")]
+    Redis(#[from] crate::store::RedisError),
 }
+
+crate::wraps_redis_error!(ConnectionError);
 
 /// Builds the shared pool. Connections are made lazily: a pool exists even
 /// while Redis is down, and recovers by itself when it comes back.

@@ -23,6 +23,7 @@ pub mod queue;
 pub mod schema;
 pub mod secret;
 pub mod secrets_file;
+pub mod store;
 pub mod telemetry;
 pub mod users;
 pub mod wechat;

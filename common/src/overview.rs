@@ -65,8 +65,8 @@ pub enum OverviewError {
     Queue(#[from] QueueError),
     #[error(transparent)]
     Gate(#[from] crate::fleet::provider_gate::GateError),
-    #[error("Redis: {0}")]
-    Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    Redis(#[from] crate::store::RedisError),
 }
 
 /// The providers whose breakers and limits are shown, with their fleet
@@ -92,14 +92,14 @@ pub async fn read(
         queues.push(QueueView { stats: s, totals });
     }
     debug_assert!(queues.len() == QUEUES.len());
-    let registry = WorkerRegistry::new(queue.pool().clone(), queue.keys().clone());
+    let registry = WorkerRegistry::new(queue.store().clone());
     let workers = registry
         .live()
         .await?
         .into_iter()
         .map(|(id, f)| worker_view(id, &f))
         .collect();
-    let breakers = Breakers::new(queue.pool().clone(), queue.keys().clone());
+    let breakers = Breakers::new(queue.store().clone());
     let chain: Vec<&str> = providers.iter().map(|(name, _)| name.as_str()).collect();
     let mut views = Vec::new();
     for (b, (_, gate)) in breakers.list(&chain).await?.into_iter().zip(providers) {
@@ -111,7 +111,7 @@ pub async fn read(
             breaker: b,
         });
     }
-    let log = AlertLog::new(queue.pool().clone(), queue.keys().clone());
+    let log = AlertLog::new(queue.store().clone());
     Ok(Overview {
         at: Utc::now(),
         queues,

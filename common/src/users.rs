@@ -9,33 +9,26 @@
 //! the user's openid and message until they expire after
 //! `FERRY_JOB_RETENTION`.
 
-use redis::aio::ConnectionLike;
-
-use crate::keys::Keys;
 #[cfg(doc)]
 use crate::keys::UserKey;
+use crate::store::{RedisError, Store};
 
 /// Deletes everything Ferry keeps about `openid` in one `DEL`; returns how
 /// many keys existed. Deleting is idempotent: calling it again is harmless.
 ///
 /// The keys are fleet-wide keys under the one `{prefix}` hash tag, so the
 /// multi-key `DEL` also runs on Redis Cluster.
-pub async fn forget_user<C: ConnectionLike>(
-    conn: &mut C,
-    keys: &Keys,
-    openid: &str,
-) -> Result<u64, redis::RedisError> {
-    redis::cmd("DEL")
-        .arg(keys.user_keys(openid))
-        .query_async(conn)
-        .await
+pub async fn forget_user(store: &Store, openid: &str) -> Result<u64, RedisError> {
+    let mut conn = store.conn().await?;
+    Ok(redis::cmd("DEL")
+        .arg(store.keys().user_keys(openid))
+        .query_async(&mut conn)
+        .await?)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    use crate::keys::UserKey;
+    use crate::keys::{Keys, UserKey};
 
     #[test]
     fn every_kind_of_user_key_is_deleted() {

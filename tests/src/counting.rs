@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use deadpool_redis::Pool;
 use ferry_common::job::Delivery;
+use ferry_common::store::Store;
 use ferry_worker::handler::{Handler, HandlerError, JobNotes};
 use futures::future::BoxFuture;
 
@@ -18,7 +18,7 @@ pub const EXECUTIONS_KEY: &str = "test:executions";
 pub const ORDER_KEY: &str = "test:order";
 
 pub struct Counting {
-    pub pool: Pool,
+    pub store: Store,
 }
 
 impl Handler for Counting {
@@ -29,8 +29,8 @@ impl Handler for Counting {
     ) -> BoxFuture<'a, Result<serde_json::Value, HandlerError>> {
         Box::pin(async move {
             let mut conn = self
-                .pool
-                .get()
+                .store
+                .conn()
                 .await
                 .map_err(|e| HandlerError::retry(e.to_string()))?;
             redis::pipe()

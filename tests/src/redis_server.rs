@@ -126,6 +126,9 @@ impl RedisServer {
     pub async fn job_queue(&self) -> JobQueue {
         self.migrate().await;
         let pool = connection::pool(&Secret::new(self.url()), 8).expect("pool");
-        JobQueue::new(pool, Keys::new(PREFIX), Duration::from_secs(3600))
+        JobQueue::new(
+            ferry_common::store::Store::new(pool, Keys::new(PREFIX)),
+            Duration::from_secs(3600),
+        )
     }
 }

@@ -17,7 +17,7 @@ pub async fn held(queue: &JobQueue, name: &str) -> Delivery {
         idempotency: None,
     };
     let id = queue.enqueue(&job).await.unwrap().id;
-    let mut conn = queue.pool().get().await.unwrap();
+    let mut conn = queue.store().conn().await.unwrap();
     queue
         .fetch(&mut conn, "test-consumer", name, 1)
         .await

@@ -36,7 +36,7 @@ async fn more_pushes_a_minute_than_the_threshold_fire_the_request_rate_alert_onc
         assert_eq!(ferry.post_wechat(&xml).await.0, 200);
     }
 
-    let log = AlertLog::new(ferry.queue.pool().clone(), ferry.queue.keys().clone());
+    let log = AlertLog::new(ferry.queue.store().clone());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let firing = loop {
         let firing = log.firing().await.unwrap();

@@ -16,11 +16,7 @@ const OWNER: &str = "ci";
 
 async fn engine(redis: &RedisServer) -> (JobQueue, Batches) {
     let queue = redis.job_queue().await;
-    let batches = Batches::new(
-        queue.pool().clone(),
-        queue.keys().clone(),
-        Duration::from_secs(3600),
-    );
+    let batches = Batches::new(queue.store().clone(), Duration::from_secs(3600));
     (queue, batches)
 }
 
@@ -60,7 +56,7 @@ async fn batch(batches: &Batches, n: usize, written: usize, commit: bool) -> Str
 }
 
 async fn fetch(queue: &JobQueue, n: usize) -> Vec<Delivery> {
-    let mut conn = queue.pool().get().await.unwrap();
+    let mut conn = queue.store().conn().await.unwrap();
     queue.fetch(&mut conn, "w1", BATCH, n).await.unwrap()
 }
 

@@ -41,7 +41,7 @@ async fn an_operator_signs_in_watches_a_queue_fill_replays_a_dead_job_and_resets
     )
     .await;
     let dead = dead_letter(&ferry.queue, WECHAT, "made dead for the browser").await;
-    Breakers::new(ferry.queue.pool().clone(), ferry.queue.keys().clone())
+    Breakers::new(ferry.queue.store().clone())
         .force_open("deepseek", Duration::from_secs(600), "opened by the test")
         .await
         .unwrap();
@@ -112,7 +112,7 @@ async fn an_operator_signs_in_watches_a_queue_fill_replays_a_dead_job_and_resets
         "queued",
         "replayed with fresh attempts"
     );
-    let breaker = Breakers::new(ferry.queue.pool().clone(), ferry.queue.keys().clone())
+    let breaker = Breakers::new(ferry.queue.store().clone())
         .list(&["deepseek"])
         .await
         .unwrap();

@@ -6,13 +6,19 @@ use std::time::Duration;
 use ferry_common::fleet::{
     Admission, BreakerSettings, Breakers, CallResult, Denial, GateSettings, ProviderGate,
 };
+use ferry_common::store::Store;
 use ferry_common::{Keys, Secret, connection};
 use ferry_tests::RedisServer;
 
-/// A gate as one process would have it (its own pool).
+/// A Redis handle as one process would have it (its own pool).
+fn store(redis: &RedisServer, pool_size: usize) -> Store {
+    let pool = connection::pool(&Secret::new(redis.url()), pool_size).unwrap();
+    Store::new(pool, Keys::new("ferry"))
+}
+
+/// A gate as one process would have it.
 fn gate(redis: &RedisServer, settings: &GateSettings) -> ProviderGate {
-    let pool = connection::pool(&Secret::new(redis.url()), 4).unwrap();
-    ProviderGate::new(pool, &Keys::new("ferry"), "deepseek", settings.clone())
+    ProviderGate::new(&store(redis, 4), "deepseek", settings.clone())
 }
 
 fn breaker_settings() -> BreakerSettings {
@@ -113,13 +119,10 @@ async fn a_probe_whose_owner_died_does_not_leave_the_breaker_stuck() {
         ..GateSettings::default()
     };
     let (owner, other) = (gate(&redis, &settings), gate(&redis, &settings));
-    Breakers::new(
-        connection::pool(&Secret::new(redis.url()), 1).unwrap(),
-        Keys::new("ferry"),
-    )
-    .force_open("deepseek", Duration::from_millis(100), "test")
-    .await
-    .unwrap();
+    Breakers::new(store(&redis, 1))
+        .force_open("deepseek", Duration::from_millis(100), "test")
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(150)).await;
     let probe = granted(owner.admit(10).await);
     assert!(probe.is_probe());
@@ -169,13 +172,10 @@ async fn quota_and_auth_failures_open_the_breaker_at_once_and_for_long() {
         }
         other => panic!("{other:?}"),
     }
-    let views = Breakers::new(
-        connection::pool(&Secret::new(redis.url()), 1).unwrap(),
-        Keys::new("ferry"),
-    )
-    .list(&["deepseek"])
-    .await
-    .unwrap();
+    let views = Breakers::new(store(&redis, 1))
+        .list(&["deepseek"])
+        .await
+        .unwrap();
     assert_eq!(views[0].state, "open");
     assert_eq!(views[0].reason.as_deref(), Some("insufficient_quota"));
 }
@@ -257,14 +257,7 @@ async fn tokens_are_reserved_from_the_estimate_and_corrected_from_usage() {
 async fn a_per_subject_limit_is_shared_by_every_process() {
     let redis = RedisServer::start();
     redis.migrate().await;
-    let limit = |_: usize| {
-        ferry_common::fleet::RateLimit::new(
-            connection::pool(&Secret::new(redis.url()), 2).unwrap(),
-            Keys::new("ferry"),
-            6,
-            2,
-        )
-    };
+    let limit = |_: usize| ferry_common::fleet::RateLimit::new(store(&redis, 2), 6, 2);
     let (a, b) = (limit(0), limit(1));
     use ferry_common::fleet::Verdict;
     assert_eq!(a.check("user:o_1").await.unwrap(), Verdict::Allowed);

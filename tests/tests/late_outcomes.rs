@@ -21,7 +21,7 @@ fn noop() -> NewJob {
 }
 
 async fn fetch_one(queue: &JobQueue, consumer: &str) -> Delivery {
-    let mut conn = queue.pool().get().await.unwrap();
+    let mut conn = queue.store().conn().await.unwrap();
     let mut got = queue.fetch(&mut conn, consumer, WECHAT, 10).await.unwrap();
     assert_eq!(got.len(), 1, "one job waiting");
     got.pop().unwrap()

@@ -214,7 +214,10 @@ fn memory(redis: &RedisServer, turns: usize, max_prompt_chars: usize) -> Convers
         ttl: Duration::from_secs(600),
         max_prompt_chars,
     };
-    ConversationMemory::new(pool, Keys::new("ferry"), settings)
+    ConversationMemory::new(
+        ferry_common::store::Store::new(pool, Keys::new("ferry")),
+        settings,
+    )
 }
 
 fn contents(messages: &[ChatMessage]) -> Vec<&str> {

@@ -154,8 +154,7 @@ async fn one_answered_message_shows_in_the_apis_metrics_without_secrets_or_openi
 
     // A breaker forced open by an operator: its state is read from Redis on
     // the next scrape, and the move is counted as a transition.
-    let breakers =
-        ferry_common::fleet::Breakers::new(ferry.queue.pool().clone(), ferry.queue.keys().clone());
+    let breakers = ferry_common::fleet::Breakers::new(ferry.queue.store().clone());
     breakers
         .force_open("deepseek", Duration::from_secs(600), "metrics test")
         .await

@@ -366,7 +366,7 @@ async fn a_redis_restart_with_aof_mid_run_loses_no_acknowledged_job() {
     let handlers = Handlers::new().register(
         COUNT,
         Counting {
-            pool: queue.pool().clone(),
+            store: queue.store().clone(),
         },
     );
     let worker = Worker::new(
@@ -455,7 +455,7 @@ async fn wechat_jobs_are_fetched_before_a_batch_flood_queued_ahead_of_them() {
     let handlers = Handlers::new().register(
         COUNT,
         Counting {
-            pool: queue.pool().clone(),
+            store: queue.store().clone(),
         },
     );
     let worker = Worker::new(
@@ -558,7 +558,7 @@ async fn a_worker_survives_redis_losing_everything_and_keeps_serving() {
     let handlers = Handlers::new().register(
         COUNT,
         Counting {
-            pool: queue.pool().clone(),
+            store: queue.store().clone(),
         },
     );
     let worker = Worker::new(
@@ -614,7 +614,7 @@ async fn an_idempotency_key_returns_the_same_job_and_finished_records_expire() {
     let handlers = Handlers::new().register(
         COUNT,
         Counting {
-            pool: queue.pool().clone(),
+            store: queue.store().clone(),
         },
     );
     let worker = Worker::new(
@@ -648,8 +648,7 @@ async fn an_idempotency_key_returns_the_same_job_and_finished_records_expire() {
 async fn live_workers_are_registered_and_a_killed_one_disappears() {
     let redis = RedisServer::start();
     let queue = redis.job_queue().await;
-    let registry =
-        ferry_common::fleet::WorkerRegistry::new(queue.pool().clone(), queue.keys().clone());
+    let registry = ferry_common::fleet::WorkerRegistry::new(queue.store().clone());
     let mut a = WorkerProcess::spawn(&redis, 3, 30);
     let b = WorkerProcess::spawn(&redis, 5, 30);
     wait_for("both registered", Duration::from_secs(10), || async {

@@ -310,10 +310,10 @@ async fn a_stale_token_failure_never_drops_the_fresher_token() {
     let redis = RedisServer::start();
     let wechat = FakeWeChat::start(APP_ID, APP_SECRET).await;
     let pool = connection::pool(&Secret::new(redis.url()), 4).unwrap();
+    let store = ferry_common::store::Store::new(pool, Keys::new("ferry"));
     let cache = |source| {
         TokenCache::new(
-            pool.clone(),
-            Keys::new("ferry"),
+            store.clone(),
             reqwest::Client::new(),
             wechat.base_url(),
             APP_ID.into(),

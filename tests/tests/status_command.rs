@@ -58,12 +58,12 @@ async fn status_shows_queues_breakers_and_alerts_and_fails_while_something_is_wr
         "{out}"
     );
 
-    let breakers = Breakers::new(queue.pool().clone(), queue.keys().clone());
+    let breakers = Breakers::new(queue.store().clone());
     breakers
         .force_open("deepseek", Duration::from_secs(300), "status test")
         .await
         .unwrap();
-    let log = AlertLog::new(queue.pool().clone(), queue.keys().clone());
+    let log = AlertLog::new(queue.store().clone());
     log.append(&event(AlertState::Firing), "api-1:42")
         .await
         .unwrap();

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use ferry_common::fleet::workers::BEAT_EVERY;
 use ferry_common::fleet::{WorkerInfo, WorkerRegistry};
+use ferry_common::store::RedisError;
 
 use crate::in_flight::InFlight;
 use crate::outage::{AfterFailure, Pace, Pass, repeat};
@@ -78,8 +79,8 @@ struct Beat {
 }
 
 impl Pass for Beat {
-    type Error = redis::RedisError;
-    async fn pass(&mut self) -> Result<(), redis::RedisError> {
+    type Error = RedisError;
+    async fn pass(&mut self) -> Result<(), RedisError> {
         self.info.in_flight = self
             .info
             .queues

@@ -113,7 +113,7 @@ impl Worker {
             in_flight.clone(),
             rx,
         ));
-        let registry = WorkerRegistry::new(self.queue.pool().clone(), self.queue.keys().clone());
+        let registry = WorkerRegistry::new(self.queue.store().clone());
         let info = WorkerInfo {
             id: self.id.clone(),
             host: hostname(),

@@ -15,8 +15,7 @@
 
 use std::time::Duration;
 
-use deadpool_redis::Pool;
-use ferry_common::Keys;
+use ferry_common::store::{RedisError, Store};
 use tracing::warn;
 
 use crate::providers::{ChatMessage, ChatRequest, Role};
@@ -35,27 +34,22 @@ pub struct MemorySettings {
 /// Memory could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryError {
-    #[error("no Redis connection for conversation memory: {0}")]
-    Pool(#[from] deadpool_redis::PoolError),
     #[error("conversation memory: {0}")]
-    Redis(#[from] redis::RedisError),
+    Redis(#[from] RedisError),
 }
+
+ferry_common::wraps_redis_error!(MemoryError);
 
 /// Each WeChat user's recent turns, in Redis.
 #[derive(Clone)]
 pub struct ConversationMemory {
-    pool: Pool,
-    keys: Keys,
+    store: Store,
     settings: MemorySettings,
 }
 
 impl ConversationMemory {
-    pub fn new(pool: Pool, keys: Keys, settings: MemorySettings) -> Self {
-        Self {
-            pool,
-            keys,
-            settings,
-        }
+    pub fn new(store: Store, settings: MemorySettings) -> Self {
+        Self { store, settings }
     }
 
     pub fn settings(&self) -> &MemorySettings {
@@ -68,9 +62,9 @@ impl ConversationMemory {
         if self.settings.turns == 0 {
             return Ok(Vec::new());
         }
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.store.conn().await?;
         let raw: Vec<String> = redis::cmd("LRANGE")
-            .arg(self.keys.conversation(openid))
+            .arg(self.store.keys().conversation(openid))
             .arg(-self.max_messages())
             .arg(-1)
             .query_async(&mut conn)
@@ -116,9 +110,9 @@ impl ConversationMemory {
         if self.settings.turns == 0 {
             return Ok(());
         }
-        let key = self.keys.conversation(openid);
+        let key = self.store.keys().conversation(openid);
         let entry = |m: ChatMessage| serde_json::to_string(&m).expect("a message serializes");
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.store.conn().await?;
         redis::pipe()
             .atomic()
             .cmd("RPUSH")

@@ -207,7 +207,7 @@ pub async fn open_breaker(
 }
 
 fn breakers(state: &AppState) -> Breakers {
-    Breakers::new(state.queue.pool().clone(), state.queue.keys().clone())
+    Breakers::new(state.queue.store().clone())
 }
 
 /// Post/redirect/get: a reload never repeats the action.

@@ -22,8 +22,8 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::state::AppState;
-use ferry_common::fleet::provider_gate::GateError;
 use ferry_common::queue::QueueError;
+use ferry_common::store::RedisError;
 
 /// What the dashboard shows besides the queue: the providers whose
 /// breakers it shows, and the limits it lists. (Who may sign in is the
@@ -62,15 +62,8 @@ impl From<QueueError> for AdminError {
     }
 }
 
-impl From<GateError> for AdminError {
-    fn from(e: GateError) -> Self {
-        tracing::warn!(error = %e, "dashboard: Redis failed");
-        AdminError::Unavailable
-    }
-}
-
-impl From<redis::RedisError> for AdminError {
-    fn from(e: redis::RedisError) -> Self {
+impl From<RedisError> for AdminError {
+    fn from(e: RedisError) -> Self {
         QueueError::from(e).into()
     }
 }

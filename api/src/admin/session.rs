@@ -13,6 +13,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use ferry_common::queue::JobQueue;
+use ferry_common::store::RedisError;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -59,7 +60,7 @@ pub async fn create(
         csrf: random_hex(),
         id_hash: hash(&id),
     };
-    let mut conn = queue.conn().await?;
+    let mut conn = queue.store().conn().await?;
     let key = queue.keys().admin_session(&session.id_hash);
     redis::pipe()
         .atomic()
@@ -77,23 +78,24 @@ pub async fn create(
         .arg(SESSION_TTL.as_millis() as u64)
         .ignore()
         .query_async::<()>(&mut conn)
-        .await?;
+        .await
+        .map_err(RedisError::from)?;
     Ok((session, id))
 }
 
 /// Ends a session.
 pub async fn delete(queue: &JobQueue, session: &Session) -> Result<(), AdminError> {
-    let mut conn = queue.conn().await?;
+    let mut conn = queue.store().conn().await?;
     redis::cmd("DEL")
         .arg(queue.keys().admin_session(&session.id_hash))
         .query_async::<()>(&mut conn)
         .await
-        .map_err(AdminError::from)
+        .map_err(|e| RedisError::from(e).into())
 }
 
 async fn lookup(queue: &JobQueue, id: &str) -> Result<Option<Session>, AdminError> {
     let id_hash = hash(id);
-    let mut conn = queue.conn().await?;
+    let mut conn = queue.store().conn().await?;
     let (principal, csrf, tokens): (Option<String>, Option<String>, Option<String>) =
         redis::cmd("HMGET")
             .arg(queue.keys().admin_session(&id_hash))
@@ -101,7 +103,8 @@ async fn lookup(queue: &JobQueue, id: &str) -> Result<Option<Session>, AdminErro
             .arg("csrf")
             .arg("tokens")
             .query_async(&mut conn)
-            .await?;
+            .await
+            .map_err(RedisError::from)?;
     Ok(match (principal, csrf, tokens) {
         (Some(principal), Some(csrf), Some(tokens)) => Some(Session {
             tokens,

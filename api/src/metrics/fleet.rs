@@ -19,11 +19,11 @@ pub async fn refresh(queue: &JobQueue, providers: &[String]) {
     let read = async {
         let stats = queue.stats().await.map_err(|e| e.to_string())?;
         let chain: Vec<&str> = providers.iter().map(String::as_str).collect();
-        let breakers = Breakers::new(queue.pool().clone(), queue.keys().clone())
+        let breakers = Breakers::new(queue.store().clone())
             .list(&chain)
             .await
             .map_err(|e| e.to_string())?;
-        let workers = WorkerRegistry::new(queue.pool().clone(), queue.keys().clone())
+        let workers = WorkerRegistry::new(queue.store().clone())
             .live()
             .await
             .map_err(|e| e.to_string())?;

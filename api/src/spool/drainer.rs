@@ -160,8 +160,7 @@ async fn replay(record: &SpoolRecord, queue: &JobQueue) -> Result<(), String> {
             Ok(())
         }
         SpoolRecord::Forget { openid, .. } => {
-            let mut conn = queue.pool().get().await.map_err(|e| e.to_string())?;
-            forget_user(&mut conn, queue.keys(), openid)
+            forget_user(queue.store(), openid)
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(())

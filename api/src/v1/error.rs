@@ -24,7 +24,7 @@ pub struct V1Error {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
-    /// Bad lines of a refused batch (at most [`crate::batches::MAX_REPORTED_LINES`]).
+    /// Bad lines of a refused batch (at most [`crate::v1::batches::MAX_REPORTED_LINES`]).
     pub lines: Vec<LineError>,
     pub retry_after_secs: Option<u64>,
 }

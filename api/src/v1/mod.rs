@@ -1,17 +1,19 @@
 //! `/v1`: the jobs and batches API, in the spirit of OpenAI's Batch API.
 //!
-//! - `POST /v1/jobs`, `GET /v1/jobs/{id}` ([`crate::jobs_api`]);
+//! - `POST /v1/jobs`, `GET /v1/jobs/{id}` ([`jobs`]);
 //! - `POST /v1/batches` (JSONL), `GET /v1/batches/{id}`,
 //!   `GET /v1/batches/{id}/results`, `POST /v1/batches/{id}/cancel`
-//!   ([`crate::batches`]);
+//!   ([`batches`]);
 //! - `GET /v1/openapi.json`, generated from these handlers ([`openapi`]).
 //!
 //! Every route but the document needs a bearer token ([`guard`]): `submit`
 //! to submit or cancel, `read` to read. A caller sees its own jobs and
 //! batches only (admin sees all). Errors have one JSON shape ([`error`]).
 
+pub mod batches;
 pub mod error;
 pub mod guard;
+pub mod jobs;
 pub mod openapi;
 
 use axum::Router;
@@ -25,7 +27,6 @@ use ferry_common::fleet::RateLimit;
 
 use crate::auth::Scope;
 use crate::state::AppState;
-use crate::{batches, jobs_api};
 use error::V1Error;
 use guard::V1Guard;
 
@@ -51,12 +52,12 @@ pub fn router(state: AppState) -> Router<AppState> {
         )
     };
     let submit = Router::new()
-        .route("/v1/jobs", post(jobs_api::submit))
+        .route("/v1/jobs", post(jobs::submit))
         .route("/v1/batches", post(batches::submit::submit))
         .route("/v1/batches/{id}/cancel", post(batches::cancel))
         .route_layer(guarded(Scope::Submit));
     let read = Router::new()
-        .route("/v1/jobs/{id}", get(jobs_api::get_job))
+        .route("/v1/jobs/{id}", get(jobs::get_job))
         .route("/v1/batches/{id}", get(batches::get_batch))
         .route("/v1/batches/{id}/results", get(batches::results::results))
         .route_layer(guarded(Scope::Read));

@@ -5,9 +5,9 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::batches::{self, BatchCreated};
-use crate::jobs_api::{self, JobRequest, JobView};
+use crate::v1::batches::{self, BatchCreated};
 use crate::v1::error::{ErrorBody, ErrorDetail, LineError};
+use crate::v1::jobs::{self, JobRequest, JobView};
 use ferry_common::batch::{BatchCounts, BatchInfo};
 use ferry_common::job::kinds::{ChatParameters, ChatTurn};
 
@@ -18,8 +18,8 @@ use ferry_common::job::kinds::{ChatParameters, ChatTurn};
         description = "Chat completions one at a time or in JSONL batches, run by Ferry's workers on the `batch` queue."
     ),
     paths(
-        jobs_api::submit,
-        jobs_api::get_job,
+        jobs::submit,
+        jobs::get_job,
         batches::submit::submit,
         batches::get_batch,
         batches::results::results,

@@ -54,7 +54,8 @@ async fn main() -> anyhow::Result<()> {
         max_concurrency: 1000,
         ..GateSettings::default()
     };
-    let gate = ProviderGate::new(pool.clone(), &keys, "bench", settings);
+    let store = ferry_common::store::Store::new(pool.clone(), keys.clone());
+    let gate = ProviderGate::new(&store, "bench", settings);
 
     let mut ping = Vec::with_capacity(args.calls);
     let mut admit = Vec::with_capacity(args.calls);

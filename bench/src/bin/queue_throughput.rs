@@ -182,8 +182,7 @@ async fn main() -> anyhow::Result<()> {
         schema::migrate(&mut conn, &keys, "bench").await?;
     }
     let queue = JobQueue::new(
-        connection::pool(&url, 16)?,
-        keys.clone(),
+        ferry_common::store::Store::new(connection::pool(&url, 16)?, keys.clone()),
         Duration::from_secs(60),
     );
     println!(

@@ -34,7 +34,7 @@ enum Action {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let (config, _guard) = app::init()?;
     let queue = app::job_queue(&config, 2)?;
-    let breakers = Breakers::new(queue.pool().clone(), queue.keys().clone());
+    let breakers = Breakers::new(queue.store().clone());
     let chain: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
     let known = |p: &str| -> anyhow::Result<()> {
         if !chain.contains(&p) {

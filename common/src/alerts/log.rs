@@ -5,11 +5,10 @@
 //! Capping this stream (`MAXLEN ~`) is fine: it is a history for people, not
 //! work (the no-`MAXLEN` rule is about job streams).
 
-use deadpool_redis::Pool;
 use serde::Serialize;
 
 use super::{AlertEvent, AlertState};
-use crate::keys::Keys;
+use crate::store::{RedisError, Store};
 
 /// Events kept in Redis.
 const KEEP: usize = 200;
@@ -35,24 +34,23 @@ impl LoggedAlert {
 
 #[derive(Clone)]
 pub struct AlertLog {
-    pool: Pool,
-    keys: Keys,
+    store: Store,
 }
 
 impl AlertLog {
-    pub fn new(pool: Pool, keys: Keys) -> Self {
-        Self { pool, keys }
+    pub fn new(store: Store) -> Self {
+        Self { store }
     }
 
     /// Appends `event` as seen by `process`.
-    pub async fn append(&self, event: &AlertEvent, process: &str) -> Result<(), redis::RedisError> {
-        let mut conn = self.pool.get().await.map_err(pool_error)?;
+    pub async fn append(&self, event: &AlertEvent, process: &str) -> Result<(), RedisError> {
+        let mut conn = self.store.conn().await?;
         let state = match event.state {
             AlertState::Firing => "firing",
             AlertState::Resolved => "resolved",
         };
         redis::cmd("XADD")
-            .arg(self.keys.alerts())
+            .arg(self.store.keys().alerts())
             .arg("MAXLEN")
             .arg("~")
             .arg(KEEP)
@@ -70,14 +68,15 @@ impl AlertLog {
             .arg("process")
             .arg(process)
             .query_async::<()>(&mut conn)
-            .await
+            .await?;
+        Ok(())
     }
 
     /// The last `count` events, newest first.
-    pub async fn recent(&self, count: usize) -> Result<Vec<LoggedAlert>, redis::RedisError> {
-        let mut conn = self.pool.get().await.map_err(pool_error)?;
+    pub async fn recent(&self, count: usize) -> Result<Vec<LoggedAlert>, RedisError> {
+        let mut conn = self.store.conn().await?;
         let reply: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
-            .arg(self.keys.alerts())
+            .arg(self.store.keys().alerts())
             .arg("+")
             .arg("-")
             .arg("COUNT")
@@ -101,7 +100,7 @@ impl AlertLog {
     /// Alerts whose latest event, per process, is `firing` (from the last
     /// 200 events). A process that died while an alert fired keeps
     /// showing it until the log moves on; its `at` tells how old it is.
-    pub async fn firing(&self) -> Result<Vec<LoggedAlert>, redis::RedisError> {
+    pub async fn firing(&self) -> Result<Vec<LoggedAlert>, RedisError> {
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
         for e in self.recent(KEEP).await? {
@@ -111,8 +110,4 @@ impl AlertLog {
         }
         Ok(out)
     }
-}
-
-fn pool_error(e: deadpool_redis::PoolError) -> redis::RedisError {
-    redis::RedisError::from((redis::ErrorKind::Io, "no Redis connection", e.to_string()))
 }

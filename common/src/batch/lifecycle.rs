@@ -29,7 +29,7 @@ impl Batches {
     /// is recorded cancelled (entry acknowledged) in this one call; any
     /// other batch job is counted running.
     pub async fn begin(&self, job: &Delivery) -> Result<Begin, QueueError> {
-        let q = self.keys.queue(job.id.queue());
+        let q = self.store.keys().queue(job.id.queue());
         let mut pipe = Pipeline::new();
         fcall(
             &mut pipe,

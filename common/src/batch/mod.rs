@@ -21,12 +21,12 @@ pub mod webhook_target;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use deadpool_redis::Pool;
 use serde::Serialize;
 
 use crate::job::JobId;
-use crate::keys::{Keys, QueueKeys};
+use crate::keys::QueueKeys;
 use crate::queue::{BATCH, QueueError};
+use crate::store::Store;
 
 /// A batch still `validating` this long after it was opened was abandoned
 /// by its submitter (an api that died, or Redis that failed, mid-way, with
@@ -146,23 +146,18 @@ pub struct JobOutcome {
 /// Batches and API jobs of one deployment.
 #[derive(Clone)]
 pub struct Batches {
-    pool: Pool,
-    keys: Keys,
+    store: Store,
     /// How long finished batches and their jobs are kept.
     retention: Duration,
 }
 
 impl Batches {
-    pub fn new(pool: Pool, keys: Keys, retention: Duration) -> Self {
-        Self {
-            pool,
-            keys,
-            retention,
-        }
+    pub fn new(store: Store, retention: Duration) -> Self {
+        Self { store, retention }
     }
 
     fn q(&self) -> QueueKeys {
-        self.keys.queue(BATCH)
+        self.store.keys().queue(BATCH)
     }
 
     fn retention_secs(&self) -> u64 {
@@ -170,7 +165,7 @@ impl Batches {
     }
 
     async fn conn(&self) -> Result<deadpool_redis::Connection, QueueError> {
-        Ok(self.pool.get().await?)
+        Ok(self.store.conn().await?)
     }
 }
 

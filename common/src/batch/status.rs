@@ -150,7 +150,7 @@ impl Batches {
     pub async fn owner_key_of(&self, job: &JobId) -> Result<Option<String>, QueueError> {
         let mut conn = self.conn().await?;
         Ok(redis::cmd("HGET")
-            .arg(self.keys.queue(job.queue()).job(&job.to_string()))
+            .arg(self.store.keys().queue(job.queue()).job(&job.to_string()))
             .arg("owner_key")
             .query_async(&mut conn)
             .await?)

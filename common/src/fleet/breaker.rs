@@ -4,13 +4,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use deadpool_redis::Pool;
 use redis::Pipeline;
 use serde::Serialize;
 
-use super::provider_gate::GateError;
 use crate::functions::{fcall, run};
-use crate::keys::Keys;
+use crate::store::{RedisError, Store};
 
 /// One provider's breaker as stored.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -26,8 +24,7 @@ pub struct BreakerView {
 
 #[derive(Clone)]
 pub struct Breakers {
-    pool: Pool,
-    keys: Keys,
+    store: Store,
 }
 
 fn time(ms: Option<&String>) -> Option<String> {
@@ -36,16 +33,16 @@ fn time(ms: Option<&String>) -> Option<String> {
 }
 
 impl Breakers {
-    pub fn new(pool: Pool, keys: Keys) -> Self {
-        Self { pool, keys }
+    pub fn new(store: Store) -> Self {
+        Self { store }
     }
 
-    pub async fn list(&self, providers: &[&str]) -> Result<Vec<BreakerView>, GateError> {
-        let mut conn = self.pool.get().await?;
+    pub async fn list(&self, providers: &[&str]) -> Result<Vec<BreakerView>, RedisError> {
+        let mut conn = self.store.conn().await?;
         let mut out = Vec::new();
         for p in providers {
             let fields: HashMap<String, String> = redis::cmd("HGETALL")
-                .arg(self.keys.provider(p).breaker())
+                .arg(self.store.keys().provider(p).breaker())
                 .query_async(&mut conn)
                 .await?;
             out.push(BreakerView {
@@ -64,12 +61,12 @@ impl Breakers {
     }
 
     /// Calls in flight to `provider` across the fleet (unexpired leases).
-    pub async fn calls_in_flight(&self, provider: &str) -> Result<u64, GateError> {
-        let mut conn = self.pool.get().await?;
+    pub async fn calls_in_flight(&self, provider: &str) -> Result<u64, RedisError> {
+        let mut conn = self.store.conn().await?;
         let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
         let now_ms = secs * 1000 + micros / 1000;
         Ok(redis::cmd("ZCOUNT")
-            .arg(self.keys.provider(provider).leases())
+            .arg(self.store.keys().provider(provider).leases())
             .arg(format!("({now_ms}"))
             .arg("+inf")
             .query_async(&mut conn)
@@ -77,7 +74,7 @@ impl Breakers {
     }
 
     /// Closes the breaker and forgets its window.
-    pub async fn reset(&self, provider: &str) -> Result<(), GateError> {
+    pub async fn reset(&self, provider: &str) -> Result<(), RedisError> {
         self.admin(provider, &["reset", "0", ""]).await
     }
 
@@ -87,7 +84,7 @@ impl Breakers {
         provider: &str,
         duration: Duration,
         reason: &str,
-    ) -> Result<(), GateError> {
+    ) -> Result<(), RedisError> {
         self.admin(
             provider,
             &["open", &duration.as_millis().to_string(), reason],
@@ -95,15 +92,15 @@ impl Breakers {
         .await
     }
 
-    async fn admin(&self, provider: &str, args: &[&str]) -> Result<(), GateError> {
-        let keys = self.keys.provider(provider);
+    async fn admin(&self, provider: &str, args: &[&str]) -> Result<(), RedisError> {
+        let keys = self.store.keys().provider(provider);
         let (breaker, window) = (keys.breaker(), keys.window());
         let mut pipe = Pipeline::new();
         let call = fcall(&mut pipe, "ferry_breaker_admin", &[&breaker, &window]);
         for a in args {
             call.arg(*a);
         }
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.store.conn().await?;
         let _: (String,) = run(&mut conn, &pipe).await?;
         tracing::warn!(target: "security", provider, action = args[0], "circuit breaker changed by an operator");
         let to = if args[0] == "open" { "open" } else { "closed" };

@@ -16,11 +16,10 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_redis::Pool;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use redis::Pipeline;
 
-use crate::keys::Keys;
+use crate::store::Store;
 
 /// Limits and breaker settings of one provider.
 #[derive(Debug, Clone, PartialEq)]
@@ -157,7 +156,7 @@ pub struct BreakerState {
 /// One provider's gate.
 #[derive(Clone)]
 pub struct ProviderGate {
-    pool: Pool,
+    store: Store,
     provider: String,
     keys: [String; 5],
     settings: GateSettings,
@@ -174,7 +173,7 @@ impl std::fmt::Debug for ProviderGate {
 }
 
 impl ProviderGate {
-    pub fn new(pool: Pool, keys: &Keys, provider: &str, settings: GateSettings) -> Self {
+    pub fn new(store: &Store, provider: &str, settings: GateSettings) -> Self {
         let local = NonZeroU32::new(settings.requests_per_minute).map(|rpm| {
             let burst = NonZeroU32::new(settings.burst.max(1)).unwrap_or(NonZeroU32::MIN);
             Arc::new(RateLimiter::direct(
@@ -182,9 +181,9 @@ impl ProviderGate {
             ))
         });
         Self {
-            pool,
+            store: store.clone(),
             provider: provider.to_owned(),
-            keys: keys.provider(provider).all(),
+            keys: store.keys().provider(provider).all(),
             settings,
             local,
         }
@@ -235,7 +234,7 @@ impl ProviderGate {
             .arg(lease)
             .arg(ttl_ms)
             .arg(ttl_ms);
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.store.conn().await?;
         let (reply,): (Vec<redis::Value>,) = crate::functions::run(&mut conn, &pipe).await?;
         let mut it = reply.into_iter();
         let status: String = redis::from_redis_value(it.next().unwrap_or(redis::Value::Nil))?;
@@ -311,7 +310,7 @@ impl ProviderGate {
             .arg(self.settings.tokens_per_minute)
             .arg(reason);
         let settled: Result<((String, i32),), GateError> = async {
-            let mut conn = self.pool.get().await?;
+            let mut conn = self.store.conn().await?;
             Ok(crate::functions::run(&mut conn, &pipe).await?)
         }
         .await;
@@ -351,10 +350,8 @@ fn call<'a>(pipe: &'a mut Pipeline, name: &str, keys: &[String; 5]) -> &'a mut P
 
 #[derive(Debug, thiserror::Error)]
 pub enum GateError {
-    #[error("Redis is unavailable: {0}")]
-    Pool(#[from] deadpool_redis::PoolError),
-    #[error("Redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("unexpected reply: {0}")]
-    Reply(#[from] redis::ParsingError),
+    #[error("{0}")]
+    Redis(#[from] crate::store::RedisError),
 }
+
+crate::wraps_redis_error!(GateError);

@@ -4,12 +4,11 @@
 
 use std::time::Duration;
 
-use deadpool_redis::Pool;
 use redis::Pipeline;
 
 use super::provider_gate::GateError;
 use crate::functions::{fcall, run};
-use crate::keys::Keys;
+use crate::store::Store;
 
 /// The answer to one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,18 +20,16 @@ pub enum Verdict {
 
 #[derive(Clone)]
 pub struct RateLimit {
-    pool: Pool,
-    keys: Keys,
+    store: Store,
     per_minute: u32,
     burst: u32,
 }
 
 impl RateLimit {
     /// `per_minute` units a minute, `burst` of them back to back.
-    pub fn new(pool: Pool, keys: Keys, per_minute: u32, burst: u32) -> Self {
+    pub fn new(store: Store, per_minute: u32, burst: u32) -> Self {
         Self {
-            pool,
-            keys,
+            store,
             per_minute: per_minute.max(1),
             burst: burst.max(1),
         }
@@ -40,7 +37,7 @@ impl RateLimit {
 
     /// Takes one unit for `subject` if the limit allows it.
     pub async fn check(&self, subject: &str) -> Result<Verdict, GateError> {
-        self.check_key(&self.keys.limit(subject)).await
+        self.check_key(&self.store.keys().limit(subject)).await
     }
 
     /// Takes one unit from the limit kept at `key` (built in `keys.rs`, e.g.
@@ -51,7 +48,7 @@ impl RateLimit {
             .arg(self.per_minute)
             .arg(self.burst)
             .arg(1);
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.store.conn().await?;
         let ((allowed, wait),): ((i64, u64),) = run(&mut conn, &pipe).await?;
         Ok(if allowed == 1 {
             Verdict::Allowed
@@ -69,7 +66,7 @@ impl RateLimit {
         holder: &str,
         window: Duration,
     ) -> Result<bool, GateError> {
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.store.conn().await?;
         let set: Option<String> = redis::cmd("SET")
             .arg(key)
             .arg(holder)
@@ -84,7 +81,7 @@ impl RateLimit {
     /// Clears a notice flag whose notice could not be sent, so the next
     /// message over the limit tries again.
     pub async fn clear_notice(&self, key: &str) -> Result<(), GateError> {
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.store.conn().await?;
         redis::cmd("DEL")
             .arg(key)
             .query_async::<()>(&mut conn)

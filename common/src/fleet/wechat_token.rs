@@ -16,12 +16,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use deadpool_redis::Pool;
 use serde::Deserialize;
 
 use crate::functions::delete_if_equals;
-use crate::keys::Keys;
 use crate::secret::Secret;
+use crate::store::Store;
 
 /// Which WeChat endpoint issues tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,10 +33,8 @@ pub enum TokenSource {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    #[error("Redis is unavailable for the token cache: {0}")]
-    Pool(#[from] deadpool_redis::PoolError),
-    #[error("Redis: {0}")]
-    Redis(#[from] redis::RedisError),
+    #[error("the token cache: {0}")]
+    Redis(#[from] crate::store::RedisError),
     #[error("cannot reach WeChat's token endpoint: {0}")]
     Http(String),
     #[error("WeChat refused the token request: errcode {errcode} ({errmsg})")]
@@ -45,6 +42,8 @@ pub enum TokenError {
     #[error("timed out waiting for another process to refresh the WeChat token")]
     Timeout,
 }
+
+crate::wraps_redis_error!(TokenError);
 
 /// Refresh the cached token this long before WeChat's expiry.
 pub const EXPIRY_MARGIN: Duration = Duration::from_secs(300);
@@ -54,8 +53,7 @@ const WAIT_FOR_OTHER: Duration = Duration::from_secs(12);
 
 #[derive(Clone)]
 pub struct TokenCache {
-    pool: Pool,
-    keys: Keys,
+    store: Store,
     http: reqwest::Client,
     api_base: String,
     app_id: String,
@@ -77,8 +75,7 @@ struct TokenReply {
 
 impl TokenCache {
     pub fn new(
-        pool: Pool,
-        keys: Keys,
+        store: Store,
         http: reqwest::Client,
         api_base: String,
         app_id: String,
@@ -86,8 +83,7 @@ impl TokenCache {
         source: TokenSource,
     ) -> Self {
         Self {
-            pool,
-            keys,
+            store,
             http,
             api_base,
             app_id,
@@ -112,8 +108,8 @@ impl TokenCache {
     /// The current token: from the cache, or fetched by exactly one process
     /// while the others wait for it.
     pub async fn get(&self) -> Result<String, TokenError> {
-        let mut conn = self.pool.get().await?;
-        let key = self.keys.wechat_token();
+        let mut conn = self.store.conn().await?;
+        let key = self.store.keys().wechat_token();
         if let Some(token) = redis::cmd("GET")
             .arg(&key)
             .query_async::<Option<String>>(&mut conn)
@@ -125,7 +121,7 @@ impl TokenCache {
         let deadline = tokio::time::Instant::now() + WAIT_FOR_OTHER;
         loop {
             let won: Option<String> = redis::cmd("SET")
-                .arg(self.keys.wechat_token_lock())
+                .arg(self.store.keys().wechat_token_lock())
                 .arg(&lock_value)
                 .arg("NX")
                 .arg("PX")
@@ -134,7 +130,12 @@ impl TokenCache {
                 .await?;
             if won.is_some() {
                 let fetched = self.fetch_and_store(&mut conn).await;
-                release_lock(&mut conn, &self.keys.wechat_token_lock(), &lock_value).await;
+                release_lock(
+                    &mut conn,
+                    &self.store.keys().wechat_token_lock(),
+                    &lock_value,
+                )
+                .await;
                 return fetched;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -154,8 +155,8 @@ impl TokenCache {
     /// Drops the cached token if it is still `failed` (WeChat answered
     /// 40001/40014/42001 for it). Returns whether it was dropped.
     pub async fn invalidate(&self, failed: &str) -> Result<bool, TokenError> {
-        let mut conn = self.pool.get().await?;
-        Ok(delete_if_equals(&mut conn, &self.keys.wechat_token(), failed).await?)
+        let mut conn = self.store.conn().await?;
+        Ok(delete_if_equals(&mut conn, &self.store.keys().wechat_token(), failed).await?)
     }
 
     async fn fetch_and_store(
@@ -164,7 +165,7 @@ impl TokenCache {
     ) -> Result<String, TokenError> {
         // Another process may have stored one between our GET and the lock.
         if let Some(token) = redis::cmd("GET")
-            .arg(self.keys.wechat_token())
+            .arg(self.store.keys().wechat_token())
             .query_async::<Option<String>>(conn)
             .await?
         {
@@ -207,7 +208,7 @@ impl TokenCache {
         metrics::counter!(crate::metrics::WECHAT_TOKEN_REFRESHES).increment(1);
         let ttl = cache_ttl(Duration::from_secs(reply.expires_in.unwrap_or(7200)));
         redis::cmd("SET")
-            .arg(self.keys.wechat_token())
+            .arg(self.store.keys().wechat_token())
             .arg(&token)
             .arg("PX")
             .arg(ttl.as_millis() as u64)

@@ -8,11 +8,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use deadpool_redis::Pool;
 use redis::Pipeline;
 use serde::Serialize;
 
-use crate::keys::Keys;
+use crate::store::{RedisError, Store};
 
 /// How often a worker beats.
 pub const BEAT_EVERY: Duration = Duration::from_secs(1);
@@ -37,20 +36,19 @@ pub struct WorkerInfo {
 
 #[derive(Clone)]
 pub struct WorkerRegistry {
-    pool: Pool,
-    keys: Keys,
+    store: Store,
 }
 
 impl WorkerRegistry {
-    pub fn new(pool: Pool, keys: Keys) -> Self {
-        Self { pool, keys }
+    pub fn new(store: Store) -> Self {
+        Self { store }
     }
 
     /// Records a heartbeat and prunes workers that stopped beating.
-    pub async fn beat(&self, info: &WorkerInfo) -> Result<(), redis::RedisError> {
-        let mut conn = self.pool.get().await.map_err(pool_error)?;
+    pub async fn beat(&self, info: &WorkerInfo) -> Result<(), RedisError> {
+        let mut conn = self.store.conn().await?;
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let key = self.keys.worker(&info.id);
+        let key = self.store.keys().worker(&info.id);
         let mut pipe = Pipeline::new();
         pipe.atomic();
         pipe.cmd("DEL").arg(&key).ignore();
@@ -70,44 +68,49 @@ impl WorkerRegistry {
             .arg(WORKER_TTL.as_millis() as u64)
             .ignore();
         pipe.cmd("ZADD")
-            .arg(self.keys.workers())
+            .arg(self.store.keys().workers())
             .arg(now_ms)
             .arg(&info.id)
             .ignore();
         pipe.cmd("ZREMRANGEBYSCORE")
-            .arg(self.keys.workers())
+            .arg(self.store.keys().workers())
             .arg("-inf")
             .arg(now_ms - WORKER_TTL.as_millis() as i64)
             .ignore();
-        pipe.query_async::<()>(&mut conn).await
+        pipe.query_async::<()>(&mut conn).await?;
+        Ok(())
     }
 
     /// Removes a worker at shutdown.
-    pub async fn remove(&self, id: &str) -> Result<(), redis::RedisError> {
-        let mut conn = self.pool.get().await.map_err(pool_error)?;
+    pub async fn remove(&self, id: &str) -> Result<(), RedisError> {
+        let mut conn = self.store.conn().await?;
         let mut pipe = Pipeline::new();
-        pipe.cmd("DEL").arg(self.keys.worker(id)).ignore();
-        pipe.cmd("ZREM").arg(self.keys.workers()).arg(id).ignore();
-        pipe.query_async::<()>(&mut conn).await
+        pipe.cmd("DEL").arg(self.store.keys().worker(id)).ignore();
+        pipe.cmd("ZREM")
+            .arg(self.store.keys().workers())
+            .arg(id)
+            .ignore();
+        pipe.query_async::<()>(&mut conn).await?;
+        Ok(())
     }
 
     /// Whether each of `ids` has beaten within [`WORKER_TTL`] (its record
     /// still exists), in order.
-    pub async fn alive(&self, ids: &[&str]) -> Result<Vec<bool>, redis::RedisError> {
+    pub async fn alive(&self, ids: &[&str]) -> Result<Vec<bool>, RedisError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.pool.get().await.map_err(pool_error)?;
+        let mut conn = self.store.conn().await?;
         let mut pipe = Pipeline::new();
         for id in ids {
-            pipe.cmd("EXISTS").arg(self.keys.worker(id));
+            pipe.cmd("EXISTS").arg(self.store.keys().worker(id));
         }
         let found: Vec<i64> = pipe.query_async(&mut conn).await?;
         Ok(found.into_iter().map(|n| n == 1).collect())
     }
 
     /// Jobs in flight per queue, summed over the live workers.
-    pub async fn in_flight_by_queue(&self) -> Result<HashMap<String, u64>, redis::RedisError> {
+    pub async fn in_flight_by_queue(&self) -> Result<HashMap<String, u64>, RedisError> {
         let mut totals = HashMap::new();
         for (_, fields) in self.live().await? {
             for queue in crate::queue::QUEUES {
@@ -123,10 +126,10 @@ impl WorkerRegistry {
     }
 
     /// Live workers' records (id -> fields).
-    pub async fn live(&self) -> Result<Vec<(String, HashMap<String, String>)>, redis::RedisError> {
-        let mut conn = self.pool.get().await.map_err(pool_error)?;
+    pub async fn live(&self) -> Result<Vec<(String, HashMap<String, String>)>, RedisError> {
+        let mut conn = self.store.conn().await?;
         let ids: Vec<String> = redis::cmd("ZRANGE")
-            .arg(self.keys.workers())
+            .arg(self.store.keys().workers())
             .arg(0)
             .arg(-1)
             .query_async(&mut conn)
@@ -134,7 +137,7 @@ impl WorkerRegistry {
         let mut out = Vec::new();
         for id in ids {
             let fields: HashMap<String, String> = redis::cmd("HGETALL")
-                .arg(self.keys.worker(&id))
+                .arg(self.store.keys().worker(&id))
                 .query_async(&mut conn)
                 .await?;
             if !fields.is_empty() {
@@ -148,8 +151,4 @@ impl WorkerRegistry {
 /// The registry field holding a worker's in-flight count for `queue`.
 fn in_flight_field(queue: &str) -> String {
     format!("in_flight:{queue}")
-}
-
-fn pool_error(e: deadpool_redis::PoolError) -> redis::RedisError {
-    redis::RedisError::from((redis::ErrorKind::Io, "no Redis connection", e.to_string()))
 }

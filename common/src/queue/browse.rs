@@ -33,7 +33,7 @@ pub struct Held {
 impl JobQueue {
     /// The next `count` retries of `queue`, soonest first.
     pub async fn retries(&self, queue: &str, count: usize) -> Result<Vec<Waiting>, QueueError> {
-        let q = self.keys.queue(queue);
+        let q = self.keys().queue(queue);
         let mut conn = self.conn().await?;
         let due: Vec<(String, f64)> = redis::cmd("ZRANGE")
             .arg(q.delayed())
@@ -68,7 +68,7 @@ impl JobQueue {
 
     /// The first `count` jobs workers hold on `queue`.
     pub async fn held(&self, queue: &str, count: usize) -> Result<Vec<Held>, QueueError> {
-        let stream = self.keys.queue(queue).stream();
+        let stream = self.keys().queue(queue).stream();
         let mut conn = self.conn().await?;
         let pending: StreamPendingCountReply = match redis::cmd("XPENDING")
             .arg(&stream)

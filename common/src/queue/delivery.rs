@@ -67,7 +67,7 @@ impl JobQueue {
         }
         cmd.arg("STREAMS");
         for q in queues {
-            cmd.arg(self.keys.queue(q).stream());
+            cmd.arg(self.keys().queue(q).stream());
         }
         for _ in queues {
             cmd.arg(">");
@@ -77,7 +77,7 @@ impl JobQueue {
             // recreate the groups and read again.
             Err(e) if e.code() == Some("NOGROUP") => {
                 tracing::warn!("consumer group missing (Redis lost its data?): recreating it");
-                crate::schema::ensure_groups(conn, &self.keys).await?;
+                crate::schema::ensure_groups(conn, self.keys()).await?;
                 cmd.query_async(conn).await?
             }
             other => other?,
@@ -86,7 +86,7 @@ impl JobQueue {
         for stream in reply.map(|r| r.keys).unwrap_or_default() {
             let queue = queues
                 .iter()
-                .find(|q| self.keys.queue(q).stream() == stream.key)
+                .find(|q| self.keys().queue(q).stream() == stream.key)
                 .map(|q| q.to_string())
                 .unwrap_or_default();
             for entry in stream.ids {
@@ -110,7 +110,7 @@ impl JobQueue {
         queue: &str,
         count: usize,
     ) -> Result<Vec<Delivery>, QueueError> {
-        let q = self.keys.queue(queue);
+        let q = self.keys().queue(queue);
         let stream = q.stream();
         let record_prefix = q.job("");
         let mut pipe = Pipeline::new();
@@ -122,7 +122,7 @@ impl JobQueue {
         let (reply,): (Vec<Vec<redis::Value>>,) = match run(conn, &pipe).await {
             Err(e) if e.code() == Some("NOGROUP") || e.to_string().contains("NOGROUP") => {
                 tracing::warn!("consumer group missing (Redis lost its data?): recreating it");
-                crate::schema::ensure_groups(conn, &self.keys).await?;
+                crate::schema::ensure_groups(conn, self.keys()).await?;
                 run(conn, &pipe).await?
             }
             other => other?,
@@ -176,7 +176,7 @@ impl JobQueue {
         let by_queue = group_by_queue(&fetched, |f| f.queue.as_str());
         let mut pipe = Pipeline::new();
         for (queue, indexes) in &by_queue {
-            let q = self.keys.queue(queue);
+            let q = self.keys().queue(queue);
             let records: Vec<String> = indexes.iter().map(|&i| q.job(&fetched[i].job_id)).collect();
             let records: Vec<&str> = records.iter().map(String::as_str).collect();
             fcall(&mut pipe, "ferry_start", &records).arg(worker);
@@ -195,7 +195,7 @@ impl JobQueue {
             match parse_started(f, fields.unwrap_or_default()) {
                 Ok(Some(d)) => deliveries.push(d),
                 Ok(None) => {
-                    let stream = self.keys.queue(&f.queue).stream();
+                    let stream = self.keys().queue(&f.queue).stream();
                     stale
                         .cmd("XACK")
                         .arg(&stream)
@@ -255,7 +255,7 @@ impl JobQueue {
         let by_queue = group_by_queue(&successes, |(d, _)| d.id.queue());
         let mut pipe = Pipeline::new();
         for (queue, indexes) in &by_queue {
-            let q = self.keys.queue(queue);
+            let q = self.keys().queue(queue);
             let stream = q.stream();
             let mut keys = vec![stream];
             keys.extend(
@@ -334,7 +334,7 @@ impl JobQueue {
         job_id: &str,
         outcome: &Outcome,
     ) {
-        let q = self.keys.queue(queue);
+        let q = self.keys().queue(queue);
         let (stream, record) = (q.stream(), q.job(job_id));
         let functions = OutcomeFunctions::of(queue);
         match outcome {

@@ -60,7 +60,7 @@ impl JobQueue {
             return Err(QueueError::UnknownQueue(job.queue.clone()));
         }
         let id = JobId::new(&job.queue).to_string();
-        let q = self.keys.queue(&job.queue);
+        let q = self.keys().queue(&job.queue);
         let stream = q.stream();
         let record = q.job(&id);
         let idem = job.idempotency.as_ref().map(|i| q.idempotency(&i.key));

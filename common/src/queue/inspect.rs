@@ -65,14 +65,14 @@ impl JobQueue {
     /// Counts for every queue.
     pub async fn stats(&self) -> Result<Vec<QueueStats>, QueueError> {
         let mut conn = self.conn().await?;
-        let in_flight = crate::fleet::WorkerRegistry::new(self.pool.clone(), self.keys.clone())
+        let in_flight = crate::fleet::WorkerRegistry::new(self.store.clone())
             .in_flight_by_queue()
             .await?;
         let (now_s, now_us): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
         let now_ms = now_s * 1000 + now_us / 1000;
         let mut out = Vec::new();
         for queue in QUEUES {
-            let q = self.keys.queue(queue);
+            let q = self.keys().queue(queue);
             let mut pipe = Pipeline::new();
             pipe.cmd("XLEN").arg(q.stream());
             pipe.cmd("XPENDING").arg(q.stream()).arg(CONSUMER_GROUP);
@@ -124,7 +124,7 @@ impl JobQueue {
     /// Lifetime counters of `queue` (zero before the first enqueue).
     pub async fn totals(&self, queue: &str) -> Result<QueueTotals, QueueError> {
         let mut conn = self.conn().await?;
-        let stream = self.keys.queue(queue).stream();
+        let stream = self.keys().queue(queue).stream();
         let info: HashMap<String, redis::Value> = match redis::cmd("XINFO")
             .arg("STREAM")
             .arg(&stream)
@@ -168,7 +168,7 @@ impl JobQueue {
     ) -> Result<Option<DeadLetter>, QueueError> {
         let mut conn = self.conn().await?;
         let range: StreamRangeReply = redis::cmd("XRANGE")
-            .arg(self.keys.queue(queue).dead())
+            .arg(self.keys().queue(queue).dead())
             .arg(entry_id)
             .arg(entry_id)
             .query_async(&mut conn)
@@ -185,7 +185,7 @@ impl JobQueue {
     pub async fn job(&self, id: &JobId) -> Result<Option<JobRecord>, QueueError> {
         let mut conn = self.conn().await?;
         let fields: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(self.keys.queue(id.queue()).job(&id.to_string()))
+            .arg(self.keys().queue(id.queue()).job(&id.to_string()))
             .query_async(&mut conn)
             .await?;
         if fields.is_empty() {
@@ -202,7 +202,7 @@ impl JobQueue {
     ) -> Result<Vec<DeadLetter>, QueueError> {
         let mut conn = self.conn().await?;
         let range: StreamRangeReply = redis::cmd("XRANGE")
-            .arg(self.keys.queue(queue).dead())
+            .arg(self.keys().queue(queue).dead())
             .arg("-")
             .arg("+")
             .arg("COUNT")
@@ -226,7 +226,7 @@ impl JobQueue {
         if letters.is_empty() {
             return Ok(0);
         }
-        let q = self.keys.queue(queue);
+        let q = self.keys().queue(queue);
         let mut pipe = Pipeline::new();
         for l in letters {
             fcall(
@@ -246,7 +246,7 @@ impl JobQueue {
         if letters.is_empty() {
             return Ok(0);
         }
-        let q = self.keys.queue(queue);
+        let q = self.keys().queue(queue);
         let mut pipe = Pipeline::new();
         for l in letters {
             pipe.cmd("XDEL").arg(q.dead()).arg(&l.entry_id);

@@ -16,9 +16,8 @@ pub mod recovery;
 
 use std::time::Duration;
 
-use deadpool_redis::Pool;
-
 use crate::keys::Keys;
+use crate::store::{RedisError, Store};
 
 pub use crate::functions::is_function_missing;
 pub use delivery::{Fetched, Outcome};
@@ -41,12 +40,8 @@ pub fn is_valid_queue_name(name: &str) -> bool {
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
-    #[error("Redis is unavailable: {0}")]
-    Unavailable(#[from] deadpool_redis::PoolError),
-    #[error("Redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("unexpected reply from Redis: {0}")]
-    Reply(#[from] redis::ParsingError),
+    #[error("{0}")]
+    Redis(#[from] RedisError),
     #[error("unknown queue {0:?}")]
     UnknownQueue(String),
     #[error("corrupt job record {id}: {reason}")]
@@ -55,36 +50,34 @@ pub enum QueueError {
     Payload(#[from] serde_json::Error),
 }
 
-/// The queue engine of one deployment: a connection pool and its key names.
+crate::wraps_redis_error!(QueueError);
+
+/// The queue engine of one deployment, on its [`Store`].
 #[derive(Clone)]
 pub struct JobQueue {
-    pool: Pool,
-    keys: Keys,
+    store: Store,
     /// How long finished job records are kept.
     retention: Duration,
 }
 
 impl JobQueue {
-    pub fn new(pool: Pool, keys: Keys, retention: Duration) -> Self {
-        Self {
-            pool,
-            keys,
-            retention,
-        }
+    pub fn new(store: Store, retention: Duration) -> Self {
+        Self { store, retention }
+    }
+
+    /// The Redis handle the queue runs on, to build the fleet's other
+    /// Redis-backed parts from.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     pub fn keys(&self) -> &Keys {
-        &self.keys
+        self.store.keys()
     }
 
-    pub fn pool(&self) -> &Pool {
-        &self.pool
-    }
-
-    /// A pooled connection to the queue's Redis, for callers that run
-    /// commands of their own there (the dashboard's sessions).
-    pub async fn conn(&self) -> Result<deadpool_redis::Connection, QueueError> {
-        Ok(self.pool.get().await?)
+    /// A pooled connection to the queue's Redis.
+    pub(crate) async fn conn(&self) -> Result<deadpool_redis::Connection, QueueError> {
+        Ok(self.store.conn().await?)
     }
 
     fn retention_secs(&self) -> u64 {

@@ -51,7 +51,7 @@ impl JobQueue {
         fcall(
             &mut pipe,
             "ferry_renew",
-            &[&self.keys.queue(queue).stream()],
+            &[&self.keys().queue(queue).stream()],
         )
         .arg(CONSUMER_GROUP)
         .arg(consumer)
@@ -67,7 +67,7 @@ impl JobQueue {
         let mut conn = self.conn().await?;
         let reply: redis::streams::StreamInfoConsumersReply = match redis::cmd("XINFO")
             .arg("CONSUMERS")
-            .arg(self.keys.queue(queue).stream())
+            .arg(self.keys().queue(queue).stream())
             .arg(CONSUMER_GROUP)
             .query_async(&mut conn)
             .await
@@ -103,7 +103,7 @@ impl JobQueue {
         max_deliveries: u32,
         count: usize,
     ) -> Result<Reclaimed, QueueError> {
-        let q = self.keys.queue(queue);
+        let q = self.keys().queue(queue);
         let stream = q.stream();
         let idle_ms = min_idle.as_millis() as u64;
         let mut conn = self.conn().await?;
@@ -159,7 +159,7 @@ impl JobQueue {
         fcall(
             &mut pipe,
             "ferry_forget_consumer",
-            &[&self.keys.queue(queue).stream()],
+            &[&self.keys().queue(queue).stream()],
         )
         .arg(CONSUMER_GROUP)
         .arg(consumer);
@@ -180,7 +180,7 @@ impl JobQueue {
         max_deliveries: u32,
         count: usize,
     ) -> Result<Reclaimed, QueueError> {
-        let q = self.keys.queue(queue);
+        let q = self.keys().queue(queue);
         let stream = q.stream();
         let idle_ms = visibility_timeout.as_millis() as u64;
         let mut conn = self.conn().await?;
@@ -239,7 +239,7 @@ impl JobQueue {
         pending: &StreamPendingCountReply,
         max_deliveries: u32,
     ) -> Result<usize, QueueError> {
-        let q = self.keys.queue(queue);
+        let q = self.keys().queue(queue);
         let stream = q.stream();
         let worn_out: Vec<_> = pending
             .ids
@@ -289,7 +289,7 @@ impl JobQueue {
     /// Moves due retries of `queue` back to its stream. Safe to run from
     /// every worker at once.
     pub async fn promote_due(&self, queue: &str, most: usize) -> Result<usize, QueueError> {
-        let q = self.keys.queue(queue);
+        let q = self.keys().queue(queue);
         let mut pipe = Pipeline::new();
         fcall(&mut pipe, "ferry_promote", &[&q.delayed(), &q.stream()]).arg(most);
         let mut conn = self.conn().await?;

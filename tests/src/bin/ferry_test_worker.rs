@@ -16,12 +16,9 @@ async fn main() {
     let config = Config::from_env().expect("configuration");
     let _guard = ferry_common::telemetry::init(&config.log).expect("logging");
     let pool = connection::pool(&config.redis_url, 16).expect("pool");
-    let queue = JobQueue::new(
-        pool.clone(),
-        Keys::new(&config.prefix),
-        config.queue.retention,
-    );
-    let handlers = Handlers::new().register(COUNT, Counting { pool });
+    let store = ferry_common::store::Store::new(pool, Keys::new(&config.prefix));
+    let queue = JobQueue::new(store.clone(), config.queue.retention);
+    let handlers = Handlers::new().register(COUNT, Counting { store });
     let worker = Worker::new(
         queue,
         config.redis_url.clone(),

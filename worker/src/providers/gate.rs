@@ -113,3 +113,37 @@ pub(super) fn estimate_tokens(req: &ChatRequest, max_tokens: Option<u32>) -> u32
     let chars: usize = req.messages.iter().map(|m| m.content.chars().count()).sum();
     (chars / 2) as u32 + max_tokens.unwrap_or(512)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provider(class: FailureClass) -> Failure {
+        Failure::Provider(ProviderError::new("p", class, "m"))
+    }
+
+    #[test]
+    fn a_budget_cut_is_not_held_against_the_provider() {
+        let cut = Failure::BudgetCut(ProviderError::new("p", FailureClass::Transient, "m"));
+        assert_eq!(health(&cut), CallResult::Neutral);
+        assert_eq!(
+            health(&provider(FailureClass::Transient)),
+            CallResult::Failure
+        );
+    }
+
+    #[test]
+    fn each_class_tells_the_fleet_what_it_says_of_the_providers_health() {
+        let cases = [
+            (FailureClass::RateLimited, CallResult::RateLimited),
+            (FailureClass::Quota, CallResult::Quota),
+            (FailureClass::Auth, CallResult::Auth),
+            (FailureClass::BadRequest, CallResult::Neutral),
+            (FailureClass::ContentFiltered, CallResult::Neutral),
+            (FailureClass::Unavailable, CallResult::Neutral),
+        ];
+        for (class, expected) in cases {
+            assert_eq!(health(&provider(class)), expected, "{class}");
+        }
+    }
+}

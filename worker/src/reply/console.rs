@@ -2,9 +2,7 @@
 //! reply and keeps it in a short Redis list, where `ferry simulate` (through
 //! the dev api) picks it up.
 
-use deadpool_redis::Pool;
-
-use ferry_common::Keys;
+use ferry_common::store::Store;
 
 use super::SendError;
 
@@ -13,23 +11,22 @@ const OUTBOX_TTL_SECS: u64 = 600;
 
 #[derive(Clone)]
 pub struct ConsoleSink {
-    pool: Pool,
-    keys: Keys,
+    store: Store,
 }
 
 impl ConsoleSink {
-    pub fn new(pool: Pool, keys: Keys) -> Self {
-        Self { pool, keys }
+    pub fn new(store: Store) -> Self {
+        Self { store }
     }
 
     pub async fn send_text(&self, openid: &str, content: &str) -> Result<(), SendError> {
         println!("[reply to {openid}] {content}");
         let mut conn = self
-            .pool
-            .get()
+            .store
+            .conn()
             .await
             .map_err(|e| SendError::Retry(e.to_string()))?;
-        let key = self.keys.dev_outbox(openid);
+        let key = self.store.keys().dev_outbox(openid);
         redis::pipe()
             .cmd("RPUSH")
             .arg(&key)

@@ -13,9 +13,9 @@ use serde_json::json;
 
 use super::owned_batch;
 use crate::auth::Principal;
-use crate::jobs_api::status_name;
 use crate::state::AppState;
 use crate::v1::error::V1Error;
+use crate::v1::jobs::status_name;
 
 /// Jobs read per Redis round trip.
 const PAGE: usize = 500;
