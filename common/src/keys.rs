@@ -123,10 +123,16 @@ impl Keys {
         }
     }
 
-    /// A fleet-wide GCRA limit on one subject (`user:<openid>`,
-    /// `api_key:<name>`): its theoretical arrival time.
-    pub fn limit(&self, subject: &str) -> String {
+    /// A fleet-wide GCRA limit on one subject: its theoretical arrival
+    /// time. Built through [`UserKey::Limit`] and [`Keys::api_key_limit`].
+    fn limit(&self, subject: &str) -> String {
         self.global(&format!("limit:{subject}"))
+    }
+
+    /// The submissions-per-minute limit of one API key (the principal's
+    /// name).
+    pub fn api_key_limit(&self, name: &str) -> String {
+        self.limit(&format!("api_key:{name}"))
     }
 
     /// Set (with expiry) while a WeChat user over the per-user limit has

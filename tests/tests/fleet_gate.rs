@@ -16,6 +16,11 @@ fn store(redis: &RedisServer, pool_size: usize) -> Store {
     Store::new(pool, Keys::new("ferry"))
 }
 
+/// A user's message-limit key.
+fn user_limit(openid: &str) -> String {
+    Keys::new("ferry").user(ferry_common::keys::UserKey::Limit, openid)
+}
+
 /// A gate as one process would have it.
 fn gate(redis: &RedisServer, settings: &GateSettings) -> ProviderGate {
     ProviderGate::new(&store(redis, 4), "deepseek", settings.clone())
@@ -260,13 +265,13 @@ async fn a_per_subject_limit_is_shared_by_every_process() {
     let limit = |_: usize| ferry_common::fleet::RateLimit::new(store(&redis, 2), 6, 2);
     let (a, b) = (limit(0), limit(1));
     use ferry_common::fleet::Verdict;
-    assert_eq!(a.check("user:o_1").await.unwrap(), Verdict::Allowed);
+    assert_eq!(a.check(&user_limit("o_1")).await.unwrap(), Verdict::Allowed);
     assert_eq!(
-        b.check("user:o_1").await.unwrap(),
+        b.check(&user_limit("o_1")).await.unwrap(),
         Verdict::Allowed,
         "the burst of 2"
     );
-    match a.check("user:o_1").await.unwrap() {
+    match a.check(&user_limit("o_1")).await.unwrap() {
         Verdict::Limited(wait) => assert!(
             wait > Duration::from_secs(5) && wait <= Duration::from_secs(10),
             "{wait:?}"
@@ -274,7 +279,7 @@ async fn a_per_subject_limit_is_shared_by_every_process() {
         Verdict::Allowed => panic!("a third message within the burst window passed"),
     }
     assert_eq!(
-        b.check("user:o_2").await.unwrap(),
+        b.check(&user_limit("o_2")).await.unwrap(),
         Verdict::Allowed,
         "another user has a budget of their own"
     );

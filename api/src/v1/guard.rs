@@ -41,7 +41,8 @@ pub async fn take_submission(state: &AppState, who: &Principal) -> Result<(), V1
     let Some(limit) = &state.jobs.submissions else {
         return Ok(());
     };
-    match limit.check(&format!("api_key:{}", who.name)).await {
+    let key = state.queue.keys().api_key_limit(&who.name);
+    match limit.check(&key).await {
         Ok(Verdict::Allowed) => Ok(()),
         Ok(Verdict::Limited(wait)) => Err(V1Error::rate_limited(
             "too many submissions for this API key; retry later",

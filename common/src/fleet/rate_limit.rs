@@ -35,14 +35,9 @@ impl RateLimit {
         }
     }
 
-    /// Takes one unit for `subject` if the limit allows it.
-    pub async fn check(&self, subject: &str) -> Result<Verdict, GateError> {
-        self.check_key(&self.store.keys().limit(subject)).await
-    }
-
-    /// Takes one unit from the limit kept at `key` (built in `keys.rs`, e.g.
-    /// a user's [`crate::keys::UserKey::Limit`]).
-    pub async fn check_key(&self, key: &str) -> Result<Verdict, GateError> {
+    /// Takes one unit from the limit kept at `key` (built in `keys.rs`: a
+    /// user's [`crate::keys::UserKey::Limit`], [`crate::keys::Keys::api_key_limit`]).
+    pub async fn check(&self, key: &str) -> Result<Verdict, GateError> {
         let mut pipe = Pipeline::new();
         fcall(&mut pipe, "ferry_limit", &[key])
             .arg(self.per_minute)

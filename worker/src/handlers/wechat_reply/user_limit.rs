@@ -42,7 +42,7 @@ impl WeChatReplyHandler {
             Some(_) => return Ok(Some(rate_limited(None))),
             None => match user_limit
                 .limit
-                .check_key(&self.queue.keys().user(UserKey::Limit, &msg.openid))
+                .check(&self.queue.keys().user(UserKey::Limit, &msg.openid))
                 .await
             {
                 Ok(Verdict::Allowed) => None,
