@@ -3,6 +3,7 @@
 //! the AI providers) speaking their exact wire formats.
 
 pub mod counting;
+pub mod eventually;
 pub mod fake_provider;
 pub mod fake_webhook;
 pub mod fake_wechat;
@@ -27,6 +28,7 @@ pub fn ferry_binary() -> std::path::PathBuf {
     binary
 }
 
+pub use eventually::eventually;
 pub use fake_wechat::FakeWeChat;
-pub use ferry::{Parts, TestFerry, eventually};
+pub use ferry::{Parts, TestFerry};
 pub use redis_server::RedisServer;

@@ -18,7 +18,7 @@ use ferry_common::job::{Idempotency, NewJob};
 use ferry_common::queue::JobQueue;
 use ferry_tests::fake_provider::{FakeKind, FakeProvider, Reply};
 use ferry_tests::worker_process::{WorkerProcesses, ferry_worker};
-use ferry_tests::{FakeWeChat, RedisServer};
+use ferry_tests::{FakeWeChat, RedisServer, eventually};
 use ferry_worker::reply::split::{MAX_PART_BYTES, split};
 
 const APP_ID: &str = "wx_faults";
@@ -75,14 +75,6 @@ async fn ask(queue: &JobQueue, tag: &str, n: usize) -> Vec<String> {
     users
 }
 
-async fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Provider requests per message content.
 fn calls_per_message(provider: &FakeProvider) -> BTreeMap<String, usize> {
     let mut calls = BTreeMap::new();
@@ -125,9 +117,11 @@ async fn a_redis_kill_9_with_jobs_at_every_stage_loses_nothing_and_repeats_no_ca
     );
     let users = ask(&queue, "outage", USERS).await;
 
-    wait_until("some parts are delivered", Duration::from_secs(30), || {
-        wechat.sent().len() >= 4
-    })
+    eventually(
+        "some parts are delivered",
+        Duration::from_secs(30),
+        async || wechat.sent().len() >= 4,
+    )
     .await;
     redis.kill();
     let killed = Instant::now();
@@ -139,10 +133,10 @@ async fn a_redis_kill_9_with_jobs_at_every_stage_loses_nothing_and_repeats_no_ca
     redis.restart();
     let restarted = Instant::now();
 
-    wait_until(
+    eventually(
         "every user has the whole answer",
         Duration::from_secs(60),
-        || users.iter().all(|u| wechat.sent_to(u).len() >= parts.len()),
+        async || users.iter().all(|u| wechat.sent_to(u).len() >= parts.len()),
     )
     .await;
     // Anything resent would arrive within this.
@@ -230,10 +224,10 @@ async fn a_dead_workers_jobs_are_taken_over_on_its_lapsed_heartbeat_and_a_slow_l
         &[("FERRY_WORKER_CONCURRENCY", "3"), visibility],
     );
     let mut users = ask(&queue, "dead", 3).await;
-    wait_until(
+    eventually(
         "the victim's jobs are at the provider",
         Duration::from_secs(30),
-        || provider.count() == 3,
+        async || provider.count() == 3,
     )
     .await;
     let survivor = workers(
@@ -244,10 +238,10 @@ async fn a_dead_workers_jobs_are_taken_over_on_its_lapsed_heartbeat_and_a_slow_l
         &[("FERRY_WORKER_CONCURRENCY", "6"), visibility],
     );
     users.extend(ask(&queue, "live", 3).await);
-    wait_until(
+    eventually(
         "every job is at the provider",
         Duration::from_secs(30),
-        || provider.count() == 6,
+        async || provider.count() == 6,
     )
     .await;
 
@@ -272,15 +266,15 @@ async fn a_dead_workers_jobs_are_taken_over_on_its_lapsed_heartbeat_and_a_slow_l
             .filter(|u| !wechat.sent_to(u).is_empty())
             .count()
     };
-    wait_until(
+    eventually(
         "the dead worker's jobs are answered",
         Duration::from_secs(60),
-        || answered(&wechat) >= 3,
+        async || answered(&wechat) >= 3,
     )
     .await;
     let recovered_in = killed.elapsed();
     println!("the dead worker's jobs were answered {recovered_in:?} after the kill");
-    wait_until("every user answered", Duration::from_secs(60), || {
+    eventually("every user answered", Duration::from_secs(60), async || {
         answered(&wechat) == users.len()
     })
     .await;
@@ -299,10 +293,10 @@ async fn a_dead_workers_jobs_are_taken_over_on_its_lapsed_heartbeat_and_a_slow_l
     // Taken over with the visibility timeout at 10 minutes: the lapsed
     // heartbeat did it, and the dead consumer left the group.
     assert!(recovered_in < Duration::from_secs(60));
-    wait_until(
+    eventually(
         "the dead consumer left the group",
         Duration::from_secs(10),
-        || consumers(&redis).iter().all(|(name, _)| *name != victim),
+        async || consumers(&redis).iter().all(|(name, _)| *name != victim),
     )
     .await;
 }

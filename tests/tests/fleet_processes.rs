@@ -10,7 +10,7 @@ use ferry_common::job::{Idempotency, NewJob};
 use ferry_common::queue::JobQueue;
 use ferry_tests::fake_provider::{FakeKind, FakeProvider, Reply};
 use ferry_tests::worker_process::{WorkerProcesses, ferry_worker};
-use ferry_tests::{FakeWeChat, RedisServer};
+use ferry_tests::{FakeWeChat, RedisServer, eventually};
 
 const APP_ID: &str = "wx_fleet";
 const APP_SECRET: &str = "fleet-secret";
@@ -52,14 +52,6 @@ async fn ask(queue: &JobQueue, n: usize, tag: &str) {
     queue.enqueue_many(&jobs).await.unwrap();
 }
 
-async fn wait_until<F: FnMut() -> bool>(what: &str, timeout: Duration, mut check: F) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_requests_per_minute_limit_holds_across_three_worker_processes() {
     let redis = RedisServer::start();
@@ -82,10 +74,10 @@ async fn a_requests_per_minute_limit_holds_across_three_worker_processes() {
         ],
     );
     ask(&queue, 200, "rate").await;
-    wait_until(
+    eventually(
         "the fleet is busy for a while",
         Duration::from_secs(60),
-        || provider.count() >= 40,
+        async || provider.count() >= 40,
     )
     .await;
     let arrivals: Vec<Instant> = provider.requests().iter().map(|r| r.at).collect();
@@ -133,7 +125,7 @@ async fn a_failing_provider_opens_the_breaker_fleet_wide_then_one_probe_closes_i
         ],
     );
     ask(&queue, 30, "open").await;
-    wait_until("every user answered", Duration::from_secs(60), || {
+    eventually("every user answered", Duration::from_secs(60), async || {
         wechat.sent().len() >= 30
     })
     .await;
@@ -153,10 +145,10 @@ async fn a_failing_provider_opens_the_breaker_fleet_wide_then_one_probe_closes_i
 
     // More jobs during the cool-down: nobody calls the failing provider.
     ask(&queue, 5, "during").await;
-    wait_until(
+    eventually(
         "answered during the cool-down",
         Duration::from_secs(30),
-        || wechat.sent().len() >= 35,
+        async || wechat.sent().len() >= 35,
     )
     .await;
     assert_eq!(
@@ -169,19 +161,21 @@ async fn a_failing_provider_opens_the_breaker_fleet_wide_then_one_probe_closes_i
     tokio::time::sleep(Duration::from_millis(2300)).await;
     failing.set_default(None);
     ask(&queue, 10, "after").await;
-    wait_until(
+    eventually(
         "answered after the cool-down",
         Duration::from_secs(30),
-        || wechat.sent().len() >= 45,
+        async || wechat.sent().len() >= 45,
     )
     .await;
     let probes_and_after = failing.count() - calls_while_closed;
     assert!(probes_and_after >= 1, "no probe was sent");
     // The probe succeeded and closed the breaker: later calls go to it again.
     ask(&queue, 10, "closed").await;
-    wait_until("answered after closing", Duration::from_secs(30), || {
-        wechat.sent().len() >= 55
-    })
+    eventually(
+        "answered after closing",
+        Duration::from_secs(30),
+        async || wechat.sent().len() >= 55,
+    )
     .await;
     assert!(
         failing.count() - calls_while_closed > probes_and_after,
@@ -217,7 +211,7 @@ async fn after_the_cool_down_exactly_one_probe_goes_out_fleet_wide() {
         ],
     );
     ask(&queue, 12, "first").await;
-    wait_until("answered", Duration::from_secs(60), || {
+    eventually("answered", Duration::from_secs(60), async || {
         wechat.sent().len() >= 12
     })
     .await;
@@ -226,7 +220,7 @@ async fn after_the_cool_down_exactly_one_probe_goes_out_fleet_wide() {
     // breaker re-opens; each cool-down lets exactly one call through.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     ask(&queue, 24, "busy").await;
-    wait_until("answered", Duration::from_secs(60), || {
+    eventually("answered", Duration::from_secs(60), async || {
         wechat.sent().len() >= 36
     })
     .await;
@@ -265,7 +259,7 @@ async fn a_concurrency_limit_holds_across_worker_processes() {
         ],
     );
     ask(&queue, 12, "conc").await;
-    wait_until("every user answered", Duration::from_secs(60), || {
+    eventually("every user answered", Duration::from_secs(60), async || {
         wechat.sent().len() >= 12
     })
     .await;

@@ -10,8 +10,8 @@ use std::time::Duration;
 use ferry_common::Keys;
 use ferry_common::job::{Delivery, JobId, JobState, NewJob};
 use ferry_common::queue::{BATCH, JobQueue, WECHAT};
-use ferry_tests::RedisServer;
 use ferry_tests::counting::{COUNT, Counting, EXECUTIONS_KEY, ORDER_KEY};
+use ferry_tests::{RedisServer, eventually};
 use ferry_worker::handler::{Handler, HandlerError, Handlers, JobNotes};
 use ferry_worker::job_retry::RetryPolicy;
 use ferry_worker::{Worker, WorkerSettings};
@@ -116,33 +116,6 @@ fn pending_of(redis: &RedisServer, queue: &str, consumer: &str) -> u64 {
     rows.len() as u64
 }
 
-async fn wait_until<F: FnMut() -> bool>(what: &str, timeout: Duration, mut check: F) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Like `wait_until`, for checks that talk to Redis asynchronously.
-async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn state_of(queue: &JobQueue, id: &JobId) -> Option<JobState> {
     queue.job(id).await.ok().flatten().map(|r| r.state)
 }
@@ -170,9 +143,11 @@ async fn kill_9_of_a_worker_loses_nothing_and_duplicates_at_most_its_in_flight_j
         WorkerProcess::spawn(&redis, 16, 2),
     ];
 
-    wait_until("a few hundred jobs done", Duration::from_secs(60), || {
-        executions(&redis).len() >= 500
-    })
+    eventually(
+        "a few hundred jobs done",
+        Duration::from_secs(60),
+        async || executions(&redis).len() >= 500,
+    )
     .await;
     victim.kill9();
     let in_flight_at_kill = pending_of(&redis, WECHAT, &victim.id);
@@ -181,7 +156,7 @@ async fn kill_9_of_a_worker_loses_nothing_and_duplicates_at_most_its_in_flight_j
         "the kill must land in the middle of the run"
     );
 
-    wait_for("every job finished", Duration::from_secs(120), || async {
+    eventually("every job finished", Duration::from_secs(120), async || {
         let stats = queue.stats().await.unwrap();
         stats
             .iter()
@@ -215,14 +190,18 @@ async fn a_slow_job_is_kept_while_its_worker_lives_and_taken_over_when_it_is_kil
     // Visibility timeout 1 s; each job takes 3.5 s.
     let mut holder = WorkerProcess::spawn(&redis, 1, 1);
     let kept = queue.enqueue(&count_job(WECHAT, 3500)).await.unwrap().id;
-    wait_until("the slow job started", Duration::from_secs(10), || {
-        executions(&redis).contains_key(&kept.to_string())
-    })
+    eventually(
+        "the slow job started",
+        Duration::from_secs(10),
+        async || executions(&redis).contains_key(&kept.to_string()),
+    )
     .await;
     let _other = WorkerProcess::spawn(&redis, 4, 1);
-    wait_for("the slow job finished", Duration::from_secs(30), || async {
-        state_of(&queue, &kept).await == Some(JobState::Succeeded)
-    })
+    eventually(
+        "the slow job finished",
+        Duration::from_secs(30),
+        async || state_of(&queue, &kept).await == Some(JobState::Succeeded),
+    )
     .await;
     assert_eq!(
         executions(&redis)[&kept.to_string()],
@@ -232,16 +211,16 @@ async fn a_slow_job_is_kept_while_its_worker_lives_and_taken_over_when_it_is_kil
 
     // Now the holder dies in the middle of a slow job.
     let orphan = queue.enqueue(&count_job(WECHAT, 3500)).await.unwrap().id;
-    wait_until("the orphan started", Duration::from_secs(10), || {
+    eventually("the orphan started", Duration::from_secs(10), async || {
         executions(&redis).contains_key(&orphan.to_string())
     })
     .await;
     let started_by_holder = pending_of(&redis, WECHAT, &holder.id) == 1;
     holder.kill9();
-    wait_for(
+    eventually(
         "the orphan was taken over and finished",
         Duration::from_secs(30),
-        || async { state_of(&queue, &orphan).await == Some(JobState::Succeeded) },
+        async || state_of(&queue, &orphan).await == Some(JobState::Succeeded),
     )
     .await;
     if started_by_holder {
@@ -320,7 +299,7 @@ async fn retries_wait_for_the_hint_then_dead_letter_with_the_reason_and_replay_w
         idempotency: None,
     };
     let id = queue.enqueue(&job).await.unwrap().id;
-    wait_for("dead-lettered", Duration::from_secs(20), || async {
+    eventually("dead-lettered", Duration::from_secs(20), async || {
         state_of(&queue, &id).await == Some(JobState::Dead)
     })
     .await;
@@ -345,10 +324,10 @@ async fn retries_wait_for_the_hint_then_dead_letter_with_the_reason_and_replay_w
 
     *succeed.lock().unwrap() = true;
     assert_eq!(queue.replay(BATCH, &letters).await.unwrap(), 1);
-    wait_for(
+    eventually(
         "replayed job succeeded",
         Duration::from_secs(10),
-        || async { state_of(&queue, &id).await == Some(JobState::Succeeded) },
+        async || state_of(&queue, &id).await == Some(JobState::Succeeded),
     )
     .await;
     assert!(queue.dead_letters(BATCH, 10).await.unwrap().is_empty());
@@ -394,9 +373,11 @@ async fn a_redis_restart_with_aof_mid_run_loses_no_acknowledged_job() {
             refused
         })
     };
-    wait_until("some jobs acknowledged", Duration::from_secs(30), || {
-        acknowledged.lock().unwrap().len() >= 300
-    })
+    eventually(
+        "some jobs acknowledged",
+        Duration::from_secs(30),
+        async || acknowledged.lock().unwrap().len() >= 300,
+    )
     .await;
     redis.kill();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -404,10 +385,10 @@ async fn a_redis_restart_with_aof_mid_run_loses_no_acknowledged_job() {
     let refused = producer.await.unwrap();
     let ids = acknowledged.lock().unwrap().clone();
     assert!(!ids.is_empty());
-    wait_for(
+    eventually(
         "every acknowledged job succeeded",
         Duration::from_secs(60),
-        || async {
+        async || {
             for id in &ids {
                 if state_of(&queue, id).await != Some(JobState::Succeeded) {
                     return false;
@@ -483,7 +464,7 @@ async fn wechat_jobs_are_fetched_before_a_batch_flood_queued_ahead_of_them() {
             .to_string();
         trickle.push((id, started_before));
     }
-    wait_until("all jobs ran", Duration::from_secs(120), || {
+    eventually("all jobs ran", Duration::from_secs(120), async || {
         executions(&redis).len() == 2030
     })
     .await;
@@ -533,7 +514,7 @@ async fn sigterm_finishes_in_flight_work_and_exits_0() {
         ids.push(queue.enqueue(&count_job(WECHAT, 500)).await.unwrap().id);
     }
     let mut worker = WorkerProcess::spawn(&redis, 4, 30);
-    wait_until("jobs started", Duration::from_secs(10), || {
+    eventually("jobs started", Duration::from_secs(10), async || {
         !executions(&redis).is_empty()
     })
     .await;
@@ -570,7 +551,7 @@ async fn a_worker_survives_redis_losing_everything_and_keeps_serving() {
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(worker.run(shutdown.clone()));
     let before = queue.enqueue(&count_job(WECHAT, 0)).await.unwrap().id;
-    wait_for("first job done", Duration::from_secs(10), || async {
+    eventually("first job done", Duration::from_secs(10), async || {
         state_of(&queue, &before).await == Some(JobState::Succeeded)
     })
     .await;
@@ -582,10 +563,10 @@ async fn a_worker_survives_redis_losing_everything_and_keeps_serving() {
         .enqueue(&count_job(WECHAT, 0))
         .await
         .expect("enqueue reloads the functions");
-    wait_for(
+    eventually(
         "a job enqueued after the restart is done",
         Duration::from_secs(30),
-        || async { state_of(&queue, &after.id).await == Some(JobState::Succeeded) },
+        async || state_of(&queue, &after.id).await == Some(JobState::Succeeded),
     )
     .await;
     shutdown.cancel();
@@ -625,7 +606,7 @@ async fn an_idempotency_key_returns_the_same_job_and_finished_records_expire() {
     );
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(worker.run(shutdown.clone()));
-    wait_for("done", Duration::from_secs(10), || async {
+    eventually("done", Duration::from_secs(10), async || {
         state_of(&queue, &first.id).await == Some(JobState::Succeeded)
     })
     .await;
@@ -651,7 +632,7 @@ async fn live_workers_are_registered_and_a_killed_one_disappears() {
     let registry = ferry_common::fleet::WorkerRegistry::new(queue.store().clone());
     let mut a = WorkerProcess::spawn(&redis, 3, 30);
     let b = WorkerProcess::spawn(&redis, 5, 30);
-    wait_for("both registered", Duration::from_secs(10), || async {
+    eventually("both registered", Duration::from_secs(10), async || {
         registry.live().await.unwrap().len() == 2
     })
     .await;
@@ -667,10 +648,10 @@ async fn live_workers_are_registered_and_a_killed_one_disappears() {
 
     a.kill9();
     // Its record expires with the heartbeat TTL; nobody has to clean up.
-    wait_for(
+    eventually(
         "the killed worker disappears",
         Duration::from_secs(30),
-        || async {
+        async || {
             let live = registry.live().await.unwrap();
             live.len() == 1 && live[0].0 == b.id
         },
@@ -694,7 +675,7 @@ async fn the_queues_and_dlq_commands_show_and_replay_dead_letters() {
     );
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(worker.run(shutdown.clone()));
-    wait_for("dead", Duration::from_secs(10), || async {
+    eventually("dead", Duration::from_secs(10), async || {
         state_of(&queue, &id).await == Some(JobState::Dead)
     })
     .await;

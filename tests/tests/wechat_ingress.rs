@@ -538,9 +538,11 @@ async fn an_unsubscribe_while_redis_is_down_is_spooled_and_carried_out_when_it_r
     assert_success(&answer);
     redis.restart();
 
-    eventually(WAIT, "the spooled unsubscribe forgets the user", || {
-        !knows_something_about(&redis, "o_leaving")
-    })
+    eventually(
+        "the spooled unsubscribe forgets the user",
+        WAIT,
+        async || !knows_something_about(&redis, "o_leaving"),
+    )
     .await;
     ferry.stop().await;
 }
@@ -710,7 +712,7 @@ async fn pushes_while_redis_is_down_are_acknowledged_and_each_enqueued_exactly_o
     assert_eq!(api(&ferry).spool.stats().spooled, 26);
     redis.restart();
 
-    eventually(WAIT, "the spool is drained", || {
+    eventually("the spool is drained", WAIT, async || {
         api(&ferry).spool.stats().files == 0
     })
     .await;
@@ -748,7 +750,7 @@ async fn a_redis_that_does_not_answer_within_the_budget_does_not_hold_up_the_ack
         "spooled, not waited for"
     );
     stall.join().unwrap().unwrap();
-    eventually(WAIT, "the spool is drained", || {
+    eventually("the spool is drained", WAIT, async || {
         api(&ferry).spool.stats().files == 0
     })
     .await;
@@ -786,11 +788,11 @@ async fn a_spool_left_by_a_stopped_api_is_replayed_by_the_next_one() {
 
     let next = ferry_with(&redis, &vars).await;
 
-    eventually(WAIT, "the next api replays the spool", || {
+    eventually("the next api replays the spool", WAIT, async || {
         stream_len(&redis) == 3
     })
     .await;
-    eventually(WAIT, "and deletes it", || {
+    eventually("and deletes it", WAIT, async || {
         std::fs::read_dir(dir.path()).unwrap().count() == 0
     })
     .await;
@@ -859,7 +861,7 @@ async fn signed_pushes_from_one_address_are_never_limited_whatever_their_rate() 
         .collect();
     assert!(refused.is_empty(), "{} refused: {refused:?}", refused.len());
     assert!(answers.iter().all(|a| a.body == "success"));
-    eventually(WAIT, "every push is enqueued", || {
+    eventually("every push is enqueued", WAIT, async || {
         stream_len(&redis) == 2000
     })
     .await;
