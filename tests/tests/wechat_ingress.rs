@@ -4,12 +4,12 @@
 //! (what is enqueued is read from Redis directly).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use ferry_common::Keys;
 use ferry_common::wechat::{self, MessageCrypt};
 use ferry_tests::ferry::TEST_WECHAT_TOKEN;
+use ferry_tests::log_capture::CapturedLogs;
 use ferry_tests::{Parts, RedisServer, TestFerry, eventually};
 
 const ACCOUNT: &str = "gh_ingress";
@@ -1033,38 +1033,9 @@ async fn forwarding_headers_name_the_client_only_from_a_trusted_proxy() {
 
 // ================================================================== logging
 
-/// Everything logged in this test binary from the moment it is installed.
-fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&logs);
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::INFO)
-            .with_ansi(false)
-            .with_writer(move || Writer(Arc::clone(&sink)))
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("one global subscriber");
-        logs
-    })
-    .clone()
-}
-
-struct Writer(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Writer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn security_events_are_logged_as_such_and_never_with_a_secret() {
-    let logs = captured_logs();
+    let logs = CapturedLogs::global();
     let redis = RedisServer::start();
     let ferry = ferry_with_aes(&redis, &[]).await;
     let forged = Push::plain(&text("o_sec", "hi", 500)).with_param("signature", &"f".repeat(40));
@@ -1076,20 +1047,22 @@ async fn security_events_are_logged_as_such_and_never_with_a_secret() {
         post(&ferry, push).await;
     }
 
-    let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
-    let security: Vec<&str> = text.lines().filter(|l| l.contains("security")).collect();
+    let text = logs.text();
+    let security: Vec<serde_json::Value> = logs
+        .events()
+        .into_iter()
+        .filter(|e| e["target"] == "security")
+        .collect();
+    let kinds: Vec<&str> = security
+        .iter()
+        .filter_map(|e| e["fields"]["event"].as_str())
+        .collect();
+    assert!(kinds.contains(&"bad_signature"), "{text}");
+    assert!(kinds.contains(&"replay"), "{text}");
     assert!(
         security
             .iter()
-            .any(|l| l.contains("event=\"bad_signature\"")),
-        "{text}"
-    );
-    assert!(
-        security.iter().any(|l| l.contains("event=\"replay\"")),
-        "{text}"
-    );
-    assert!(
-        security.iter().all(|l| l.contains("client=127.0.0.1")),
+            .all(|e| e["fields"]["client"] == "127.0.0.1"),
         "{text}"
     );
     for secret in [TEST_WECHAT_TOKEN, AES_KEY] {
