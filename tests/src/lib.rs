@@ -8,6 +8,7 @@ pub mod fake_provider;
 pub mod fake_webhook;
 pub mod fake_wechat;
 pub mod ferry;
+pub mod leaks;
 pub mod log_capture;
 pub mod redis_server;
 pub mod staged_jobs;

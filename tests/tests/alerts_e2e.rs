@@ -8,7 +8,7 @@ use std::time::Duration;
 use ferry_common::alerts::AlertLog;
 use ferry_common::api_tokens::hash_hex;
 use ferry_common::wechat;
-use ferry_tests::{Parts, RedisServer, TestFerry};
+use ferry_tests::{Parts, RedisServer, TestFerry, eventually};
 
 const SCRAPE_TOKEN: &str = "scrape-token-for-the-alerts-test";
 
@@ -37,18 +37,12 @@ async fn more_pushes_a_minute_than_the_threshold_fire_the_request_rate_alert_onc
     }
 
     let log = AlertLog::new(ferry.queue.store().clone());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let firing = loop {
-        let firing = log.firing().await.unwrap();
-        if !firing.is_empty() {
-            break firing;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the alert never fired"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let mut firing = Vec::new();
+    eventually("the alert to fire", Duration::from_secs(10), async || {
+        firing = log.firing().await.unwrap();
+        !firing.is_empty()
+    })
+    .await;
     assert_eq!(firing.len(), 1);
     assert_eq!(firing[0].alert, "high_request_rate");
     assert_eq!(firing[0].threshold, 5.0);

@@ -10,7 +10,7 @@ use ferry_common::job::NewJob;
 use ferry_common::queue::WECHAT;
 use ferry_tests::fake_provider::{FakeKind, FakeProvider, Reply};
 use ferry_tests::fake_webhook::FakeWebhook;
-use ferry_tests::{Parts, RedisServer, TestFerry};
+use ferry_tests::{Parts, RedisServer, TestFerry, eventually};
 use serde_json::{Value, json};
 
 const PROVIDER_KEY: &str = "sk-test-deepseek";
@@ -368,19 +368,15 @@ async fn the_completion_webhook_is_signed_and_retried_until_delivered() {
 /// The batch queue's dead letters once one has the `batch.webhook` job.
 async fn dead_webhook_reason(w: &World) -> String {
     let queue = w.redis.job_queue().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let letters = queue.dead_letters("batch", 10).await.unwrap();
-        if let Some(letter) = letters.first() {
-            assert_eq!(letters.len(), 1, "only the webhook job died");
-            return letter.reason.clone();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the webhook job was not dead-lettered"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut letters = Vec::new();
+    let what = "the webhook job to be dead-lettered";
+    eventually(what, Duration::from_secs(30), async || {
+        letters = queue.dead_letters("batch", 10).await.unwrap();
+        !letters.is_empty()
+    })
+    .await;
+    assert_eq!(letters.len(), 1, "only the webhook job died");
+    letters[0].reason.clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ use ferry_common::api_tokens::hash_hex;
 use ferry_common::wechat;
 use ferry_tests::fake_provider::{FakeKind, FakeProvider, Reply};
 use ferry_tests::worker_process::{WorkerProcesses, ferry_worker};
-use ferry_tests::{FakeWeChat, Parts, RedisServer, TestFerry};
+use ferry_tests::{FakeWeChat, Parts, RedisServer, TestFerry, eventually};
 
 const APP_ID: &str = "wx_metrics_app";
 const APP_SECRET: &str = "metrics-app-secret";
@@ -229,18 +229,18 @@ async fn a_worker_serves_metrics_and_health_on_its_admin_port() {
         ],
     )]);
     let base = format!("http://{admin}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Ok(r) = reqwest::get(format!("{base}/healthz")).await {
+    eventually(
+        "the admin port to answer",
+        Duration::from_secs(15),
+        async || {
+            let Ok(r) = reqwest::get(format!("{base}/healthz")).await else {
+                return false;
+            };
             assert_eq!(r.status().as_u16(), 200);
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "admin port never answered"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            true
+        },
+    )
+    .await;
     assert_eq!(get(&format!("{base}/readyz")).await, (200, "ready".into()));
     let scrape = scrape_until(&format!("{base}/metrics"), |s| {
         value(s, "ferry_workers_live").is_some_and(|v| v >= 1.0)

@@ -16,6 +16,7 @@ use ferry_cli::reload::{self, Reloadable};
 use ferry_common::config::{Config, ConfigError};
 use ferry_common::secrets_file::{self, KdfParams};
 use ferry_common::{KeyRing, Secret};
+use ferry_tests::eventually;
 use ferry_worker::providers::{CallPolicy, ChatMessage, ChatRequest, Router};
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -419,19 +420,16 @@ async fn a_providers_keys_are_used_in_turn_and_replaced_on_sighup() {
     let pid = std::process::id().to_string();
     let status = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
     assert!(status.success());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        ask(&router).await;
-        let last = seen.lock().unwrap().last().cloned().unwrap();
-        if last.starts_with("new-") {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "SIGHUP never swapped the keys"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        "SIGHUP to swap the keys",
+        Duration::from_secs(20),
+        async || {
+            ask(&router).await;
+            let last = seen.lock().unwrap().last().cloned().unwrap();
+            last.starts_with("new-")
+        },
+    )
+    .await;
     ask(&router).await;
 
     let seen = seen.lock().unwrap().clone();
@@ -550,14 +548,10 @@ async fn the_api_rotates_its_wechat_token_on_sighup_without_refusing_a_push() {
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while push(&base, "wx-token-old", 1).await != 200 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the api never answered"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the api to answer", Duration::from_secs(30), async || {
+        push(&base, "wx-token-old", 1).await == 200
+    })
+    .await;
 
     // The new token goes into the file; SIGHUP; WeChat may still sign with
     // the old one until the console is saved: both are accepted.
@@ -568,17 +562,15 @@ async fn the_api_rotates_its_wechat_token_on_sighup_without_refusing_a_push() {
         .unwrap();
     assert!(hup.success());
     let mut msg_id = 100;
-    loop {
-        msg_id += 1;
-        if push(&base, "wx-token-new", msg_id).await == 200 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "SIGHUP never swapped the token"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "SIGHUP to swap the token",
+        Duration::from_secs(30),
+        async || {
+            msg_id += 1;
+            push(&base, "wx-token-new", msg_id).await == 200
+        },
+    )
+    .await;
     assert_eq!(push(&base, "wx-token-old", 1000).await, 200);
     assert_eq!(push(&base, "wx-token-guess", 1001).await, 401);
     // Still alive: SIGHUP never ends the api.

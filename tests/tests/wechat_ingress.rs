@@ -304,17 +304,13 @@ fn knows_something_about(redis: &RedisServer, openid: &str) -> bool {
 /// Returns once a PING on `conn` goes unanswered for 100 ms (a script holds
 /// Redis). The connection is made before Redis gets busy: making one while
 /// a script runs would itself wait for the script.
-fn wait_until_redis_stops_answering(conn: &mut redis::Connection) {
+async fn wait_until_redis_stops_answering(conn: &mut redis::Connection) {
     conn.set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        if redis::cmd("PING").query::<String>(conn).is_err() {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "Redis never got busy");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    eventually("Redis to get busy", WAIT, async || {
+        redis::cmd("PING").query::<String>(conn).is_err()
+    })
+    .await;
 }
 
 fn api(ferry: &TestFerry) -> &ferry_api::AppState {
@@ -739,7 +735,7 @@ async fn a_redis_that_does_not_answer_within_the_budget_does_not_hold_up_the_ack
             .arg(0)
             .query::<()>(&mut busy)
     });
-    wait_until_redis_stops_answering(&mut probe);
+    wait_until_redis_stops_answering(&mut probe).await;
 
     let answer = post(&ferry, &Push::plain(&text("o_slow", "慢", 200))).await;
 

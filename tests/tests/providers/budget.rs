@@ -50,8 +50,9 @@ async fn say(ferry: &TestFerry, openid: &str, content: &str, msg_id: i64) {
 
 /// The record of the job made from WeChat message `msg_id`, once finished.
 async fn finished_job(redis: &RedisServer, ferry: &TestFerry, msg_id: i64) -> JobRecord {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let mut finished = None;
+    let what = format!("the job of message {msg_id} to finish");
+    eventually(&what, Duration::from_secs(30), async || {
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg("{ferry:wechat}:job:*")
             .query(&mut redis.conn())
@@ -62,15 +63,14 @@ async fn finished_job(redis: &RedisServer, ferry: &TestFerry, msg_id: i64) -> Jo
                 && record.payload["msg_id"] == msg_id
                 && record.state.is_finished()
             {
-                return record;
+                finished = Some(record);
+                return true;
             }
         }
-        assert!(
-            Instant::now() < deadline,
-            "job of message {msg_id} never finished"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        false
+    })
+    .await;
+    finished.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,7 +16,7 @@ use ferry_common::config::{Config, ProviderConfig};
 use ferry_common::job::{JobId, JobRecord, JobState};
 use ferry_common::wechat;
 use ferry_tests::fake_provider::{FakeKind, FakeMessage, FakeProvider, Reply};
-use ferry_tests::{FakeWeChat, Parts, RedisServer, TestFerry};
+use ferry_tests::{FakeWeChat, Parts, RedisServer, TestFerry, eventually};
 use ferry_worker::providers::{
     Allowance, CallPolicy, ChatMessage, ChatRequest, FailureClass, HttpSettings, Provider, Router,
     Usage, build_client,
