@@ -11,7 +11,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use ferry_common::job::Delivery;
 use ferry_common::metrics as names;
-use ferry_common::queue::{Outcome, QUEUES};
+use ferry_common::queue::Outcome;
 
 use crate::acker::Finished;
 use crate::handler::{HandlerError, Handlers};
@@ -119,11 +119,7 @@ fn record(delivery: &Delivery, kind: &'static str, outcome: &Outcome, elapsed: D
         Outcome::Dead { .. } => "dead",
         Outcome::HandBack => "handed_back",
     };
-    let queue = QUEUES
-        .iter()
-        .copied()
-        .find(|q| *q == delivery.id.queue())
-        .unwrap_or("other");
+    let queue = ferry_common::queue::label(delivery.id.queue());
     metrics::counter!(names::JOBS, "queue" => queue, "kind" => kind, "outcome" => result)
         .increment(1);
     metrics::histogram!(names::JOB_DURATION, "queue" => queue, "kind" => kind)

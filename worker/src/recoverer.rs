@@ -26,7 +26,7 @@ use ferry_common::fleet::WorkerRegistry;
 use ferry_common::fleet::workers::{BEAT_EVERY, WORKER_TTL};
 use ferry_common::metrics as names;
 use ferry_common::queue::recovery::Reclaimed;
-use ferry_common::queue::{JobQueue, QUEUES, QueueError};
+use ferry_common::queue::{JobQueue, QueueError};
 
 use crate::heartbeat::Reachability;
 use crate::outage::{AfterFailure, MAX_BACKOFF, Pace, Pass, repeat};
@@ -232,12 +232,7 @@ impl Recoverer {
         if reclaimed.fetched.is_empty() {
             return Ok(());
         }
-        let label = QUEUES
-            .iter()
-            .copied()
-            .find(|q| *q == queue)
-            .unwrap_or("other");
-        metrics::counter!(names::JOBS_TAKEN_OVER, "queue" => label, "reason" => why.label())
+        metrics::counter!(names::JOBS_TAKEN_OVER, "queue" => queue, "reason" => why.label())
             .increment(reclaimed.fetched.len() as u64);
         let deliveries = self.queue.start(reclaimed.fetched, &self.worker_id).await?;
         if permits.num_permits() > deliveries.len() {

@@ -29,6 +29,16 @@ pub const BATCH: &str = "batch";
 /// Every queue, in priority order.
 pub const QUEUES: &[&str] = &[WECHAT, BATCH];
 
+/// `queue` as a metrics label: a known queue's `'static` name, else
+/// `other` (so no caller can grow a label set, and nothing is allocated).
+pub fn label(queue: &str) -> &'static str {
+    QUEUES
+        .iter()
+        .copied()
+        .find(|q| *q == queue)
+        .unwrap_or("other")
+}
+
 /// Queue names appear in keys and job ids: keep them plain.
 pub fn is_valid_queue_name(name: &str) -> bool {
     !name.is_empty()

@@ -107,17 +107,7 @@ impl JobQueue {
         let stream = q.stream();
         let idle_ms = min_idle.as_millis() as u64;
         let mut conn = self.conn().await?;
-        let pending: StreamPendingCountReply = redis::cmd("XPENDING")
-            .arg(&stream)
-            .arg(CONSUMER_GROUP)
-            .arg("IDLE")
-            .arg(idle_ms)
-            .arg("-")
-            .arg("+")
-            .arg(count)
-            .arg(dead)
-            .query_async(&mut conn)
-            .await?;
+        let pending = pending_idle(&mut conn, &stream, idle_ms, count, Some(dead)).await?;
         let mut out = Reclaimed {
             dead_lettered: self
                 .dead_letter_worn_out(&mut conn, queue, &pending, max_deliveries)
@@ -184,21 +174,11 @@ impl JobQueue {
         let stream = q.stream();
         let idle_ms = visibility_timeout.as_millis() as u64;
         let mut conn = self.conn().await?;
-        let pending: StreamPendingCountReply = redis::cmd("XPENDING")
-            .arg(&stream)
-            .arg(CONSUMER_GROUP)
-            .arg("IDLE")
-            .arg(idle_ms)
-            .arg("-")
-            .arg("+")
-            .arg(count)
-            .query_async(&mut conn)
-            .await?;
-        let out_dead = self
-            .dead_letter_worn_out(&mut conn, queue, &pending, max_deliveries)
-            .await?;
+        let pending = pending_idle(&mut conn, &stream, idle_ms, count, None).await?;
         let mut out = Reclaimed {
-            dead_lettered: out_dead,
+            dead_lettered: self
+                .dead_letter_worn_out(&mut conn, queue, &pending, max_deliveries)
+                .await?,
             ..Reclaimed::default()
         };
         let claimed: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
@@ -296,4 +276,27 @@ impl JobQueue {
         let (moved,): (usize,) = run(&mut conn, &pipe).await?;
         Ok(moved)
     }
+}
+
+/// Up to `count` pending entries of `stream` idle at least `idle_ms`, of
+/// one consumer or of all.
+async fn pending_idle<C: redis::aio::ConnectionLike>(
+    conn: &mut C,
+    stream: &str,
+    idle_ms: u64,
+    count: usize,
+    consumer: Option<&str>,
+) -> Result<StreamPendingCountReply, QueueError> {
+    let mut cmd = redis::cmd("XPENDING");
+    cmd.arg(stream)
+        .arg(CONSUMER_GROUP)
+        .arg("IDLE")
+        .arg(idle_ms)
+        .arg("-")
+        .arg("+")
+        .arg(count);
+    if let Some(consumer) = consumer {
+        cmd.arg(consumer);
+    }
+    Ok(cmd.query_async(conn).await?)
 }
