@@ -10,10 +10,17 @@
 //! company. Each call in a batch stays atomic on its own, dedup key included;
 //! a failed batch fails each of its pushes, which are then spooled (and the
 //! replay of any that did land finds its dedup key).
+//!
+//! With a durable acknowledgement (`FERRY_DURABLE_ACK=replica`) a batch is
+//! answered only once one replica has it too: `WAIT 1` after the pipeline,
+//! on the same connection (WAIT counts that connection's writes). Each of
+//! the batches on the wire has a connection of its own for that, so a WAIT
+//! never holds up the process's other commands.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ferry_common::connection::OwnConnection;
 use ferry_common::job::NewJob;
 use ferry_common::queue::JobQueue;
 use ferry_common::queue::enqueue::Enqueued;
@@ -34,21 +41,34 @@ struct Waiting {
     done: oneshot::Sender<Result<Enqueued, String>>,
 }
 
+/// How a batch is acknowledged.
+#[derive(Clone, Copy, Debug)]
+pub enum Durability {
+    /// Once the primary has it.
+    Primary,
+    /// Once one replica has it too, waiting at most this long.
+    Replica { wait: Duration },
+}
+
 /// Sends enqueues to Redis in batches. The batching task starts with the
 /// first enqueue (on that caller's runtime) and ends when the batcher is
 /// dropped.
 pub struct EnqueueBatcher {
     tx: mpsc::Sender<Waiting>,
     /// Taken by the first enqueue, which starts the batching task.
-    idle: Mutex<Option<(mpsc::Receiver<Waiting>, JobQueue)>>,
+    idle: Mutex<Option<(mpsc::Receiver<Waiting>, JobQueue, Durability)>>,
 }
 
 impl EnqueueBatcher {
     pub fn new(queue: JobQueue) -> Self {
+        Self::with_durability(queue, Durability::Primary)
+    }
+
+    pub fn with_durability(queue: JobQueue, durability: Durability) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         Self {
             tx,
-            idle: Mutex::new(Some((rx, queue))),
+            idle: Mutex::new(Some((rx, queue, durability))),
         }
     }
 
@@ -72,14 +92,21 @@ impl EnqueueBatcher {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take();
-        if let Some((rx, queue)) = idle {
-            tokio::spawn(run(rx, queue));
+        if let Some((rx, queue, durability)) = idle {
+            tokio::spawn(run(rx, queue, durability));
         }
     }
 }
 
-async fn run(mut rx: mpsc::Receiver<Waiting>, queue: JobQueue) {
+async fn run(mut rx: mpsc::Receiver<Waiting>, queue: JobQueue, durability: Durability) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    // The connections of the batches on the wire, for WAIT (one each).
+    let own: Arc<Vec<OwnConnection>> = Arc::new(
+        (0..MAX_IN_FLIGHT)
+            .map(|_| OwnConnection::new(queue.store().target().clone()))
+            .collect(),
+    );
+    let free_own = Arc::new(Mutex::new((0..MAX_IN_FLIGHT).collect::<Vec<usize>>()));
     loop {
         // Wait for a free slot first: meanwhile pushes gather in the channel.
         let Ok(slot) = Arc::clone(&in_flight).acquire_owned().await else {
@@ -97,22 +124,57 @@ async fn run(mut rx: mpsc::Receiver<Waiting>, queue: JobQueue) {
             }
         }
         let queue = queue.clone();
+        let (own, free_own) = (Arc::clone(&own), Arc::clone(&free_own));
         tokio::spawn(async move {
-            send(&queue, batch).await;
+            match durability {
+                Durability::Primary => send(&queue, batch, None).await,
+                Durability::Replica { wait } => {
+                    let index = lock(&free_own).pop().expect("one connection per slot");
+                    send(&queue, batch, Some((&own[index], wait))).await;
+                    lock(&free_own).push(index);
+                }
+            }
             drop(slot);
         });
     }
 }
 
-async fn send(queue: &JobQueue, batch: Vec<Waiting>) {
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Enqueues a batch and answers each push; with `durable`, only once one
+/// replica has the batch (else each push fails, and is spooled).
+async fn send(queue: &JobQueue, batch: Vec<Waiting>, durable: Option<(&OwnConnection, Duration)>) {
     let (jobs, done): (Vec<NewJob>, Vec<_>) = batch.into_iter().map(|w| (w.job, w.done)).unzip();
-    let answers = match tokio::time::timeout(BATCH_TIMEOUT, queue.enqueue_many(&jobs)).await {
+    let attempt = async {
+        let Some((own, wait)) = durable else {
+            return queue.enqueue_many(&jobs).await.map_err(|e| e.to_string());
+        };
+        let mut conn = own.get().await.map_err(|e| e.to_string())?;
+        let answers = match queue.enqueue_many_on(&mut conn, &jobs).await {
+            Ok(answers) => answers,
+            Err(e) => {
+                own.reset().await;
+                return Err(e.to_string());
+            }
+        };
+        match queue.wait_for_replicas(&mut conn, 1, wait).await {
+            Ok(n) if n >= 1 => Ok(answers),
+            Ok(_) => Err("no replica took the push in time (FERRY_DURABLE_ACK=replica)".to_owned()),
+            Err(e) => {
+                own.reset().await;
+                Err(e.to_string())
+            }
+        }
+    };
+    let answers = match tokio::time::timeout(BATCH_TIMEOUT, attempt).await {
         Ok(Ok(answers)) if answers.len() == done.len() => answers.into_iter().map(Ok).collect(),
         Ok(Ok(answers)) => {
             let reason = format!("{} answers for {} enqueues", answers.len(), done.len());
             vec![Err(reason); done.len()]
         }
-        Ok(Err(e)) => vec![Err(e.to_string()); done.len()],
+        Ok(Err(e)) => vec![Err(e); done.len()],
         Err(_) => vec![Err("Redis did not answer the batch in time".to_owned()); done.len()],
     };
     for (done, answer) in done.into_iter().zip(answers) {

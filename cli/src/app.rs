@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use ferry_common::alerts::{self, AlertEvaluator};
 use ferry_common::batch::Batches;
-use ferry_common::config::{Config, ECHO_PROVIDER, vars};
+use ferry_common::config::{Config, DurableAck, ECHO_PROVIDER, vars};
 use ferry_common::fleet::{ProviderGate, RateLimit, TokenCache};
 use ferry_common::job::kinds;
 use ferry_common::overview;
@@ -43,11 +43,15 @@ pub fn init() -> anyhow::Result<(Config, ferry_common::telemetry::LogGuard)> {
     Ok((config, guard))
 }
 
-/// The queue engine over a fresh pool.
+/// The deployment's key names, its queues split as configured.
+pub fn keys(config: &Config) -> Keys {
+    Keys::new(&config.prefix).with_partitions(config.queue.partitions.clone())
+}
+
+/// The queue engine over fresh connections.
 pub fn job_queue(config: &Config, pool_size: usize) -> anyhow::Result<JobQueue> {
-    let pool = connection::pool(&config.redis_url, pool_size)?;
     Ok(JobQueue::new(
-        Store::new(pool, Keys::new(&config.prefix)),
+        Store::new(&config.redis, pool_size, keys(config))?,
         config.queue.retention,
     ))
 }
@@ -59,13 +63,27 @@ pub fn batches(config: &Config, queue: &JobQueue) -> Batches {
 
 /// Refuses to go on unless Redis holds this binary's schema.
 pub async fn require_schema(queue: &JobQueue, config: &Config) -> anyhow::Result<()> {
-    let mut conn = queue
-        .store()
-        .conn()
-        .await
-        .with_context(|| format!("Redis at {} is unreachable", config.redis_url_redacted()))?;
+    let unreachable = || format!("Redis at {} is unreachable", config.redis_redacted());
+    check_redis_mode(config).await?;
+    let mut conn = queue.store().conn().await.with_context(unreachable)?;
     schema::require_current(&mut conn, queue.keys()).await?;
+    // Streams and groups of partitions added since the last migration, and
+    // the fleet's record of the most partitions ever (what workers drain).
+    schema::ensure_groups(&mut conn, queue.keys()).await?;
+    queue.refresh_partitions().await?;
     Ok(())
+}
+
+/// Stops start-up, with one line naming the variable, when the Redis found
+/// is not the kind configured (a cluster node in `REDIS_URL`, a plain Redis
+/// in `REDIS_CLUSTER_NODES`).
+pub async fn check_redis_mode(config: &Config) -> anyhow::Result<()> {
+    match connection::check_mode(&config.redis).await {
+        Err(connection::ConnectionError::Mode(line)) => bail!(line),
+        other => {
+            other.with_context(|| format!("Redis at {} is unreachable", config.redis_redacted()))
+        }
+    }
 }
 
 /// The WeChat token and AES key the api checks pushes with (at start-up and
@@ -111,7 +129,15 @@ pub fn api_state(
     let jobs = Arc::new(jobs_api(config, &queue));
     let queue_for_ops = queue.clone();
     Ok(ferry_api::AppState::new(ferry_api::SharedState {
-        batcher: Arc::new(ferry_api::EnqueueBatcher::new(queue.clone())),
+        batcher: Arc::new(ferry_api::EnqueueBatcher::with_durability(
+            queue.clone(),
+            match ingress.durable_ack {
+                DurableAck::None => ferry_api::Durability::Primary,
+                DurableAck::Replica => ferry_api::Durability::Replica {
+                    wait: ingress.ack_budget,
+                },
+            },
+        )),
         queue,
         wechat: Arc::new(ferry_api::WeChatIngress {
             credentials: CredentialStore::new(credentials),
@@ -326,7 +352,7 @@ pub fn worker_counting(
         .register(kinds::CHAT_COMPLETION, chat)
         .register(kinds::BATCH_WEBHOOK, webhook)
         .register(NOOP, Noop);
-    let worker = Worker::new(queue, config.redis_url.clone(), handlers, settings);
+    let worker = Worker::new(queue, handlers, settings);
     Ok((worker, reloadable))
 }
 

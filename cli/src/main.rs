@@ -28,8 +28,9 @@ enum Command {
     Migrate(commands::migrate::Args),
     /// Play WeChat: sign and post a text message, then show the reply.
     Simulate(commands::simulate::Args),
-    /// Per queue: depth, pending, in flight, delayed, dead, oldest age.
-    Queues,
+    /// Per queue: depth, pending, in flight, delayed, dead, oldest age
+    /// (`--partitions`: one row per partition too).
+    Queues(commands::queues::Args),
     /// The fleet at a glance: queues, workers, breakers, alerts (non-zero
     /// exit when an alert fires or a breaker is open).
     Status(commands::status::Args),
@@ -70,7 +71,7 @@ fn main() -> std::process::ExitCode {
             Command::Dev => commands::dev::run().await,
             Command::Migrate(args) => commands::migrate::run(args).await,
             Command::Simulate(args) => commands::simulate::run(args).await,
-            Command::Queues => commands::queues::run().await,
+            Command::Queues(args) => commands::queues::run(args).await,
             Command::Status(args) => commands::status::run(args).await,
             Command::Dlq(args) => commands::dlq::run(args).await,
             Command::Providers(args) => commands::providers::run(args).await,

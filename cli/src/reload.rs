@@ -79,7 +79,7 @@ impl Reloadable {
                     vars::FERRY_WEBHOOK_SECRET,
                     config.jobs_api.webhook_secret.clone(),
                 ),
-                (vars::REDIS_URL, Some(config.redis_url.clone())),
+                (config.redis.variable(), Some(config.redis.as_secret())),
             ],
         };
         reloadable.apply(config);
@@ -94,7 +94,7 @@ impl Reloadable {
             key_rings: BTreeMap::new(),
             api_tokens: Some(Arc::clone(&state.auth)),
             wechat: Some(Arc::clone(&state.wechat)),
-            fixed: vec![(vars::REDIS_URL, Some(config.redis_url.clone()))],
+            fixed: vec![(config.redis.variable(), Some(config.redis.as_secret()))],
         }
     }
 
@@ -176,7 +176,7 @@ fn fixed_value(config: &Config, var: &str) -> Option<Secret> {
         vars::WECHAT_APP_SECRET => config.wechat.app_secret.clone(),
         vars::WECHAT_TOKEN => config.wechat.token.clone(),
         vars::WECHAT_ENCODING_AES_KEY => config.wechat.encoding_aes_key.clone(),
-        vars::REDIS_URL => Some(config.redis_url.clone()),
+        vars::REDIS_URL | vars::REDIS_CLUSTER_NODES => Some(config.redis.as_secret()),
         vars::FERRY_WEBHOOK_SECRET => config.jobs_api.webhook_secret.clone(),
         _ => None,
     }

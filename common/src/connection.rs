@@ -1,34 +1,156 @@
-//! Connections to Redis: a shared pool for short commands, and dedicated
-//! connections for blocking reads.
+//! Connections to Redis, one Redis (`REDIS_URL`) or a Redis Cluster
+//! (`REDIS_CLUSTER_NODES`): a shared handle for short commands, and
+//! dedicated connections for blocking reads and a worker's own writes.
 //!
-//! A blocking `XREADGROUP ... BLOCK` holds its connection for the whole wait,
-//! so the fetcher gets a connection of its own whose response timeout exceeds
-//! the block time (the client's default, 500 ms, would cut every long poll).
+//! A blocking read holds its connection for the whole wait (a blocking read
+//! on a shared connection stalls every command behind it), so the fetcher
+//! gets connections of its own whose response timeout exceeds the block
+//! time (the client's default, 500 ms, would cut every long poll).
+//!
+//! **decision: one shared cluster connection, not deadpool's cluster pool.**
+//! redis-rs's `ClusterConnection` is multiplexed and cloneable: every
+//! caller shares it, and it follows the cluster's topology by itself
+//! (MOVED/ASK, a refreshed slot map after a failover). deadpool-redis's
+//! cluster manager builds its client with redis-rs's defaults, which retry
+//! 16 times at 1.28 s or more each with no response timeout, and cannot be
+//! told otherwise: a command could hang for minutes during a failover. Our
+//! client retries for a few seconds at most ([`cluster_client`]).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use deadpool_redis::{Pool, PoolConfig, Runtime};
-use redis::AsyncConnectionConfig;
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster::{ClusterClient, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::Slot;
+use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, Value};
 
 use crate::secret::Secret;
 
 /// How long a short command may take before it counts as "Redis is down".
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A cluster command's whole budget, redirections and retries included:
+/// long enough for a replica's promotion after `cluster-node-timeout`
+/// (Ferry's callers retry on their own beyond it).
+const CLUSTER_OVERALL_TIMEOUT: Duration = Duration::from_secs(6);
+
+/// Which Redis a deployment runs on.
+#[derive(Clone, Debug)]
+pub enum RedisTarget {
+    /// One Redis (`REDIS_URL`).
+    Single(Secret),
+    /// A Redis Cluster, reached through these seeds (`REDIS_CLUSTER_NODES`).
+    Cluster(Vec<Secret>),
+}
+
+impl RedisTarget {
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, RedisTarget::Cluster(_))
+    }
+
+    /// Where Redis is, passwords replaced: for logs and messages.
+    pub fn redacted(&self) -> String {
+        match self {
+            RedisTarget::Single(url) => crate::config::redact_url(url.expose()),
+            RedisTarget::Cluster(seeds) => format!(
+                "the cluster at {}",
+                seeds
+                    .iter()
+                    .map(|s| crate::config::redact_url(s.expose()))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        }
+    }
+
+    /// The whole target as one secret value, to tell whether a reloaded
+    /// configuration moved Redis (a restart is needed then).
+    pub fn as_secret(&self) -> Secret {
+        match self {
+            RedisTarget::Single(url) => url.clone(),
+            RedisTarget::Cluster(seeds) => Secret::from(
+                seeds
+                    .iter()
+                    .map(|s| s.expose().to_owned())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+        }
+    }
+
+    /// The variable that names this target, for start-up errors.
+    pub fn variable(&self) -> &'static str {
+        match self {
+            RedisTarget::Single(_) => crate::config::vars::REDIS_URL,
+            RedisTarget::Cluster(_) => crate::config::vars::REDIS_CLUSTER_NODES,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectionError {
     #[error("REDIS_URL: {0}")]
     Url(String),
     #[error("{0}")]
+    Mode(String),
+    #[error("{0}")]
     Redis(#[from] crate::store::RedisError),
 }
 
 crate::wraps_redis_error!(ConnectionError);
 
-/// Builds the shared pool. Connections are made lazily: a pool exists even
-/// while Redis is down, and recovers by itself when it comes back.
+impl ConnectionError {
+    /// As the one Redis error (a bad URL or mode becomes a connection
+    /// failure, its message kept).
+    pub fn into_redis(self) -> crate::store::RedisError {
+        match self {
+            ConnectionError::Redis(e) => e,
+            other => crate::store::RedisError::Command(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "cannot connect to Redis",
+                other.to_string(),
+            ))),
+        }
+    }
+}
+
+/// The shared handle of a deployment: a pool of connections to one Redis,
+/// or one multiplexed cluster connection. Made lazily: it exists while
+/// Redis is down and recovers by itself when it comes back.
+#[derive(Clone)]
+pub enum Shared {
+    Single(Pool),
+    Cluster(std::sync::Arc<OwnConnection>),
+}
+
+impl Shared {
+    /// A connection for a few short commands.
+    pub async fn get(&self) -> Result<Conn, crate::store::RedisError> {
+        match self {
+            Shared::Single(pool) => Ok(Conn::Pooled(pool.get().await?)),
+            Shared::Cluster(own) => Ok(Conn::Dedicated(
+                own.get().await.map_err(ConnectionError::into_redis)?,
+            )),
+        }
+    }
+}
+
+/// Builds the shared handle (`size` pooled connections to one Redis).
+pub fn shared(target: &RedisTarget, size: usize) -> Result<Shared, ConnectionError> {
+    match target {
+        RedisTarget::Single(url) => Ok(Shared::Single(pool(url, size)?)),
+        RedisTarget::Cluster(_) => {
+            cluster_client(target, COMMAND_TIMEOUT)?;
+            Ok(Shared::Cluster(std::sync::Arc::new(OwnConnection::new(
+                target.clone(),
+            ))))
+        }
+    }
+}
+
+/// A pool of connections to one Redis.
 pub fn pool(url: &Secret, size: usize) -> Result<Pool, ConnectionError> {
     let mut config = deadpool_redis::Config::from_url(url.expose());
     config.pool = Some(PoolConfig {
@@ -46,58 +168,382 @@ pub fn pool(url: &Secret, size: usize) -> Result<Pool, ConnectionError> {
         .map_err(|e| ConnectionError::Url(crate::config::redact_url(&e.to_string())))
 }
 
-/// A connection of its own for a blocking read of up to `block`.
-pub async fn dedicated(
-    url: &Secret,
-    block: Duration,
-) -> Result<MultiplexedConnection, ConnectionError> {
-    let client = client(url)?;
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(block + COMMAND_TIMEOUT));
-    Ok(client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?)
+/// The cluster client of `target`: a few quick retries on redirections and
+/// refused connections, each answer awaited at most `response`.
+fn cluster_client(
+    target: &RedisTarget,
+    response: Duration,
+) -> Result<ClusterClient, ConnectionError> {
+    let RedisTarget::Cluster(seeds) = target else {
+        return Err(ConnectionError::Mode("not a cluster target".into()));
+    };
+    ClusterClient::builder(seeds.iter().map(|s| s.expose().to_owned()))
+        .retries(8)
+        .min_retry_wait(50)
+        .max_retry_wait(1000)
+        .connection_timeout(CONNECT_TIMEOUT)
+        .response_timeout(response)
+        .overall_response_timeout(Some(response.max(CLUSTER_OVERALL_TIMEOUT)))
+        .build()
+        .map_err(|_| {
+            ConnectionError::Url(format!(
+                "{}: not a list of valid Redis URLs",
+                crate::config::vars::REDIS_CLUSTER_NODES
+            ))
+        })
 }
 
-/// A plain client, for one-off tools (`ferry migrate`, `ferry queues`).
+/// A connection of its own (one Redis) or a cluster connection of its own,
+/// for blocking reads of up to `block` and for writes that must not wait
+/// behind a pool checkout.
+pub async fn dedicated(
+    target: &RedisTarget,
+    block: Duration,
+) -> Result<Dedicated, ConnectionError> {
+    let response = block + COMMAND_TIMEOUT;
+    match target {
+        RedisTarget::Single(url) => {
+            let client = client(url)?;
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                .set_response_timeout(Some(response));
+            Ok(Dedicated::Single(
+                client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?,
+            ))
+        }
+        RedisTarget::Cluster(_) => {
+            let client = cluster_client(target, response)?;
+            let config = ClusterConfig::new()
+                .set_connection_timeout(CONNECT_TIMEOUT)
+                .set_response_timeout(response);
+            Ok(Dedicated::Cluster(
+                client.get_async_connection_with_config(config).await?,
+            ))
+        }
+    }
+}
+
+/// A plain client to one Redis, for one-off tools and node checks.
 pub fn client(url: &Secret) -> Result<redis::Client, ConnectionError> {
     redis::Client::open(url.expose())
         .map_err(|_| ConnectionError::Url("not a valid Redis URL".into()))
 }
 
+/// Stops start-up when the target and the server disagree: a
+/// `REDIS_CLUSTER_NODES` seed without cluster mode, or a `REDIS_URL` that
+/// names a cluster node (where every key outside its slots would fail).
+pub async fn check_mode(target: &RedisTarget) -> Result<(), ConnectionError> {
+    let (url, want_cluster) = match target {
+        RedisTarget::Single(url) => (url, false),
+        RedisTarget::Cluster(seeds) => (&seeds[0], true),
+    };
+    let mut conn = client(url)?.get_multiplexed_async_connection().await?;
+    let info: String = redis::cmd("INFO")
+        .arg("cluster")
+        .query_async(&mut conn)
+        .await?;
+    let is_cluster = info.contains("cluster_enabled:1");
+    match (want_cluster, is_cluster) {
+        (true, false) => Err(ConnectionError::Mode(format!(
+            "{}: {} is a Redis without cluster mode; use REDIS_URL for one Redis",
+            crate::config::vars::REDIS_CLUSTER_NODES,
+            crate::config::redact_url(url.expose())
+        ))),
+        (false, true) => Err(ConnectionError::Mode(format!(
+            "{}: {} is a Redis Cluster node; list the cluster's nodes in REDIS_CLUSTER_NODES instead",
+            crate::config::vars::REDIS_URL,
+            crate::config::redact_url(url.expose())
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The primaries of a cluster right now, as URLs carrying the seeds'
+/// credentials and scheme (for what must run on every primary: loading
+/// the function libraries). One Redis: its own URL.
+pub async fn primaries(target: &RedisTarget) -> Result<Vec<Secret>, ConnectionError> {
+    let seeds = match target {
+        RedisTarget::Single(url) => return Ok(vec![url.clone()]),
+        RedisTarget::Cluster(seeds) => seeds,
+    };
+    let mut last_error = None;
+    for seed in seeds {
+        let attempt = async {
+            let mut conn = client(seed)?.get_multiplexed_async_connection().await?;
+            let nodes: String = redis::cmd("CLUSTER")
+                .arg("NODES")
+                .query_async(&mut conn)
+                .await?;
+            Ok::<_, ConnectionError>(nodes)
+        };
+        match attempt.await {
+            Ok(nodes) => {
+                let base = url::Url::parse(seed.expose())
+                    .map_err(|_| ConnectionError::Url("not a valid Redis URL".into()))?;
+                return Ok(primary_addresses(&nodes)
+                    .into_iter()
+                    .filter_map(|(host, port)| {
+                        let mut url = base.clone();
+                        url.set_host(Some(&host)).ok()?;
+                        url.set_port(Some(port)).ok()?;
+                        Some(Secret::from(url.to_string()))
+                    })
+                    .collect());
+            }
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| ConnectionError::Mode("no cluster seeds".into())))
+}
+
+/// `host:port` of every live primary that serves slots, from `CLUSTER NODES`.
+fn primary_addresses(nodes: &str) -> Vec<(String, u16)> {
+    nodes
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let flags = fields.get(2)?;
+            let serves_slots = fields.len() > 8;
+            if !flags.contains("master") || flags.contains("fail") || !serves_slots {
+                return None;
+            }
+            // ip:port@cport[,hostname]
+            let address = fields.get(1)?.split('@').next()?;
+            let (host, port) = address.rsplit_once(':')?;
+            Some((host.to_owned(), port.parse().ok()?))
+        })
+        .collect()
+}
+
+/// A connection of its own: to one Redis, or to a cluster. Clones share it.
+#[derive(Clone)]
+pub enum Dedicated {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+/// A connection for a few commands: pooled (one Redis) or the shared
+/// cluster connection.
+pub enum Conn {
+    Pooled(deadpool_redis::Connection),
+    Dedicated(Dedicated),
+}
+
+impl ConnectionLike for Dedicated {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Dedicated::Single(c) => c.req_packed_command(cmd),
+            Dedicated::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipe: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Dedicated::Single(c) => c.req_packed_commands(pipe, offset, count),
+            Dedicated::Cluster(c) => Box::pin(cluster_pipeline(c.clone(), pipe, offset, count)),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Dedicated::Single(c) => c.get_db(),
+            Dedicated::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Pooled(c) => c.req_packed_command(cmd),
+            Conn::Dedicated(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipe: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Pooled(c) => c.req_packed_commands(pipe, offset, count),
+            Conn::Dedicated(c) => c.req_packed_commands(pipe, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Pooled(c) => c.get_db(),
+            Conn::Dedicated(c) => c.get_db(),
+        }
+    }
+}
+
+/// A pipeline on a cluster: redis-rs sends a pipeline to one node and
+/// refuses one whose commands span slots, so the commands are grouped by
+/// slot (order kept within each group), each group sent as a pipeline of
+/// its own, all at once, and the answers put back in the pipeline's order.
+/// Transactions (`MULTI`) must be single-slot anyway and go as they are.
+async fn cluster_pipeline(
+    mut conn: ClusterConnection,
+    pipe: &Pipeline,
+    offset: usize,
+    count: usize,
+) -> redis::RedisResult<Vec<Value>> {
+    let commands: Vec<&Cmd> = pipe.cmd_iter().collect();
+    let mut groups: HashMap<Option<Slot>, Vec<usize>> = HashMap::new();
+    for (i, cmd) in commands.iter().enumerate() {
+        groups
+            .entry(routing_key(cmd).map(Slot::for_key))
+            .or_default()
+            .push(i);
+    }
+    if pipe.is_transaction() || groups.len() <= 1 {
+        return conn.req_packed_commands(pipe, offset, count).await;
+    }
+    let sends = groups.values().map(|indexes| {
+        let mut sub = Pipeline::with_capacity(indexes.len());
+        for &i in indexes {
+            sub.add_command(commands[i].clone());
+        }
+        let mut conn = conn.clone();
+        async move { conn.req_packed_commands(&sub, 0, indexes.len()).await }
+    });
+    let answers = futures::future::try_join_all(sends).await?;
+    let mut out: Vec<Option<Value>> = vec![None; commands.len()];
+    for (indexes, values) in groups.values().zip(answers) {
+        for (&i, v) in indexes.iter().zip(values) {
+            out[i] = Some(v);
+        }
+    }
+    Ok(out.into_iter().map(|v| v.unwrap_or(Value::Nil)).collect())
+}
+
+/// The key a command is routed by, for the commands Ferry pipelines.
+fn routing_key(cmd: &Cmd) -> Option<&[u8]> {
+    let args: Vec<&[u8]> = cmd
+        .args_iter()
+        .filter_map(|a| match a {
+            redis::Arg::Simple(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    let name = args.first()?.to_ascii_uppercase();
+    match name.as_slice() {
+        b"FCALL" | b"FCALL_RO" | b"EVAL" | b"EVALSHA" => {
+            let numkeys: usize = std::str::from_utf8(args.get(2)?).ok()?.parse().ok()?;
+            if numkeys == 0 {
+                None
+            } else {
+                args.get(3).copied()
+            }
+        }
+        b"XREAD" | b"XREADGROUP" => {
+            let at = args
+                .iter()
+                .position(|a| a.eq_ignore_ascii_case(b"STREAMS"))?;
+            args.get(at + 1).copied()
+        }
+        b"XINFO" | b"XGROUP" | b"OBJECT" | b"MEMORY" => args.get(2).copied(),
+        _ => args.get(1).copied(),
+    }
+}
+
 /// A connection of its own, made on first use and made again after it
 /// broke: for writes that must not wait behind a pool checkout (a handler's
-/// notes, written the moment a side effect is done). Cheap to share: every
-/// caller gets a clone of the one multiplexed connection.
+/// notes, written the moment a side effect is done), and the shared cluster
+/// connection. Cheap to share: every caller gets a clone of the one
+/// multiplexed connection.
 pub struct OwnConnection {
-    url: Secret,
-    conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    target: RedisTarget,
+    conn: tokio::sync::Mutex<Option<Dedicated>>,
 }
 
 impl OwnConnection {
     /// Connects lazily: nothing happens until the first [`Self::get`].
-    pub fn new(url: Secret) -> Self {
+    pub fn new(target: RedisTarget) -> Self {
         Self {
-            url,
+            target,
             conn: tokio::sync::Mutex::new(None),
         }
     }
 
     /// The connection, connecting first if there is none.
-    pub async fn get(&self) -> Result<MultiplexedConnection, ConnectionError> {
+    pub async fn get(&self) -> Result<Dedicated, ConnectionError> {
         let mut conn = self.conn.lock().await;
         if let Some(c) = conn.as_ref() {
             return Ok(c.clone());
         }
-        let c = dedicated(&self.url, Duration::ZERO).await?;
+        let c = dedicated(&self.target, Duration::ZERO).await?;
         *conn = Some(c.clone());
         Ok(c)
     }
 
     /// Drops the connection after a failure; the next [`Self::get`] makes a
-    /// new one.
+    /// new one. (A cluster connection mends itself; it is kept.)
     pub async fn reset(&self) {
-        *self.conn.lock().await = None;
+        let mut conn = self.conn.lock().await;
+        if !matches!(conn.as_ref(), Some(Dedicated::Cluster(_))) {
+            *conn = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routing_keys_of_the_commands_ferry_pipelines() {
+        let mut fcall = redis::cmd("FCALL");
+        fcall
+            .arg("ferry_fetch")
+            .arg(1)
+            .arg("{f:wechat:2}:stream")
+            .arg("workers");
+        assert_eq!(routing_key(&fcall), Some(&b"{f:wechat:2}:stream"[..]));
+        let mut keyless = redis::cmd("FCALL");
+        keyless.arg("x").arg(0);
+        assert_eq!(routing_key(&keyless), None);
+        let mut read = redis::cmd("XREAD");
+        read.arg("BLOCK")
+            .arg(5)
+            .arg("STREAMS")
+            .arg("{f:batch}:stream")
+            .arg("0");
+        assert_eq!(routing_key(&read), Some(&b"{f:batch}:stream"[..]));
+        let mut info = redis::cmd("XINFO");
+        info.arg("GROUPS").arg("{f:wechat}:stream");
+        assert_eq!(routing_key(&info), Some(&b"{f:wechat}:stream"[..]));
+        let mut hset = redis::cmd("HSET");
+        hset.arg("{f}:schema").arg("v").arg(1);
+        assert_eq!(routing_key(&hset), Some(&b"{f}:schema"[..]));
+    }
+
+    #[test]
+    fn primaries_are_read_from_cluster_nodes() {
+        let nodes = "\
+a 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-5460
+b 127.0.0.1:7002@17002 master - 0 0 2 connected 5461-10922
+c 127.0.0.1:7003@17003 master,fail - 0 0 3 connected
+d 127.0.0.1:7004@17004 slave a 0 0 1 connected
+e 127.0.0.1:7005@17005 master - 0 0 5 connected 10923-16383
+";
+        assert_eq!(
+            primary_addresses(nodes),
+            vec![
+                ("127.0.0.1".to_owned(), 7001),
+                ("127.0.0.1".to_owned(), 7002),
+                ("127.0.0.1".to_owned(), 7005)
+            ]
+        );
     }
 }

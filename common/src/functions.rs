@@ -33,12 +33,29 @@ pub(crate) async fn run<T: FromRedisValue, C: ConnectionLike>(
 
 /// Adds `FCALL name numkeys keys...` to a pipeline; chain `.arg(..)` for
 /// the function's arguments.
+///
+/// Every function call names keys of one slot (a Redis Cluster refuses
+/// anything else with CROSSSLOT): checked here in every debug build, so
+/// the whole test suite, on one Redis too, proves it for every call site.
 pub(crate) fn fcall<'a>(pipe: &'a mut Pipeline, name: &str, keys: &[&str]) -> &'a mut Pipeline {
+    debug_assert!(
+        single_slot(keys),
+        "{name} called with keys of several slots: {keys:?}"
+    );
     pipe.cmd("FCALL").arg(name).arg(keys.len());
     for k in keys {
         pipe.arg(*k);
     }
     pipe
+}
+
+/// Whether `keys` all hash to one cluster slot.
+pub fn single_slot(keys: &[&str]) -> bool {
+    let mut slots = keys.iter().map(redis::cluster_routing::Slot::for_key);
+    match slots.next() {
+        None => true,
+        Some(first) => slots.all(|s| s == first),
+    }
 }
 
 /// Deletes `key` only if it still holds `value`, atomically: releasing a

@@ -1,8 +1,11 @@
 //! Every Redis key name Ferry uses, built here and nowhere else.
 //!
-//! All keys of one queue share the hash tag `{<prefix>:<queue>}` so every
-//! multi-key function call touches one slot and runs unchanged on Redis
-//! Cluster. Fleet-wide keys that belong to no queue share `{<prefix>}`.
+//! All keys of one partition of a queue share one hash tag (`{<prefix>:<queue>}`
+//! for partition 0, `{<prefix>:<queue>:<n>}` for the others), so every
+//! function call touches one slot and runs unchanged on Redis Cluster.
+//! Fleet-wide keys spread over tags of their own: one per provider, per
+//! WeChat user, per API key, per dashboard session, the WeChat token, the
+//! alert history; `{<prefix>}` keeps the schema and the worker registry.
 
 /// The consumer group every worker of a queue reads through.
 pub const CONSUMER_GROUP: &str = "workers";
@@ -31,32 +34,67 @@ impl UserKey {
     ];
 }
 
-/// Key builder for one deployment (one `FERRY_PREFIX`).
+/// Key builder for one deployment (one `FERRY_PREFIX`), with its queues'
+/// partitions.
 #[derive(Clone, Debug)]
 pub struct Keys {
     prefix: String,
+    partitions: Partitions,
 }
 
 impl Keys {
+    /// Keys of a deployment whose queues have one partition each.
     pub fn new(prefix: impl Into<String>) -> Self {
         Self {
             prefix: prefix.into(),
+            partitions: Partitions::default(),
         }
+    }
+
+    /// The same keys with the queues split as `partitions` says.
+    pub fn with_partitions(mut self, partitions: Partitions) -> Self {
+        self.partitions = partitions;
+        self
     }
 
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
 
-    /// The keys of one queue.
+    /// How the queues are split (what new jobs are spread over).
+    pub fn partitions(&self) -> &Partitions {
+        &self.partitions
+    }
+
+    /// The keys of a queue's partition 0 (a queue that is not split).
     pub fn queue(&self, queue: &str) -> QueueKeys {
-        QueueKeys {
-            tag: format!("{{{}:{}}}", self.prefix, queue),
-        }
+        self.partition(&Partition::first(queue))
+    }
+
+    /// The keys of one partition of a queue.
+    pub fn partition(&self, partition: &Partition) -> QueueKeys {
+        let tag = match partition.index {
+            0 => format!("{{{}:{}}}", self.prefix, partition.queue),
+            n => format!("{{{}:{}:{n}}}", self.prefix, partition.queue),
+        };
+        QueueKeys { tag }
+    }
+
+    /// Sorted set of each queue's highest partition count ever configured
+    /// (score), so workers keep draining partitions a smaller count no
+    /// longer writes to.
+    pub fn partitions_seen(&self) -> String {
+        self.global("partitions")
     }
 
     fn global(&self, rest: &str) -> String {
         format!("{{{}}}:{}", self.prefix, rest)
+    }
+
+    /// A key under a tag of its own (`{<prefix>:<tag>}:<rest>`): fleet-wide
+    /// state spread over the cluster instead of one hot slot.
+    fn tagged(&self, tag: &str, rest: &str) -> String {
+        format!("{{{}:{tag}}}:{rest}", self.prefix)
     }
 
     /// Hash recording the applied schema (version, checksum, when, by whom).
@@ -71,12 +109,12 @@ impl Keys {
 
     /// The fleet's one cached WeChat access token.
     pub fn wechat_token(&self) -> String {
-        self.global("wechat:token")
+        self.tagged("wechat", "token")
     }
 
     /// Lock held by the one process refreshing the WeChat token.
     pub fn wechat_token_lock(&self) -> String {
-        self.global("wechat:token:lock")
+        self.tagged("wechat", "token:lock")
     }
 
     /// Sorted set of live workers, scored by their last heartbeat (ms).
@@ -94,11 +132,17 @@ impl Keys {
     /// [`Keys::user_keys`] (what unsubscribing deletes) names them all.
     pub fn user(&self, kind: UserKey, openid: &str) -> String {
         match kind {
-            UserKey::Conversation => self.global(&format!("conv:{openid}")),
-            UserKey::Limit => self.limit(&format!("user:{openid}")),
-            UserKey::LimitNotice => self.global(&format!("limit_notice:{openid}")),
-            UserKey::DevOutbox => self.global(&format!("dev:outbox:{openid}")),
+            UserKey::Conversation => self.user_tagged(openid, "conv"),
+            UserKey::Limit => self.user_tagged(openid, "limit"),
+            UserKey::LimitNotice => self.user_tagged(openid, "limit_notice"),
+            UserKey::DevOutbox => self.user_tagged(openid, "dev:outbox"),
         }
+    }
+
+    /// One user's keys share the tag `{<prefix>:user:<openid>}`: one slot,
+    /// so forgetting a user is one `DEL`.
+    fn user_tagged(&self, openid: &str, rest: &str) -> String {
+        self.tagged(&format!("user:{openid}"), rest)
     }
 
     /// Every key Ferry keeps about the WeChat user `openid`.
@@ -123,16 +167,10 @@ impl Keys {
         }
     }
 
-    /// A fleet-wide GCRA limit on one subject: its theoretical arrival
-    /// time. Built through [`UserKey::Limit`] and [`Keys::api_key_limit`].
-    fn limit(&self, subject: &str) -> String {
-        self.global(&format!("limit:{subject}"))
-    }
-
     /// The submissions-per-minute limit of one API key (the principal's
-    /// name).
+    /// name): a GCRA theoretical arrival time, like [`UserKey::Limit`].
     pub fn api_key_limit(&self, name: &str) -> String {
-        self.limit(&format!("api_key:{name}"))
+        self.tagged(&format!("api_key:{name}"), "limit")
     }
 
     /// Set (with expiry) while a WeChat user over the per-user limit has
@@ -144,13 +182,13 @@ impl Keys {
     /// Stream of alert events (firing, resolved) from every api process,
     /// capped: the dashboard's and `ferry status`'s recent alerts.
     pub fn alerts(&self) -> String {
-        self.global("alerts")
+        self.tagged("alerts", "stream")
     }
 
     /// One signed-in dashboard session, named by the SHA-256 of its cookie
     /// (expiring), so a Redis dump holds no usable session id.
     pub fn admin_session(&self, id_hash: &str) -> String {
-        self.global(&format!("admin_session:{id_hash}"))
+        self.tagged(&format!("admin_session:{id_hash}"), "session")
     }
 
     /// Replies the console sink recorded for one user, read by
@@ -187,7 +225,108 @@ impl ProviderKeys {
     }
 }
 
-/// The keys of one queue, all under its hash tag.
+/// One partition of a queue. Partition 0 keeps the names a queue had
+/// before it was split, so a deployment that starts partitioning keeps
+/// draining its old queue as partition 0.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Partition {
+    pub queue: String,
+    pub index: u16,
+}
+
+impl Partition {
+    pub fn new(queue: &str, index: u16) -> Self {
+        Self {
+            queue: queue.to_owned(),
+            index,
+        }
+    }
+
+    /// A queue's partition 0.
+    pub fn first(queue: &str) -> Self {
+        Self::new(queue, 0)
+    }
+
+    /// `wechat` (partition 0) or `wechat:3`: as job ids and operators name it.
+    pub fn name(&self) -> String {
+        match self.index {
+            0 => self.queue.clone(),
+            n => format!("{}:{n}", self.queue),
+        }
+    }
+}
+
+/// How many partitions each queue has (`FERRY_QUEUE_PARTITIONS`; one by
+/// default), and which one a new job goes to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Partitions {
+    counts: Vec<(String, u16)>,
+}
+
+/// The most partitions a queue may have.
+pub const MAX_PARTITIONS: u16 = 64;
+
+impl Partitions {
+    /// `wechat=6,batch=6`; a queue not named has one partition.
+    pub fn parse(spec: &str, queues: &[&str]) -> Result<Self, String> {
+        let mut counts = Vec::new();
+        for item in spec.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (queue, n) = item
+                .split_once('=')
+                .ok_or_else(|| format!("expected queue=count, got {item:?}"))?;
+            let queue = queue.trim();
+            if !queues.contains(&queue) {
+                return Err(format!(
+                    "unknown queue {queue:?} (known: {})",
+                    queues.join(", ")
+                ));
+            }
+            let n: u16 = n
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| (1..=MAX_PARTITIONS).contains(n))
+                .ok_or_else(|| format!("{queue}: expected 1..={MAX_PARTITIONS} partitions"))?;
+            counts.push((queue.to_owned(), n));
+        }
+        Ok(Self { counts })
+    }
+
+    /// `queue`'s partition count.
+    pub fn count(&self, queue: &str) -> u16 {
+        self.counts
+            .iter()
+            .find(|(q, _)| q == queue)
+            .map_or(1, |(_, n)| *n)
+    }
+
+    /// The partition of `queue` a job placed by `key` (a dedup key, an API
+    /// key's name) goes to: the same key always lands in the same partition
+    /// while the count stays, so its dedup key, record and entry are
+    /// written in one call. A stable hash (FNV-1a), the same in every
+    /// process and version.
+    pub fn place(&self, queue: &str, key: &str) -> Partition {
+        Partition::new(
+            queue,
+            (fnv1a(key.as_bytes()) % u64::from(self.count(queue))) as u16,
+        )
+    }
+
+    /// Every partition of `queue` new jobs go to.
+    pub fn of(&self, queue: &str) -> Vec<Partition> {
+        (0..self.count(queue))
+            .map(|i| Partition::new(queue, i))
+            .collect()
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+        (hash ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The keys of one partition of a queue, all under its hash tag.
 #[derive(Clone, Debug)]
 pub struct QueueKeys {
     tag: String,
@@ -271,5 +410,38 @@ mod tests {
         ] {
             assert!(key.starts_with("{ferry:wechat}:"), "{key}");
         }
+        let p3 = Keys::new("ferry").partition(&Partition::new("wechat", 3));
+        assert!(p3.stream().starts_with("{ferry:wechat:3}:"));
+    }
+
+    #[test]
+    fn a_users_keys_share_one_slot_and_differ_between_users() {
+        let keys = Keys::new("ferry");
+        let slot = |k: &str| redis::cluster_routing::Slot::for_key(k);
+        let one = keys.user_keys("o1");
+        assert!(one.iter().all(|k| slot(k) == slot(&one[0])), "{one:?}");
+        assert!(one.iter().all(|k| k.starts_with("{ferry:user:o1}:")));
+    }
+
+    #[test]
+    fn partitions_parse_and_place_stably() {
+        let p = Partitions::parse("wechat=6, batch=2", &["wechat", "batch"]).unwrap();
+        assert_eq!(
+            (p.count("wechat"), p.count("batch"), p.count("x")),
+            (6, 2, 1)
+        );
+        assert_eq!(p.place("wechat", "msg-1"), p.place("wechat", "msg-1"));
+        let spread: std::collections::HashSet<u16> = (0..200)
+            .map(|i| p.place("wechat", &format!("m{i}")).index)
+            .collect();
+        assert_eq!(spread.len(), 6, "every partition gets jobs");
+        assert!(Partitions::parse("mail=2", &["wechat"]).is_err());
+        assert!(Partitions::parse("wechat=0", &["wechat"]).is_err());
+        assert!(Partitions::parse("wechat=65", &["wechat"]).is_err());
+        assert!(Partitions::parse("wechat", &["wechat"]).is_err());
+        assert_eq!(
+            Partitions::parse("", &["wechat"]).unwrap(),
+            Partitions::default()
+        );
     }
 }

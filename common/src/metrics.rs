@@ -18,6 +18,13 @@ pub const HTTP_DURATION: &str = "ferry_http_request_duration_seconds";
 
 /// `ferry_queue_depth{queue}`: entries no worker has read yet.
 pub const QUEUE_DEPTH: &str = "ferry_queue_depth";
+/// `ferry_partition_depth{queue,partition}`: one partition's
+/// `ferry_queue_depth` (a queue split by `FERRY_QUEUE_PARTITIONS`; a lagging
+/// partition shows here while the queue's sum looks fine).
+pub const PARTITION_DEPTH: &str = "ferry_partition_depth";
+/// `ferry_partition_pending{queue,partition}`: one partition's entries read
+/// and not yet acknowledged.
+pub const PARTITION_PENDING: &str = "ferry_partition_pending";
 /// `ferry_queue_pending{queue}`: entries read and not yet acknowledged.
 pub const QUEUE_PENDING: &str = "ferry_queue_pending";
 /// `ferry_queue_in_flight{queue}`: jobs live workers report running.
@@ -98,6 +105,8 @@ pub const ALL: &[&str] = &[
     HTTP_REQUESTS,
     HTTP_DURATION,
     QUEUE_DEPTH,
+    PARTITION_DEPTH,
+    PARTITION_PENDING,
     QUEUE_PENDING,
     QUEUE_IN_FLIGHT,
     QUEUE_DELAYED,

@@ -116,27 +116,40 @@ pub async fn load_libraries<C: ConnectionLike>(conn: &mut C) -> Result<(), redis
     Ok(())
 }
 
-/// Creates every queue's stream and consumer group; existing ones are kept.
+/// Creates the stream and consumer group of every partition of every queue
+/// (as configured, and up to the most partitions ever recorded, which this
+/// call also records); existing ones are kept.
 pub async fn ensure_groups<C: ConnectionLike>(
     conn: &mut C,
     keys: &Keys,
 ) -> Result<(), redis::RedisError> {
+    let seen = crate::queue::partitions::record_and_read(conn, keys).await?;
     for queue in QUEUES {
-        let result = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(keys.queue(queue).stream())
-            .arg(CONSUMER_GROUP)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async::<()>(conn)
-            .await;
-        match result {
-            Ok(()) => {}
-            Err(e) if e.code() == Some("BUSYGROUP") => {}
-            Err(e) => return Err(e),
+        for partition in crate::queue::partitions::served(keys, &seen, queue) {
+            ensure_group(conn, &keys.partition(&partition).stream()).await?;
         }
     }
     Ok(())
+}
+
+/// Creates one stream and its consumer group (reading from the start, so
+/// entries added before the group are delivered); an existing one is kept.
+pub async fn ensure_group<C: ConnectionLike>(
+    conn: &mut C,
+    stream: &str,
+) -> Result<(), redis::RedisError> {
+    let result = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg(CONSUMER_GROUP)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async::<()>(conn)
+        .await;
+    match result {
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+        other => other,
+    }
 }
 
 /// Applies the schema: libraries, groups, then the record. Idempotent; two
@@ -235,6 +248,31 @@ async fn stream_node_entries<C: ConnectionLike>(conn: &mut C) -> Option<u64> {
         .await
         .ok()?;
     reply.get(1)?.parse().ok()
+}
+
+/// Whether each primary of `target` holds every library (one Redis: that
+/// Redis), by address with no password: what `ferry migrate` reports on a
+/// cluster, where libraries live on each primary.
+pub async fn libraries_on_primaries(
+    target: &crate::connection::RedisTarget,
+) -> Result<Vec<(String, bool)>, crate::connection::ConnectionError> {
+    let mut out = Vec::new();
+    for url in crate::connection::primaries(target).await? {
+        let mut conn = crate::connection::client(&url)?
+            .get_multiplexed_async_connection()
+            .await?;
+        let libraries: Vec<redis::Value> = redis::cmd("FUNCTION")
+            .arg("LIST")
+            .arg("LIBRARYNAME")
+            .arg("ferry_*")
+            .query_async(&mut conn)
+            .await?;
+        out.push((
+            crate::config::redact_url(url.expose()),
+            libraries.len() >= LIBRARIES.len(),
+        ));
+    }
+    Ok(out)
 }
 
 /// Refuses to run on a schema older than this binary's. A newer schema is

@@ -3,11 +3,10 @@
 //! (the queue engine, the fleet's gates, limits, breakers, token and
 //! registry, the alert log, conversation memory) is built from a [`Store`]
 //! and reports Redis failures as [`RedisError`], wrapped in its own error
-//! type; this is the seam where a cluster connection can replace a single
-//! one.
+//! type. It runs on one Redis or on a Redis Cluster alike
+//! ([`crate::connection`]).
 
-use deadpool_redis::{Connection, Pool};
-
+use crate::connection::{self, Conn, ConnectionError, RedisTarget, Shared};
 use crate::keys::Keys;
 
 /// Redis failed: no connection, a command refused, or a reply Ferry could
@@ -22,25 +21,44 @@ pub enum RedisError {
     Reply(#[from] redis::ParsingError),
 }
 
-/// The pool and key names of one deployment. Cheap to clone.
+/// Where Redis is, its shared connections and the key names of one
+/// deployment. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    pool: Pool,
+    target: RedisTarget,
+    shared: Shared,
     keys: Keys,
 }
 
 impl Store {
-    pub fn new(pool: Pool, keys: Keys) -> Self {
-        Self { pool, keys }
+    /// A store on `target` with up to `pool_size` pooled connections (one
+    /// Redis; a cluster shares one multiplexed connection). Connects
+    /// lazily: nothing is dialled until the first command.
+    pub fn new(
+        target: &RedisTarget,
+        pool_size: usize,
+        keys: Keys,
+    ) -> Result<Self, ConnectionError> {
+        Ok(Self {
+            target: target.clone(),
+            shared: connection::shared(target, pool_size)?,
+            keys,
+        })
     }
 
     pub fn keys(&self) -> &Keys {
         &self.keys
     }
 
-    /// A pooled connection.
-    pub async fn conn(&self) -> Result<Connection, RedisError> {
-        Ok(self.pool.get().await?)
+    /// Where Redis is: for the connections a part makes of its own
+    /// ([`connection::dedicated`]).
+    pub fn target(&self) -> &RedisTarget {
+        &self.target
+    }
+
+    /// A connection for a few short commands.
+    pub async fn conn(&self) -> Result<Conn, RedisError> {
+        self.shared.get().await
     }
 }
 

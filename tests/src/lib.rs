@@ -10,6 +10,7 @@ pub mod fake_wechat;
 pub mod ferry;
 pub mod leaks;
 pub mod log_capture;
+pub mod redis_cluster;
 pub mod redis_server;
 pub mod staged_jobs;
 pub mod worker_process;

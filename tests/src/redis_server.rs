@@ -121,14 +121,17 @@ impl RedisServer {
             .expect("ferry migrate");
     }
 
+    /// A Redis handle on this server as one process would have it (its own
+    /// pool of `pool_size`), keys under [`PREFIX`].
+    pub fn store(&self, pool_size: usize) -> ferry_common::store::Store {
+        let target = connection::RedisTarget::Single(Secret::new(self.url()));
+        ferry_common::store::Store::new(&target, pool_size, Keys::new(PREFIX)).expect("store")
+    }
+
     /// The queue engine on this server, migrated first: what a test that
     /// drives the engine's own calls needs (finished records kept an hour).
     pub async fn job_queue(&self) -> JobQueue {
         self.migrate().await;
-        let pool = connection::pool(&Secret::new(self.url()), 8).expect("pool");
-        JobQueue::new(
-            ferry_common::store::Store::new(pool, Keys::new(PREFIX)),
-            Duration::from_secs(3600),
-        )
+        JobQueue::new(self.store(8), Duration::from_secs(3600))
     }
 }

@@ -19,7 +19,7 @@ pub async fn held(queue: &JobQueue, name: &str) -> Delivery {
     let id = queue.enqueue(&job).await.unwrap().id;
     let mut conn = queue.store().conn().await.unwrap();
     queue
-        .fetch(&mut conn, "test-consumer", name, 1)
+        .fetch(&mut conn, "test-consumer", &id.partition(), 1)
         .await
         .unwrap()
         .into_iter()

@@ -37,7 +37,7 @@ fn request(i: usize) -> (String, ChatCompletion) {
 
 /// Opens a batch of `n` jobs, writes `written` of them, commits if asked.
 async fn batch(batches: &Batches, n: usize, written: usize, commit: bool) -> String {
-    let id = new_batch_id();
+    let id = new_batch_id(&batches.partition_of_owner(OWNER));
     let spec = NewBatch {
         id: id.clone(),
         owner: OWNER.into(),
@@ -57,7 +57,7 @@ async fn batch(batches: &Batches, n: usize, written: usize, commit: bool) -> Str
 
 async fn fetch(queue: &JobQueue, n: usize) -> Vec<Delivery> {
     let mut conn = queue.store().conn().await.unwrap();
-    queue.fetch(&mut conn, "w1", BATCH, n).await.unwrap()
+    queue.fetch_any(&mut conn, "w1", BATCH, n).await.unwrap()
 }
 
 fn in_flight(redis: &RedisServer) -> i64 {

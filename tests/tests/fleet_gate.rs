@@ -3,17 +3,16 @@
 
 use std::time::Duration;
 
+use ferry_common::Keys;
 use ferry_common::fleet::{
     Admission, BreakerSettings, Breakers, CallResult, Denial, GateSettings, ProviderGate,
 };
 use ferry_common::store::Store;
-use ferry_common::{Keys, Secret, connection};
 use ferry_tests::RedisServer;
 
 /// A Redis handle as one process would have it (its own pool).
 fn store(redis: &RedisServer, pool_size: usize) -> Store {
-    let pool = connection::pool(&Secret::new(redis.url()), pool_size).unwrap();
-    Store::new(pool, Keys::new("ferry"))
+    redis.store(pool_size)
 }
 
 /// A user's message-limit key.

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use ferry_common::job::{Delivery, JobState, NewJob};
+use ferry_common::keys::Partition;
 use ferry_common::queue::{JobQueue, Outcome, WECHAT};
 use ferry_tests::RedisServer;
 
@@ -22,7 +23,10 @@ fn noop() -> NewJob {
 
 async fn fetch_one(queue: &JobQueue, consumer: &str) -> Delivery {
     let mut conn = queue.store().conn().await.unwrap();
-    let mut got = queue.fetch(&mut conn, consumer, WECHAT, 10).await.unwrap();
+    let mut got = queue
+        .fetch_any(&mut conn, consumer, WECHAT, 10)
+        .await
+        .unwrap();
     assert_eq!(got.len(), 1, "one job waiting");
     got.pop().unwrap()
 }
@@ -43,7 +47,7 @@ async fn a_late_success_from_a_lost_delivery_finishes_the_job_once() {
     // the same entry over and its attempt fails with a retry.
     let stalled = fetch_one(&queue, "w1").await;
     let taken = queue
-        .reclaim("w2", WECHAT, Duration::ZERO, 10, 10)
+        .reclaim("w2", &Partition::first(WECHAT), Duration::ZERO, 10, 10)
         .await
         .unwrap();
     assert_eq!(taken.fetched.len(), 1);
@@ -62,7 +66,13 @@ async fn a_late_success_from_a_lost_delivery_finishes_the_job_once() {
     );
 
     // The retry is promoted and w3 runs attempt 3 on a new entry.
-    assert_eq!(queue.promote_due(WECHAT, 10).await.unwrap(), 1);
+    assert_eq!(
+        queue
+            .promote_due(&Partition::first(WECHAT), 10)
+            .await
+            .unwrap(),
+        1
+    );
     let third = fetch_one(&queue, "w3").await;
     assert_eq!(third.attempt, 3);
     assert_ne!(third.entry_id, stalled.entry_id);
@@ -109,7 +119,7 @@ async fn the_first_of_two_holders_to_succeed_wins_and_the_other_changes_nothing(
     // Both w1 and (after a takeover) w2 run the same delivery.
     let first = fetch_one(&queue, "w1").await;
     let taken = queue
-        .reclaim("w2", WECHAT, Duration::ZERO, 10, 10)
+        .reclaim("w2", &Partition::first(WECHAT), Duration::ZERO, 10, 10)
         .await
         .unwrap();
     let second = queue.start(taken.fetched, "w2").await.unwrap().remove(0);

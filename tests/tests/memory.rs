@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use ferry_common::{Keys, Secret, connection, wechat};
+use ferry_common::{Keys, wechat};
 use ferry_tests::fake_provider::{FakeKind, FakeMessage, FakeProvider, Reply};
 use ferry_tests::{FakeWeChat, Parts, RedisServer, TestFerry};
 use ferry_worker::memory::{ConversationMemory, MemorySettings};
@@ -208,16 +208,12 @@ async fn a_user_who_unsubscribes_is_forgotten_and_starts_afresh_on_return() {
 // The memory itself, against a real Redis.
 
 fn memory(redis: &RedisServer, turns: usize, max_prompt_chars: usize) -> ConversationMemory {
-    let pool = connection::pool(&Secret::from(redis.url()), 2).unwrap();
     let settings = MemorySettings {
         turns,
         ttl: Duration::from_secs(600),
         max_prompt_chars,
     };
-    ConversationMemory::new(
-        ferry_common::store::Store::new(pool, Keys::new("ferry")),
-        settings,
-    )
+    ConversationMemory::new(redis.store(2), settings)
 }
 
 fn contents(messages: &[ChatMessage]) -> Vec<&str> {

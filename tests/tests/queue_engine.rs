@@ -282,12 +282,7 @@ async fn retries_wait_for_the_hint_then_dead_letter_with_the_reason_and_replay_w
         base: Duration::from_millis(50),
         cap: Duration::from_millis(200),
     };
-    let worker = Worker::new(
-        queue.clone(),
-        ferry_common::Secret::new(redis.url()),
-        handlers,
-        s,
-    );
+    let worker = Worker::new(queue.clone(), handlers, s);
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(worker.run(shutdown.clone()));
 
@@ -323,7 +318,7 @@ async fn retries_wait_for_the_hint_then_dead_letter_with_the_reason_and_replay_w
     assert_eq!(letters[0].reason, "gave up after 3 attempts: upstream busy");
 
     *succeed.lock().unwrap() = true;
-    assert_eq!(queue.replay(BATCH, &letters).await.unwrap(), 1);
+    assert_eq!(queue.replay(&letters).await.unwrap(), 1);
     eventually(
         "replayed job succeeded",
         Duration::from_secs(10),
@@ -350,7 +345,6 @@ async fn a_redis_restart_with_aof_mid_run_loses_no_acknowledged_job() {
     );
     let worker = Worker::new(
         queue.clone(),
-        ferry_common::Secret::new(redis.url()),
         handlers,
         settings(16, Duration::from_secs(5)),
     );
@@ -441,7 +435,6 @@ async fn wechat_jobs_are_fetched_before_a_batch_flood_queued_ahead_of_them() {
     );
     let worker = Worker::new(
         queue.clone(),
-        ferry_common::Secret::new(redis.url()),
         handlers,
         settings(concurrency, Duration::from_secs(30)),
     );
@@ -542,12 +535,7 @@ async fn a_worker_survives_redis_losing_everything_and_keeps_serving() {
             store: queue.store().clone(),
         },
     );
-    let worker = Worker::new(
-        queue.clone(),
-        ferry_common::Secret::new(redis.url()),
-        handlers,
-        settings(8, Duration::from_secs(5)),
-    );
+    let worker = Worker::new(queue.clone(), handlers, settings(8, Duration::from_secs(5)));
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(worker.run(shutdown.clone()));
     let before = queue.enqueue(&count_job(WECHAT, 0)).await.unwrap().id;
@@ -598,12 +586,7 @@ async fn an_idempotency_key_returns_the_same_job_and_finished_records_expire() {
             store: queue.store().clone(),
         },
     );
-    let worker = Worker::new(
-        queue.clone(),
-        ferry_common::Secret::new(redis.url()),
-        handlers,
-        settings(2, Duration::from_secs(5)),
-    );
+    let worker = Worker::new(queue.clone(), handlers, settings(2, Duration::from_secs(5)));
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(worker.run(shutdown.clone()));
     eventually("done", Duration::from_secs(10), async || {
@@ -669,7 +652,6 @@ async fn the_queues_and_dlq_commands_show_and_replay_dead_letters() {
     let id = queue.enqueue(&orphan).await.unwrap().id;
     let worker = Worker::new(
         queue.clone(),
-        ferry_common::Secret::new(redis.url()),
         Handlers::new(),
         settings(2, Duration::from_secs(5)),
     );
@@ -699,7 +681,7 @@ async fn the_queues_and_dlq_commands_show_and_replay_dead_letters() {
     let queues = ferry(&["queues"]);
     let batch_line = queues.lines().find(|l| l.starts_with("batch")).unwrap();
     assert_eq!(
-        batch_line.split_whitespace().nth(5),
+        batch_line.split_whitespace().nth(6),
         Some("1"),
         "one dead letter:\n{queues}"
     );

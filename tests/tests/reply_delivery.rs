@@ -15,12 +15,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ferry_cli::app;
+use ferry_common::Secret;
 use ferry_common::config::DEFAULT_USER_LIMIT_TEXT;
 use ferry_common::fleet::{TokenCache, TokenSource};
 use ferry_common::job::kinds::{self, WeChatReply};
 use ferry_common::job::{Idempotency, JobId, JobState, NewJob};
 use ferry_common::queue::JobQueue;
-use ferry_common::{Keys, Secret, connection};
 use ferry_tests::fake_provider::{FakeKind, FakeProvider, Reply};
 use ferry_tests::worker_process::{WorkerProcesses, ferry_worker};
 use ferry_tests::{FakeWeChat, Parts, RedisServer, TestFerry};
@@ -309,8 +309,7 @@ async fn a_token_expiring_mid_run_is_fetched_again_once_and_no_reply_is_lost() {
 async fn a_stale_token_failure_never_drops_the_fresher_token() {
     let redis = RedisServer::start();
     let wechat = FakeWeChat::start(APP_ID, APP_SECRET).await;
-    let pool = connection::pool(&Secret::new(redis.url()), 4).unwrap();
-    let store = ferry_common::store::Store::new(pool, Keys::new("ferry"));
+    let store = redis.store(4);
     let cache = |source| {
         TokenCache::new(
             store.clone(),

@@ -75,12 +75,13 @@ const KEY_WORDS: &[&str] = &[
     "provider",
     "leases",
     "breaker",
-    // subjects of `limit:<subject>`
+    // tags of their own: {<prefix>:<word>:<name>}:...
     "api_key",
+    "partitions",
 ];
 
 /// K2: two-segment names whose pieces alone are too generic.
-const KEY_PAIRS: &[&str] = &["wechat:token", "dev:outbox"];
+const KEY_PAIRS: &[&str] = &["token:lock", "dev:outbox"];
 
 /// M1: `ferry_` names that are not metrics, with what they are.
 const NOT_METRICS: &[(&str, &str)] = &[(
@@ -609,7 +610,7 @@ fn the_rules_flag_keys_and_metrics_and_leave_other_strings_alone() {
         ("conv:", Rule::KeySegment),
         ("api_key:{}", Rule::KeySegment),
         ("{ferry:batch}:batch:{id}", Rule::KeySegment),
-        ("wechat:token", Rule::KeySegment),
+        ("token:lock", Rule::KeySegment),
         ("{ferry}:x", Rule::HashTagLiteral),
         ("{ferry:wechat}:pending", Rule::HashTagLiteral),
     ];

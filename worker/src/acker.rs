@@ -16,13 +16,12 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use redis::aio::MultiplexedConnection;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::mpsc;
 
+use ferry_common::connection::{self, Dedicated, RedisTarget};
 use ferry_common::job::Delivery;
 use ferry_common::queue::{JobQueue, Outcome, QueueError};
-use ferry_common::{Secret, connection};
 
 use crate::in_flight::InFlight;
 use crate::outage::Outage;
@@ -46,19 +45,19 @@ type Recorded = (Vec<Finished>, Result<Vec<bool>, QueueError>);
 /// outcome received is recorded.
 pub async fn run(
     queue: JobQueue,
-    redis_url: Secret,
+    redis: RedisTarget,
     in_flight: InFlight,
     mut rx: mpsc::Receiver<Finished>,
 ) {
     let mut outage = Outage::new("acker");
-    let mut conn: Option<MultiplexedConnection> = None;
+    let mut conn: Option<Dedicated> = None;
     let mut recording = FuturesUnordered::new();
     // Batches whose recording failed, sent again first once Redis is back.
     let mut again: VecDeque<Vec<Finished>> = VecDeque::new();
     let mut open = true;
     loop {
         if conn.is_none() && (open || !again.is_empty()) {
-            match connection::dedicated(&redis_url, Duration::ZERO).await {
+            match connection::dedicated(&redis, Duration::ZERO).await {
                 Ok(c) => conn = Some(c),
                 Err(e) if recording.is_empty() => {
                     tokio::time::sleep(outage.failed(&e)).await;
@@ -87,7 +86,7 @@ pub async fn run(
                         log_outcome(&f.delivery, &f.outcome, changed);
                     }
                     for f in batch {
-                        in_flight.remove(f.delivery.id.queue(), &f.delivery.entry_id);
+                        in_flight.remove(&f.delivery.id, &f.delivery.entry_id);
                         drop(f.permit);
                     }
                 }
@@ -110,11 +109,7 @@ pub async fn run(
     }
 }
 
-async fn record(
-    queue: JobQueue,
-    mut conn: MultiplexedConnection,
-    batch: Vec<Finished>,
-) -> Recorded {
+async fn record(queue: JobQueue, mut conn: Dedicated, batch: Vec<Finished>) -> Recorded {
     let result = {
         let pairs: Vec<(&Delivery, &Outcome)> =
             batch.iter().map(|f| (&f.delivery, &f.outcome)).collect();

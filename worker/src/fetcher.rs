@@ -3,18 +3,30 @@
 //!
 //! Priority without starvation: WeChat entries are read first, but while
 //! batch holds fewer than its reserved share of slots, that share is not
-//! offered to WeChat. When both queues are empty the fetcher waits in one
-//! blocking `XREADGROUP` over both streams on a connection of its own.
+//! offered to WeChat. A queue split into partitions is read from a
+//! different partition first on every round, so none starves; the
+//! priority holds across partitions (every `wechat` partition is offered
+//! the slots before any `batch` one).
+//!
+//! When nothing is waiting the fetcher waits for a new entry without
+//! reading it ([`JobQueue::wait_for_new`]) on connections of its own: one
+//! for every partition on a cluster (a blocking read names keys of one
+//! slot only), one for all on one Redis. A wait cut short leaves nothing
+//! pending, so the fetcher holds no slot while it waits.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use ferry_common::Secret;
-use ferry_common::connection;
-use ferry_common::queue::{BATCH, Fetched, JobQueue, QueueError, WECHAT};
+use ferry_common::connection::{self, Dedicated};
+use ferry_common::job::Delivery;
+use ferry_common::keys::Partition;
+use ferry_common::queue::{BATCH, JobQueue, QueueError, WECHAT};
 
 use crate::in_flight::InFlight;
 use crate::outage::Outage;
@@ -22,7 +34,6 @@ use crate::processor::Processor;
 
 pub struct Fetcher {
     pub queue: JobQueue,
-    pub redis_url: Secret,
     pub worker_id: String,
     pub slots: Arc<Semaphore>,
     pub in_flight: InFlight,
@@ -35,10 +46,17 @@ pub struct Fetcher {
     pub queues: Vec<&'static str>,
 }
 
+/// The fetcher's waiting connections: one per partition on a cluster, one
+/// for all on one Redis (the key `None`).
+type Waiters = HashMap<Option<Partition>, Dedicated>;
+
 impl Fetcher {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut outage = Outage::new("fetcher");
-        let mut conn = None;
+        let mut conn: Option<Dedicated> = None;
+        let mut waiters = Waiters::new();
+        // Which partition of each queue is offered the slots first.
+        let mut round = 0usize;
         while !shutdown.is_cancelled() {
             // Wait for at least one free slot, then take what else is free.
             let permits = tokio::select! {
@@ -47,7 +65,7 @@ impl Fetcher {
             };
             let permits = self.take_more(permits);
             if conn.is_none() {
-                match connection::dedicated(&self.redis_url, self.block).await {
+                match connection::dedicated(self.queue.store().target(), Duration::ZERO).await {
                     Ok(c) => conn = Some(c),
                     Err(e) => {
                         drop(permits);
@@ -57,8 +75,16 @@ impl Fetcher {
                 }
             }
             let c = conn.as_mut().expect("connected above");
-            match self.fetch_once(c, permits, &shutdown).await {
-                Ok(()) => outage.ok(),
+            round = round.wrapping_add(1);
+            match self.fetch_once(c, permits, round).await {
+                Ok(true) => outage.ok(),
+                Ok(false) => {
+                    outage.ok();
+                    if let Err(e) = self.wait(&mut waiters, &shutdown).await {
+                        waiters.clear();
+                        self.pause(&shutdown, outage.failed(&e)).await;
+                    }
+                }
                 Err(e) => {
                     conn = None;
                     self.pause(&shutdown, outage.failed(&e)).await;
@@ -88,12 +114,15 @@ impl Fetcher {
         }
     }
 
+    /// One round: reads and starts up to the free slots' worth of jobs,
+    /// WeChat first. Answers whether it found any (the permits not used are
+    /// returned).
     async fn fetch_once(
         &self,
-        conn: &mut redis::aio::MultiplexedConnection,
+        conn: &mut Dedicated,
         mut permits: OwnedSemaphorePermit,
-        shutdown: &CancellationToken,
-    ) -> Result<(), QueueError> {
+        round: usize,
+    ) -> Result<bool, QueueError> {
         let free = permits.num_permits();
         let serves = |q: &str| self.queues.contains(&q);
         let reserve = if serves(BATCH) {
@@ -103,71 +132,108 @@ impl Fetcher {
         } else {
             0
         };
-        // The fast path: read and start in one call per queue, WeChat first.
+        // The fast path: read and start in one call per partition.
         let mut deliveries = Vec::new();
         if serves(WECHAT) && free > reserve {
-            deliveries = self
-                .queue
-                .fetch(conn, &self.worker_id, WECHAT, free - reserve)
+            self.fetch_queue(conn, WECHAT, free - reserve, round, &mut deliveries)
                 .await?;
         }
         if serves(BATCH) && deliveries.len() < free {
-            let more = self
-                .queue
-                .fetch(conn, &self.worker_id, BATCH, free - deliveries.len())
+            self.fetch_queue(conn, BATCH, free, round, &mut deliveries)
                 .await?;
-            deliveries.extend(more);
         }
-        if !deliveries.is_empty() {
-            if permits.num_permits() > deliveries.len() {
-                drop(permits.split(permits.num_permits() - deliveries.len()));
-            }
-            self.processor.dispatch(deliveries, permits);
-            return Ok(());
+        // Batch had less than its share waiting: WeChat may have the rest.
+        if serves(WECHAT) && reserve > 0 && deliveries.len() < free {
+            self.fetch_queue(conn, WECHAT, free, round, &mut deliveries)
+                .await?;
         }
-        // Nothing waiting: block until something arrives on any queue,
-        // holding one slot only so the recoverer can use the others.
-        if permits.num_permits() > 1 {
-            drop(permits.split(permits.num_permits() - 1));
+        if deliveries.is_empty() {
+            return Ok(false);
         }
-        let fetched = self.read(conn, &self.queues, 1, Some(self.block)).await?;
-        if fetched.is_empty() {
-            return Ok(());
-        }
-        // A blocking read over several streams may return one per stream.
-        while permits.num_permits() < fetched.len() {
-            let more = tokio::select! {
-                _ = shutdown.cancelled() => {
-                    // Leave them pending: another worker takes them over.
-                    return Ok(());
-                }
-                p = self.slots.clone().acquire_many_owned(1) => p.expect("slots are never closed"),
-            };
-            permits.merge(more);
-        }
-        if permits.num_permits() > fetched.len() {
-            drop(permits.split(permits.num_permits() - fetched.len()));
-        }
-        let deliveries = self.queue.start(fetched, &self.worker_id).await?;
-        // Stale entries were dropped by `start`: return their slots too.
         if permits.num_permits() > deliveries.len() {
             drop(permits.split(permits.num_permits() - deliveries.len()));
         }
-        if !deliveries.is_empty() {
-            self.processor.dispatch(deliveries, permits);
+        self.processor.dispatch(deliveries, permits);
+        Ok(true)
+    }
+
+    /// Fills `deliveries` up to `up_to` from `queue`'s partitions, starting
+    /// at a different one each round.
+    async fn fetch_queue(
+        &self,
+        conn: &mut Dedicated,
+        queue: &str,
+        up_to: usize,
+        round: usize,
+        deliveries: &mut Vec<Delivery>,
+    ) -> Result<(), QueueError> {
+        let partitions = self.queue.served_partitions(queue);
+        let n = partitions.len();
+        for i in 0..n {
+            let want = up_to.saturating_sub(deliveries.len());
+            if want == 0 {
+                break;
+            }
+            let partition = &partitions[(round + i) % n];
+            let got = self
+                .queue
+                .fetch(conn, &self.worker_id, partition, want)
+                .await?;
+            deliveries.extend(got);
         }
         Ok(())
     }
 
-    async fn read(
+    /// Waits until a new entry arrives in any partition served, for at most
+    /// the block time (or until shutdown).
+    async fn wait(
         &self,
-        conn: &mut redis::aio::MultiplexedConnection,
-        queues: &[&str],
-        count: usize,
-        block: Option<Duration>,
-    ) -> Result<Vec<Fetched>, QueueError> {
-        self.queue
-            .read_new(conn, &self.worker_id, queues, count, block)
-            .await
+        waiters: &mut Waiters,
+        shutdown: &CancellationToken,
+    ) -> Result<(), QueueError> {
+        let partitions: Vec<Partition> = self
+            .queues
+            .iter()
+            .flat_map(|q| self.queue.served_partitions(q))
+            .collect();
+        let target = self.queue.store().target();
+        let groups: Vec<(Option<Partition>, Vec<Partition>)> = if target.is_cluster() {
+            partitions
+                .into_iter()
+                .map(|p| (Some(p.clone()), vec![p]))
+                .collect()
+        } else {
+            vec![(None, partitions)]
+        };
+        for (key, _) in &groups {
+            if !waiters.contains_key(key) {
+                let c = connection::dedicated(target, self.block)
+                    .await
+                    .map_err(|e| QueueError::Redis(e.into_redis()))?;
+                waiters.insert(key.clone(), c);
+            }
+        }
+        let mut waits: FuturesUnordered<_> = groups
+            .into_iter()
+            .map(|(key, partitions)| {
+                let mut conn = waiters[&key].clone();
+                async move {
+                    self.queue
+                        .wait_for_new(&mut conn, &partitions, self.block)
+                        .await
+                }
+            })
+            .collect();
+        tokio::select! {
+            _ = shutdown.cancelled() => Ok(()),
+            woke = async {
+                while let Some(result) = waits.next().await {
+                    if result? {
+                        break;
+                    }
+                }
+                Ok(())
+            } => woke,
+        }
     }
 }

@@ -7,9 +7,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use ferry_common::job::JobId;
+use ferry_common::keys::Partition;
 
-/// Entry id -> job id, per queue.
-type Held = HashMap<String, HashMap<String, JobId>>;
+/// Entry id -> job id, per partition (entry ids are unique only within one stream).
+type Held = HashMap<Partition, HashMap<String, JobId>>;
 
 #[derive(Clone, Default)]
 pub struct InFlight {
@@ -26,27 +27,31 @@ impl InFlight {
 
     pub fn add(&self, job: &JobId, entry_id: &str) {
         self.lock()
-            .entry(job.queue().to_owned())
+            .entry(job.partition())
             .or_default()
             .insert(entry_id.to_owned(), job.clone());
     }
 
-    pub fn remove(&self, queue: &str, entry_id: &str) {
-        if let Some(entries) = self.lock().get_mut(queue) {
+    pub fn remove(&self, job: &JobId, entry_id: &str) {
+        if let Some(entries) = self.lock().get_mut(&job.partition()) {
             entries.remove(entry_id);
         }
     }
 
     pub fn count(&self, queue: &str) -> usize {
-        self.lock().get(queue).map_or(0, HashMap::len)
+        self.lock()
+            .iter()
+            .filter(|(p, _)| p.queue == queue)
+            .map(|(_, entries)| entries.len())
+            .sum()
     }
 
     pub fn total(&self) -> usize {
         self.lock().values().map(HashMap::len).sum()
     }
 
-    /// Entry ids per queue, for the lease keeper.
-    pub fn entries(&self) -> Vec<(String, Vec<String>)> {
+    /// Entry ids per partition, for the lease keeper.
+    pub fn entries(&self) -> Vec<(Partition, Vec<String>)> {
         self.lock()
             .iter()
             .filter(|(_, entries)| !entries.is_empty())

@@ -15,7 +15,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use ferry_common::Secret;
 use ferry_common::connection::OwnConnection;
 use ferry_common::job::Delivery;
 use ferry_common::queue::notes::Noted;
@@ -34,10 +33,10 @@ pub struct NoteBook {
 }
 
 impl NoteBook {
-    pub fn new(queue: JobQueue, redis_url: Secret, consumer: String) -> Self {
+    pub fn new(queue: JobQueue, consumer: String) -> Self {
         Self {
+            conn: OwnConnection::new(queue.store().target().clone()),
             queue,
-            conn: OwnConnection::new(redis_url),
             consumer,
         }
     }

@@ -11,7 +11,6 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use ferry_common::Secret;
 use ferry_common::config::QueueConfig;
 use ferry_common::fleet::{WorkerInfo, WorkerRegistry};
 use ferry_common::host::hostname;
@@ -69,22 +68,15 @@ impl WorkerSettings {
 pub struct Worker {
     id: String,
     queue: JobQueue,
-    redis_url: Secret,
     handlers: Handlers,
     settings: WorkerSettings,
 }
 
 impl Worker {
-    pub fn new(
-        queue: JobQueue,
-        redis_url: Secret,
-        handlers: Handlers,
-        settings: WorkerSettings,
-    ) -> Self {
+    pub fn new(queue: JobQueue, handlers: Handlers, settings: WorkerSettings) -> Self {
         Self {
             id: new_worker_id(),
             queue,
-            redis_url,
             handlers,
             settings,
         }
@@ -101,7 +93,7 @@ impl Worker {
         let slots = Arc::new(Semaphore::new(s.concurrency));
         let in_flight = InFlight::default();
         let (tx, rx) = mpsc::channel(s.concurrency + 1024);
-        let notes = NoteBook::new(self.queue.clone(), self.redis_url.clone(), self.id.clone());
+        let notes = NoteBook::new(self.queue.clone(), self.id.clone());
         let processor =
             Processor::new(self.handlers.clone(), s.retry, in_flight.clone(), notes, tx);
         // Leases, retries and heartbeats go on while in-flight jobs finish.
@@ -109,7 +101,7 @@ impl Worker {
 
         let acker = tokio::spawn(acker::run(
             self.queue.clone(),
-            self.redis_url.clone(),
+            self.queue.store().target().clone(),
             in_flight.clone(),
             rx,
         ));
@@ -147,7 +139,6 @@ impl Worker {
         ];
         let fetcher = Fetcher {
             queue: self.queue.clone(),
-            redis_url: self.redis_url.clone(),
             worker_id: self.id.clone(),
             slots: slots.clone(),
             in_flight: in_flight.clone(),

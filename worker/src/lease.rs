@@ -49,13 +49,13 @@ struct Renew {
 impl Pass for Renew {
     type Error = QueueError;
     async fn pass(&mut self) -> Result<(), QueueError> {
-        for (q, entries) in self.in_flight.entries() {
+        for (partition, entries) in self.in_flight.entries() {
             let held = self
                 .queue
-                .renew_leases(&self.worker_id, &q, &entries)
+                .renew_leases(&self.worker_id, &partition, &entries)
                 .await?;
             if held.len() < entries.len() {
-                tracing::debug!(queue = %q, held = held.len(), asked = entries.len(), "some entries finished or were taken over meanwhile");
+                tracing::debug!(partition = %partition.name(), held = held.len(), asked = entries.len(), "some entries finished or were taken over meanwhile");
             }
         }
         Ok(())

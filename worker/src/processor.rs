@@ -93,7 +93,7 @@ impl Processor {
             tracing::warn!(job = %delivery.id, "the job was taken over while this worker was cut off from Redis; this attempt ends here");
             self.inner
                 .in_flight
-                .remove(delivery.id.queue(), &delivery.entry_id);
+                .remove(&delivery.id, &delivery.entry_id);
             return;
         };
         record(&delivery, kind, &outcome, started.elapsed());

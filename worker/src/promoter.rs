@@ -28,9 +28,11 @@ impl Pass for Promote {
     type Error = QueueError;
     async fn pass(&mut self) -> Result<(), QueueError> {
         for q in &self.queues {
-            let moved = self.queue.promote_due(q, MOST_PER_CALL).await?;
-            if moved > 0 {
-                tracing::debug!(queue = q, moved, "promoted due retries");
+            for partition in self.queue.served_partitions(q) {
+                let moved = self.queue.promote_due(&partition, MOST_PER_CALL).await?;
+                if moved > 0 {
+                    tracing::debug!(partition = %partition.name(), moved, "promoted due retries");
+                }
             }
         }
         Ok(())

@@ -24,9 +24,10 @@ use tokio_util::sync::CancellationToken;
 
 use ferry_common::fleet::WorkerRegistry;
 use ferry_common::fleet::workers::{BEAT_EVERY, WORKER_TTL};
+use ferry_common::keys::Partition;
 use ferry_common::metrics as names;
 use ferry_common::queue::recovery::Reclaimed;
-use ferry_common::queue::{JobQueue, QueueError};
+use ferry_common::queue::{self, JobQueue, QueueError};
 
 use crate::heartbeat::Reachability;
 use crate::outage::{AfterFailure, MAX_BACKOFF, Pace, Pass, repeat};
@@ -70,15 +71,23 @@ impl Pass for Passes {
     async fn pass(&mut self) -> Result<(), QueueError> {
         let r = &self.recoverer;
         let passed = async {
+            // Partitions a larger count once wrote to stay served (the
+            // fetcher and the promoter read the same marks).
+            r.queue.refresh_partitions().await?;
+            let partitions: Vec<Partition> = r
+                .queues
+                .iter()
+                .flat_map(|q| r.queue.served_partitions(q))
+                .collect();
             if r.reachability.unbroken_for() >= WORKER_TTL {
-                for q in &r.queues {
-                    r.take_over_dead(q).await?;
+                for p in &partitions {
+                    r.take_over_dead(p).await?;
                 }
             }
             if tokio::time::Instant::now() >= self.backstop_due {
                 self.backstop_due = tokio::time::Instant::now() + self.backstop_every;
-                for q in &r.queues {
-                    r.reclaim_expired(q).await?;
+                for p in &partitions {
+                    r.reclaim_expired(p).await?;
                 }
             }
             Ok(())
@@ -123,12 +132,13 @@ impl Recoverer {
         repeat("recoverer", pace, &shutdown, passes).await
     }
 
-    /// Claims the entries of `queue`'s consumers whose worker is gone, and
-    /// removes those consumers from the group once they hold nothing.
-    async fn take_over_dead(&self, queue: &'static str) -> Result<(), QueueError> {
+    /// Claims the entries of a partition's consumers whose worker is gone,
+    /// and removes those consumers from the group once they hold nothing.
+    async fn take_over_dead(&self, partition: &Partition) -> Result<(), QueueError> {
+        let queue = queue::label(&partition.queue);
         let silent: Vec<_> = self
             .queue
-            .consumers(queue)
+            .consumers(partition)
             .await?
             .into_iter()
             .filter(|c| c.name != self.worker_id && c.idle >= WORKER_TTL)
@@ -156,7 +166,7 @@ impl Recoverer {
                     .take_over(
                         &self.worker_id,
                         &consumer.name,
-                        queue,
+                        partition,
                         MIN_IDLE,
                         self.max_deliveries,
                         permits.num_permits(),
@@ -164,20 +174,26 @@ impl Recoverer {
                     .await?;
                 left = left.saturating_sub(reclaimed.fetched.len() + reclaimed.dead_lettered);
                 if !reclaimed.fetched.is_empty() {
-                    tracing::warn!(queue, dead_worker = %consumer.name, count = reclaimed.fetched.len(), "took over the jobs of a worker that stopped beating");
+                    tracing::warn!(partition = %partition.name(), dead_worker = %consumer.name, count = reclaimed.fetched.len(), "took over the jobs of a worker that stopped beating");
                 }
                 self.run_claimed(queue, Why::WorkerGone, reclaimed, permits)
                     .await?;
             }
-            if left == 0 && self.queue.forget_consumer(queue, &consumer.name).await? {
-                tracing::debug!(queue, consumer = %consumer.name, "removed a dead worker from the consumer group");
+            if left == 0
+                && self
+                    .queue
+                    .forget_consumer(partition, &consumer.name)
+                    .await?
+            {
+                tracing::debug!(partition = %partition.name(), consumer = %consumer.name, "removed a dead worker from the consumer group");
             }
         }
         Ok(())
     }
 
     /// The backstop: entries idle past the visibility timeout.
-    async fn reclaim_expired(&self, queue: &'static str) -> Result<(), QueueError> {
+    async fn reclaim_expired(&self, partition: &Partition) -> Result<(), QueueError> {
+        let queue = queue::label(&partition.queue);
         let Some(permits) = self.free_slots(256) else {
             return Ok(());
         };
@@ -185,7 +201,7 @@ impl Recoverer {
             .queue
             .reclaim(
                 &self.worker_id,
-                queue,
+                partition,
                 self.visibility_timeout,
                 self.max_deliveries,
                 permits.num_permits(),
@@ -193,7 +209,7 @@ impl Recoverer {
             .await?;
         if !reclaimed.fetched.is_empty() {
             tracing::warn!(
-                queue,
+                partition = %partition.name(),
                 count = reclaimed.fetched.len(),
                 "took over jobs whose lease expired"
             );

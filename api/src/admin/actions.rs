@@ -98,7 +98,7 @@ pub async fn replay(
     session.check(&headers, &form.csrf)?;
     let queue = known_queue(&queue)?;
     let letters = chosen(&state, queue, &form).await?;
-    let replayed = state.queue.replay(queue, &letters).await?;
+    let replayed = state.queue.replay(&letters).await?;
     tracing::warn!(target: "security", principal = %session.principal, queue, replayed, "dead letters replayed from the dashboard");
     Ok(see_other(&format!("/admin/dlq/{queue}")))
 }
@@ -118,7 +118,7 @@ pub async fn delete(
         ));
     }
     let letters = chosen(&state, queue, &form).await?;
-    let deleted = state.queue.purge(queue, &letters).await?;
+    let deleted = state.queue.purge(&letters).await?;
     tracing::warn!(target: "security", principal = %session.principal, queue, deleted, "dead letters deleted from the dashboard");
     Ok(see_other(&format!("/admin/dlq/{queue}")))
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use ferry_common::fleet::{Breakers, WorkerRegistry};
 use ferry_common::metrics as names;
 use ferry_common::queue::JobQueue;
+use ferry_common::queue::inspect::sum_partitions;
 
 /// A scrape never waits longer than this for Redis.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(2);
@@ -17,7 +18,7 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// Sets the fleet gauges from Redis.
 pub async fn refresh(queue: &JobQueue, providers: &[String]) {
     let read = async {
-        let stats = queue.stats().await.map_err(|e| e.to_string())?;
+        let rows = queue.partition_stats().await.map_err(|e| e.to_string())?;
         let chain: Vec<&str> = providers.iter().map(String::as_str).collect();
         let breakers = Breakers::new(queue.store().clone())
             .list(&chain)
@@ -27,12 +28,21 @@ pub async fn refresh(queue: &JobQueue, providers: &[String]) {
             .live()
             .await
             .map_err(|e| e.to_string())?;
-        Ok::<_, String>((stats, breakers, workers.len()))
+        Ok::<_, String>((rows, breakers, workers.len()))
     };
     match tokio::time::timeout(READ_TIMEOUT, read).await {
-        Ok(Ok((stats, breakers, workers))) => {
+        Ok(Ok((rows, breakers, workers))) => {
             metrics::gauge!(names::REDIS_UP).set(1.0);
-            for s in stats {
+            for row in &rows {
+                let (queue, partition) = match row.queue.split_once(':') {
+                    Some((q, p)) => (q.to_owned(), p.to_owned()),
+                    None => (row.queue.clone(), "0".to_owned()),
+                };
+                let labels = [("queue", queue), ("partition", partition)];
+                metrics::gauge!(names::PARTITION_DEPTH, &labels).set(row.depth as f64);
+                metrics::gauge!(names::PARTITION_PENDING, &labels).set(row.pending as f64);
+            }
+            for s in sum_partitions(&rows) {
                 let q = s.queue;
                 let set = |name: &'static str, v: f64| {
                     metrics::gauge!(name, "queue" => q.clone()).set(v);

@@ -44,7 +44,6 @@ async fn main() -> anyhow::Result<()> {
     let client = redis::Client::open(redis_process.url())?;
     let mut conn = client.get_multiplexed_async_connection().await?;
     schema::migrate(&mut conn, &keys, "bench").await?;
-    let pool = connection::pool(&url, 4)?;
     // Every check on: a rate and token limit no call reaches, a concurrency
     // limit, and the breaker.
     let settings = GateSettings {
@@ -54,7 +53,11 @@ async fn main() -> anyhow::Result<()> {
         max_concurrency: 1000,
         ..GateSettings::default()
     };
-    let store = ferry_common::store::Store::new(pool.clone(), keys.clone());
+    let store = ferry_common::store::Store::new(
+        &connection::RedisTarget::Single(url.clone()),
+        4,
+        keys.clone(),
+    )?;
     let gate = ProviderGate::new(&store, "bench", settings);
 
     let mut ping = Vec::with_capacity(args.calls);
@@ -70,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
         admit.clear();
         settle.clear();
         for _ in 0..n {
-            let mut c = pool.get().await?;
+            let mut c = store.conn().await?;
             let t = Instant::now();
             redis::cmd("PING").query_async::<String>(&mut c).await?;
             ping.push(t.elapsed());

@@ -25,7 +25,7 @@ use clap::Parser;
 use ferry_common::config::Config;
 use ferry_common::embedded_redis::RedisProcess;
 use ferry_common::wechat::{self, MessageCrypt};
-use ferry_common::{Keys, connection, schema};
+use ferry_common::{Keys, schema};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -109,10 +109,9 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let shutdown = CancellationToken::new();
     let (addr, state, api) = api_rt.block_on(async {
-        let client = connection::client(&config.redis_url)?;
-        let mut conn = client.get_multiplexed_async_connection().await?;
-        schema::migrate(&mut conn, &Keys::new(&config.prefix), "bench").await?;
         let queue = ferry_cli::app::job_queue(&config, 64)?;
+        let mut conn = queue.store().conn().await?;
+        schema::migrate(&mut conn, queue.keys(), "bench").await?;
         ferry_cli::app::require_schema(&queue, &config).await?;
         let state = ferry_cli::app::api_state(&config, queue, false)?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -132,11 +132,7 @@ async fn drained(redis: &redis::Client, keys: &Keys) -> anyhow::Result<()> {
     }
 }
 
-fn start_worker(
-    queue: &JobQueue,
-    url: &Secret,
-    args: &Args,
-) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+fn start_worker(queue: &JobQueue, args: &Args) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     let mut settings = WorkerSettings::from_config(
         &ferry_common::Config::from_vars(Vec::<(String, String)>::new())
             .unwrap()
@@ -147,7 +143,6 @@ fn start_worker(
     settings.fetch_block = Duration::from_millis(100);
     let worker = Worker::new(
         queue.clone(),
-        url.clone(),
         Handlers::new().register(NOOP, Noop),
         settings,
     );
@@ -182,7 +177,11 @@ async fn main() -> anyhow::Result<()> {
         schema::migrate(&mut conn, &keys, "bench").await?;
     }
     let queue = JobQueue::new(
-        ferry_common::store::Store::new(connection::pool(&url, 16)?, keys.clone()),
+        ferry_common::store::Store::new(
+            &connection::RedisTarget::Single(url.clone()),
+            16,
+            keys.clone(),
+        )?,
         Duration::from_secs(60),
     );
     println!(
@@ -245,7 +244,7 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let (redis_cpu_before, own_cpu_before) = (redis_cpu(&client).await?, own_cpu());
     let stats_before = command_stats(&client).await?;
-    let (token, worker) = start_worker(&queue, &url, &args);
+    let (token, worker) = start_worker(&queue, &args);
     drained(&client, &keys).await?;
     let elapsed = started.elapsed().as_secs_f64();
     let drain_rate = args.jobs as f64 / elapsed;
@@ -301,7 +300,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // Steady: a producer and the worker at once.
-    let (token, worker) = start_worker(&queue, &url, &args);
+    let (token, worker) = start_worker(&queue, &args);
     let produced = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let producer = {

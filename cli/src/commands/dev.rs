@@ -11,8 +11,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use ferry_common::config::{Config, ProviderConfig, vars};
 use ferry_common::embedded_redis::{EmbeddedRedisError, RedisProcess};
-use ferry_common::{Keys, Secret, connection, schema};
+use ferry_common::{Secret, connection, schema};
 use ferry_worker::WorkerSettings;
+
+use ferry_common::connection::RedisTarget;
 
 use crate::{app, signals};
 
@@ -20,9 +22,9 @@ pub async fn run() -> anyhow::Result<()> {
     let (mut config, _guard) = app::init()?;
     let _redis = ensure_redis(&mut config).await?;
 
-    let client = connection::client(&config.redis_url)?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
-    schema::migrate(&mut conn, &Keys::new(&config.prefix), "ferry-dev").await?;
+    let store = ferry_common::store::Store::new(&config.redis, 1, app::keys(&config))?;
+    let mut conn = store.conn().await?;
+    schema::migrate(&mut conn, store.keys(), "ferry-dev").await?;
     println!(
         "schema:    migrated (version {})",
         schema::required_version()
@@ -107,8 +109,15 @@ pub async fn run() -> anyhow::Result<()> {
 async fn ensure_redis(
     config: &mut Config,
 ) -> anyhow::Result<Option<(RedisProcess, tempfile::TempDir)>> {
-    if answers(&config.redis_url).await {
-        println!("redis:     using {}", config.redis_url_redacted());
+    let url = match &config.redis {
+        RedisTarget::Single(url) => url.clone(),
+        RedisTarget::Cluster(_) => {
+            println!("redis:     using {}", config.redis_redacted());
+            return Ok(None);
+        }
+    };
+    if answers(&url).await {
+        println!("redis:     using {}", config.redis_redacted());
         return Ok(None);
     }
     let dir = tempfile::Builder::new()
@@ -118,16 +127,16 @@ async fn ensure_redis(
         Ok(p) => p,
         Err(EmbeddedRedisError::NotInstalled) => bail!(
             "no Redis at {} and redis-server is not installed: run `sudo apt-get install -y redis-server` (or set REDIS_URL)",
-            config.redis_url_redacted()
+            config.redis_redacted()
         ),
         Err(e) => return Err(e.into()),
     };
     println!(
         "redis:     nothing at {}; started redis-server on {} (temporary, stopped on exit)",
-        config.redis_url_redacted(),
+        config.redis_redacted(),
         process.url()
     );
-    config.redis_url = Secret::new(process.url());
+    config.redis = RedisTarget::Single(Secret::new(process.url()));
     Ok(Some((process, dir)))
 }
 

@@ -71,7 +71,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             all,
         } => {
             let letters = select(&queue, &name, &job_ids, all).await?;
-            let n = queue.replay(&name, &letters).await?;
+            let n = queue.replay(&letters).await?;
             println!("replayed {n} job(s) on {name}");
         }
         Action::Purge {
@@ -80,7 +80,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             all,
         } => {
             let letters = select(&queue, &name, &job_ids, all).await?;
-            let n = queue.purge(&name, &letters).await?;
+            let n = queue.purge(&letters).await?;
             println!("purged {n} dead letter(s) from {name}");
         }
     }

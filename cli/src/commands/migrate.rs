@@ -1,8 +1,9 @@
 //! `ferry migrate [--status]`: apply (or show) the Redis schema.
 
 use anyhow::Context;
+use ferry_common::schema;
 use ferry_common::schema::RECOMMENDED_STREAM_NODE_ENTRIES;
-use ferry_common::{Keys, connection, schema};
+use ferry_common::store::Store;
 
 use crate::app;
 
@@ -15,17 +16,18 @@ pub struct Args {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let (config, _guard) = app::init()?;
-    let client = connection::client(&config.redis_url)?;
-    let mut conn = client
-        .get_multiplexed_async_connection()
+    app::check_redis_mode(&config).await?;
+    let store = Store::new(&config.redis, 1, app::keys(&config))?;
+    let mut conn = store
+        .conn()
         .await
-        .with_context(|| format!("Redis at {} is unreachable", config.redis_url_redacted()))?;
-    let keys = Keys::new(&config.prefix);
+        .with_context(|| format!("Redis at {} is unreachable", config.redis_redacted()))?;
+    let keys = store.keys();
     let status = if args.status {
-        schema::status(&mut conn, &keys).await?
+        schema::status(&mut conn, keys).await?
     } else {
         let by = format!("ferry-migrate@{}", std::process::id());
-        let status = schema::migrate(&mut conn, &keys, &by).await?;
+        let status = schema::migrate(&mut conn, keys, &by).await?;
         println!(
             "migrated: schema version {} is applied",
             status.required_version
@@ -33,6 +35,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         status
     };
     print_status(&status, &config.prefix);
+    if config.redis.is_cluster() {
+        // Libraries live on each primary: say where they are (a shard
+        // added later gets them from its first "function not found").
+        for (node, loaded) in schema::libraries_on_primaries(&config.redis).await? {
+            println!(
+                "primary {node}: libraries {}",
+                if loaded { "loaded" } else { "MISSING" }
+            );
+        }
+    }
     Ok(())
 }
 

@@ -18,7 +18,7 @@ impl Batches {
         fcall(
             &mut pipe,
             "ferry_batch_cancel",
-            &[&self.q().batch(batch_id)],
+            &[&self.q_of(batch_id).batch(batch_id)],
         );
         let mut conn = self.conn().await?;
         let (status,): (String,) = run(&mut conn, &pipe).await?;
@@ -29,7 +29,7 @@ impl Batches {
     /// is recorded cancelled (entry acknowledged) in this one call; any
     /// other batch job is counted running.
     pub async fn begin(&self, job: &Delivery) -> Result<Begin, QueueError> {
-        let q = self.store.keys().queue(job.id.queue());
+        let q = self.store.keys().partition(&job.id.partition());
         let mut pipe = Pipeline::new();
         fcall(
             &mut pipe,

@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::job::JobId;
-use crate::keys::QueueKeys;
+use crate::keys::{Partition, QueueKeys};
 use crate::queue::{BATCH, QueueError};
 use crate::store::Store;
 
@@ -34,15 +34,37 @@ use crate::store::Store;
 /// seconds.
 pub const ABANDONED_AFTER: Duration = Duration::from_secs(15 * 60);
 
-/// A new batch's id: `batch_<ULID>`.
-pub fn new_batch_id() -> String {
-    format!("batch_{}", ulid::Ulid::new())
+/// A new batch's id in `partition` of the batch queue: `batch_<ULID>` in
+/// partition 0, `batch_<n>_<ULID>` in partition n, so the id alone finds
+/// the batch and its jobs.
+pub fn new_batch_id(partition: &Partition) -> String {
+    match partition.index {
+        0 => format!("batch_{}", ulid::Ulid::new()),
+        n => format!("batch_{n}_{}", ulid::Ulid::new()),
+    }
+}
+
+/// The partition of the batch queue a batch id names, `None` when `id` is
+/// not a batch id (it becomes part of a key: check it first).
+pub fn batch_partition(id: &str) -> Option<Partition> {
+    let rest = id.strip_prefix("batch_")?;
+    let (index, ulid) = match rest.split_once('_') {
+        None => (0, rest),
+        Some((raw, ulid)) => {
+            let n: u16 = raw.parse().ok()?;
+            if n == 0 || n.to_string() != raw || n > crate::keys::MAX_PARTITIONS {
+                return None;
+            }
+            (n, ulid)
+        }
+    };
+    ulid.parse::<ulid::Ulid>().ok()?;
+    Some(Partition::new(BATCH, index))
 }
 
 /// Whether `id` looks like a batch id (it becomes part of a key).
 pub fn is_batch_id(id: &str) -> bool {
-    id.strip_prefix("batch_")
-        .is_some_and(|u| u.parse::<ulid::Ulid>().is_ok())
+    batch_partition(id).is_some()
 }
 
 /// What to open.
@@ -156,15 +178,31 @@ impl Batches {
         Self { store, retention }
     }
 
-    fn q(&self) -> QueueKeys {
-        self.store.keys().queue(BATCH)
+    /// The partition an API key's jobs and batches live in: one per key,
+    /// so its in-flight count is exact in the one call that enqueues or
+    /// finishes a job (one partition's rate is far above any provider's).
+    pub fn partition_of_owner(&self, owner: &str) -> Partition {
+        self.store.keys().partitions().place(BATCH, owner)
+    }
+
+    /// The keys of the partition holding the batch `batch_id` (partition 0
+    /// for an id that is not a batch's: such ids are refused before this).
+    fn q_of(&self, batch_id: &str) -> QueueKeys {
+        let partition = batch_partition(batch_id).unwrap_or_else(|| Partition::first(BATCH));
+        self.store.keys().partition(&partition)
+    }
+
+    /// Where the dashboard's list of recent batches is kept (partition 0:
+    /// it is written in a call of its own).
+    fn recent_key(&self) -> String {
+        self.store.keys().queue(BATCH).recent_batches()
     }
 
     fn retention_secs(&self) -> u64 {
         self.retention.as_secs().max(1)
     }
 
-    async fn conn(&self) -> Result<deadpool_redis::Connection, QueueError> {
+    async fn conn(&self) -> Result<crate::connection::Conn, QueueError> {
         Ok(self.store.conn().await?)
     }
 }
@@ -175,7 +213,11 @@ mod tests {
 
     #[test]
     fn batch_ids_are_checked_before_they_become_keys() {
-        assert!(is_batch_id(&new_batch_id()));
+        assert!(is_batch_id(&new_batch_id(&Partition::first(BATCH))));
+        let in_three = new_batch_id(&Partition::new(BATCH, 3));
+        assert_eq!(batch_partition(&in_three), Some(Partition::new(BATCH, 3)));
+        assert!(!is_batch_id("batch_03_01ARZ3NDEKTSV4RRFFQ69G5FAV"));
+        assert!(!is_batch_id("batch_0_01ARZ3NDEKTSV4RRFFQ69G5FAV"));
         assert!(!is_batch_id("batch_nope"));
         assert!(!is_batch_id("x:batch_01ARZ3NDEKTSV4RRFFQ69G5FAV"));
     }

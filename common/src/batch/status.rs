@@ -16,7 +16,7 @@ use crate::queue::QueueError;
 impl Batches {
     /// A batch's status and counts, `None` when unknown (or expired).
     pub async fn get(&self, batch_id: &str) -> Result<Option<BatchInfo>, QueueError> {
-        let q = self.q();
+        let q = self.q_of(batch_id);
         let mut pipe = Pipeline::new();
         pipe.cmd("HGETALL").arg(q.batch(batch_id));
         pipe.cmd("SCARD").arg(q.batch_running(batch_id));
@@ -48,7 +48,7 @@ impl Batches {
         conn: &mut C,
         batch_id: &str,
     ) {
-        let key = self.q().recent_batches();
+        let key = self.recent_key();
         let mut pipe = Pipeline::new();
         pipe.cmd("ZADD")
             .arg(&key)
@@ -68,7 +68,7 @@ impl Batches {
     /// The newest `count` batches, newest first, for the dashboard. Batches
     /// expired since they were listed are dropped from the list here.
     pub async fn recent(&self, count: usize) -> Result<Vec<BatchInfo>, QueueError> {
-        let key = self.q().recent_batches();
+        let key = self.recent_key();
         let ids: Vec<String> = {
             let mut conn = self.conn().await?;
             redis::cmd("ZREVRANGE")
@@ -104,7 +104,7 @@ impl Batches {
         start: usize,
         count: usize,
     ) -> Result<Vec<JobOutcome>, QueueError> {
-        let q = self.q();
+        let q = self.q_of(batch_id);
         let mut conn = self.conn().await?;
         let ids: Vec<String> = redis::cmd("LRANGE")
             .arg(q.batch_jobs(batch_id))
@@ -150,7 +150,12 @@ impl Batches {
     pub async fn owner_key_of(&self, job: &JobId) -> Result<Option<String>, QueueError> {
         let mut conn = self.conn().await?;
         Ok(redis::cmd("HGET")
-            .arg(self.store.keys().queue(job.queue()).job(&job.to_string()))
+            .arg(
+                self.store
+                    .keys()
+                    .partition(&job.partition())
+                    .job(&job.to_string()),
+            )
             .arg("owner_key")
             .query_async(&mut conn)
             .await?)
@@ -161,7 +166,7 @@ impl Batches {
     pub async fn webhook_url(&self, batch_id: &str) -> Result<Option<String>, QueueError> {
         let mut conn = self.conn().await?;
         Ok(redis::cmd("HGET")
-            .arg(self.q().batch(batch_id))
+            .arg(self.q_of(batch_id).batch(batch_id))
             .arg("webhook_url")
             .query_async(&mut conn)
             .await?)

@@ -3,10 +3,11 @@
 
 use redis::Pipeline;
 
-use super::{Batches, NewBatch, OverQuota, Submitted};
+use super::{Batches, NewBatch, OverQuota, Submitted, batch_partition};
 use crate::functions::{fcall, run};
 use crate::job::kinds::{BATCH_WEBHOOK, CHAT_COMPLETION, ChatCompletion, max_attempts_of};
 use crate::job::{Idempotency, JobId};
+use crate::keys::Partition;
 use crate::queue::{BATCH, QueueError};
 
 impl Batches {
@@ -19,8 +20,9 @@ impl Batches {
         idempotency: Option<&Idempotency>,
         in_flight_limit: u32,
     ) -> Result<Submitted, QueueError> {
-        let q = self.q();
-        let id = JobId::new(BATCH).to_string();
+        let partition = self.partition_of_owner(owner);
+        let q = self.store.keys().partition(&partition);
+        let id = JobId::new_in(&partition).to_string();
         let (stream, record, owner_key) = (q.stream(), q.job(&id), q.owner_in_flight(owner));
         // Scoped to the owner: another key's idempotency key is another job.
         let idem = idempotency.map(|i| q.idempotency(&format!("api:{owner}:{}", i.key)));
@@ -62,8 +64,10 @@ impl Batches {
     /// Opens a batch in `validating`, reserving its jobs against the
     /// owner's in-flight limit in the same call.
     pub async fn create(&self, batch: &NewBatch) -> Result<Result<(), OverQuota>, QueueError> {
-        let q = self.q();
-        let webhook_job = JobId::new(BATCH).to_string();
+        let q = self.q_of(&batch.id);
+        let webhook_job =
+            JobId::new_in(&batch_partition(&batch.id).unwrap_or_else(|| Partition::first(BATCH)))
+                .to_string();
         let mut pipe = Pipeline::new();
         fcall(
             &mut pipe,
@@ -102,8 +106,12 @@ impl Batches {
         if jobs.is_empty() {
             return Ok(());
         }
-        let q = self.q();
-        let ids: Vec<String> = jobs.iter().map(|_| JobId::new(BATCH).to_string()).collect();
+        let q = self.q_of(batch_id);
+        let partition = batch_partition(batch_id).unwrap_or_else(|| Partition::first(BATCH));
+        let ids: Vec<String> = jobs
+            .iter()
+            .map(|_| JobId::new_in(&partition).to_string())
+            .collect();
         let mut keys = vec![q.stream(), q.batch(batch_id), q.batch_jobs(batch_id)];
         keys.extend(ids.iter().map(|id| q.job(id)));
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
@@ -133,7 +141,7 @@ impl Batches {
 
     /// Every job is in: the batch's total is final. Returns its status.
     pub async fn commit(&self, batch_id: &str) -> Result<String, QueueError> {
-        let q = self.q();
+        let q = self.q_of(batch_id);
         let mut pipe = Pipeline::new();
         fcall(
             &mut pipe,
@@ -149,7 +157,12 @@ impl Batches {
     /// owner; written jobs are cancelled when a worker meets them.
     pub async fn abort(&self, batch_id: &str, reason: &str) -> Result<(), QueueError> {
         let mut pipe = Pipeline::new();
-        fcall(&mut pipe, "ferry_batch_abort", &[&self.q().batch(batch_id)]).arg(reason);
+        fcall(
+            &mut pipe,
+            "ferry_batch_abort",
+            &[&self.q_of(batch_id).batch(batch_id)],
+        )
+        .arg(reason);
         let mut conn = self.conn().await?;
         let (_,): (i64,) = run(&mut conn, &pipe).await?;
         Ok(())

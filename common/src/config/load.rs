@@ -24,18 +24,7 @@ impl Config {
             .collect();
         let s = Sources::new(env)?;
 
-        let redis_url = s
-            .get(vars::REDIS_URL)
-            .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
-        if !(redis_url.starts_with("redis://")
-            || redis_url.starts_with("rediss://")
-            || redis_url.starts_with("unix://"))
-        {
-            return Err(ConfigError::new(
-                vars::REDIS_URL,
-                "expected a redis:// or rediss:// URL",
-            ));
-        }
+        let redis = redis_target(&s)?;
         let prefix = s.get(vars::FERRY_PREFIX).unwrap_or_else(|| "ferry".into());
         if !prefix
             .chars()
@@ -139,6 +128,11 @@ impl Config {
                 0.1,
                 "a ratio between 0 and 1",
             )?,
+            partitions: Partitions::parse(
+                &s.get(vars::FERRY_QUEUE_PARTITIONS).unwrap_or_default(),
+                crate::queue::QUEUES,
+            )
+            .map_err(|e| ConfigError::new(vars::FERRY_QUEUE_PARTITIONS, e))?,
         };
         if !(0.0..1.0).contains(&queue.batch_min_share) {
             return Err(ConfigError::new(
@@ -171,8 +165,9 @@ impl Config {
             .map(|p| (p.name.clone(), api_keys(&s, &p.name)))
             .collect();
 
+        let ingress = ingress_config(&s, &redis)?;
         Ok(Config {
-            redis_url: Secret::from(redis_url),
+            redis,
             prefix,
             listen,
             worker_admin_listen,
@@ -188,7 +183,7 @@ impl Config {
             alerts,
             queue,
             max_body_bytes: positive(&s, vars::FERRY_MAX_BODY_BYTES, 64 * 1024)?,
-            ingress: ingress_config(&s)?,
+            ingress,
             jobs_api: jobs_api_config(&s)?,
             provider_keys,
             secrets_file_report: s.secrets_file_report(),
@@ -201,9 +196,81 @@ impl Config {
         self.gates.get(provider).cloned().unwrap_or_default()
     }
 
-    /// The Redis URL with any password replaced, for logs and messages.
-    pub fn redis_url_redacted(&self) -> String {
-        redact_url(self.redis_url.expose())
+    /// Where Redis is, any password replaced, for logs and messages.
+    pub fn redis_redacted(&self) -> String {
+        self.redis.redacted()
+    }
+}
+
+/// One Redis (`REDIS_URL`, the default) or a cluster
+/// (`REDIS_CLUSTER_NODES`), never both.
+fn redis_target(s: &Sources) -> Result<RedisTarget, ConfigError> {
+    let is_url = |u: &str| {
+        u.starts_with("redis://") || u.starts_with("rediss://") || u.starts_with("unix://")
+    };
+    match (s.get(vars::REDIS_URL), s.get(vars::REDIS_CLUSTER_NODES)) {
+        (Some(_), Some(_)) => Err(ConfigError::new(
+            vars::REDIS_CLUSTER_NODES,
+            format!(
+                "set either {} (one Redis) or this (a cluster), not both",
+                vars::REDIS_URL
+            ),
+        )),
+        (None, Some(nodes)) => {
+            let seeds: Vec<Secret> = nodes
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(|n| {
+                    if n.starts_with("redis://") || n.starts_with("rediss://") {
+                        Ok(Secret::from(n.to_owned()))
+                    } else if n
+                        .rsplit_once(':')
+                        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+                    {
+                        Ok(Secret::from(format!("redis://{n}")))
+                    } else {
+                        Err(ConfigError::new(
+                            vars::REDIS_CLUSTER_NODES,
+                            "expected host:port or redis:// / rediss:// URLs, comma-separated",
+                        ))
+                    }
+                })
+                .collect::<Result<_, _>>()?;
+            if seeds.is_empty() {
+                return Err(ConfigError::new(vars::REDIS_CLUSTER_NODES, "names no node"));
+            }
+            Ok(RedisTarget::Cluster(seeds))
+        }
+        (url, None) => {
+            let url = url.unwrap_or_else(|| "redis://127.0.0.1:6379".into());
+            if !is_url(&url) {
+                return Err(ConfigError::new(
+                    vars::REDIS_URL,
+                    "expected a redis:// or rediss:// URL",
+                ));
+            }
+            Ok(RedisTarget::Single(Secret::from(url)))
+        }
+    }
+}
+
+/// `FERRY_DURABLE_ACK`: `replica` by default on a cluster (a failover
+/// must not lose a push WeChat was told was taken), `none` on one Redis
+/// (which usually has no replica to wait for).
+fn durable_ack(s: &Sources, redis: &RedisTarget) -> Result<DurableAck, ConfigError> {
+    match s
+        .get(vars::FERRY_DURABLE_ACK)
+        .map(|v| v.to_ascii_lowercase())
+        .as_deref()
+    {
+        None if redis.is_cluster() => Ok(DurableAck::Replica),
+        None | Some("none") => Ok(DurableAck::None),
+        Some("replica") => Ok(DurableAck::Replica),
+        Some(other) => Err(ConfigError::new(
+            vars::FERRY_DURABLE_ACK,
+            format!("expected none or replica, got {other:?}"),
+        )),
     }
 }
 
@@ -211,7 +278,10 @@ impl Config {
 /// (1 s) on top must still leave room under WeChat's 5 s.
 pub(super) const MAX_ACK_BUDGET_MS: u64 = 3000;
 
-pub(super) fn ingress_config(s: &Sources) -> Result<IngressConfig, ConfigError> {
+pub(super) fn ingress_config(
+    s: &Sources,
+    redis: &RedisTarget,
+) -> Result<IngressConfig, ConfigError> {
     let ack_budget_ms = s.parse(vars::FERRY_ACK_BUDGET_MS, 1500u64, "milliseconds")?;
     if !(1..=MAX_ACK_BUDGET_MS).contains(&ack_budget_ms) {
         return Err(ConfigError::new(
@@ -241,6 +311,7 @@ pub(super) fn ingress_config(s: &Sources) -> Result<IngressConfig, ConfigError> 
     let text = |var: &str, default: &str| s.get(var).unwrap_or_else(|| default.to_owned());
     Ok(IngressConfig {
         ack_budget: Duration::from_millis(ack_budget_ms),
+        durable_ack: durable_ack(s, redis)?,
         spool_dir: PathBuf::from(
             s.get(vars::FERRY_SPOOL_DIR)
                 .unwrap_or_else(|| "ferry-spool".into()),

@@ -16,7 +16,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::api_tokens::{ApiTokens, TokenConfigError};
+pub use crate::connection::RedisTarget;
 use crate::fleet::{BreakerSettings, GateSettings};
+pub use crate::keys::Partitions;
 use crate::secret::Secret;
 use crate::secrets_file::Secrets;
 
@@ -109,6 +111,8 @@ pub struct QueueConfig {
     pub shutdown_grace: Duration,
     /// Share of a worker's slots reserved for the batch queue.
     pub batch_min_share: f64,
+    /// How many partitions each queue is split into.
+    pub partitions: Partitions,
 }
 
 /// How the worker calls the AI providers and what it remembers of a
@@ -164,9 +168,20 @@ pub const DEFAULT_APOLOGY: &str = "抱歉，AI 暂时无法回答，请稍后再
 /// What a user over the per-user limit sees, once per window.
 pub const DEFAULT_USER_LIMIT_TEXT: &str = "您的消息有点多，请稍等一分钟再发，我会继续为您解答。";
 
+/// When the ingress may tell WeChat a push is taken (`FERRY_DURABLE_ACK`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DurableAck {
+    /// Once the primary has it: a failover may lose the last writes.
+    None,
+    /// Once one replica has it too (`WAIT 1`, within the ack budget; the
+    /// push is spooled when the budget runs out).
+    Replica,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub redis_url: Secret,
+    /// One Redis or a cluster (`REDIS_URL`, `REDIS_CLUSTER_NODES`).
+    pub redis: RedisTarget,
     pub prefix: String,
     pub listen: SocketAddr,
     /// Where a worker serves `/metrics`, `/healthz`, `/readyz`; `None`: off
@@ -236,6 +251,8 @@ impl SecretsFileReport {
 pub struct IngressConfig {
     /// Time Redis gets to take a message before it is spooled instead.
     pub ack_budget: Duration,
+    /// Whether WeChat is answered only once a replica has the push too.
+    pub durable_ack: DurableAck,
     /// Directory of the local spool (one file per api process).
     pub spool_dir: PathBuf,
     /// Bytes one api process may hold spooled before it answers 503.

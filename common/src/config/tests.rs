@@ -7,7 +7,7 @@ fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
 #[test]
 fn defaults_match_the_design_table() {
     let c = load(&[]).unwrap();
-    assert_eq!(c.redis_url.expose(), "redis://127.0.0.1:6379");
+    assert!(matches!(&c.redis, RedisTarget::Single(u) if u.expose() == "redis://127.0.0.1:6379"));
     assert_eq!(c.prefix, "ferry");
     assert_eq!(c.listen.to_string(), "127.0.0.1:5000");
     assert_eq!(c.worker_admin_listen, None);
@@ -180,7 +180,7 @@ fn secret_values_never_appear_in_errors_or_debug() {
     .unwrap();
     let dbg = format!("{c:?}");
     assert!(!dbg.contains("sk-very-secret") && !dbg.contains("hunter2"));
-    assert_eq!(c.redis_url_redacted(), "redis://:***@h:1");
+    assert_eq!(c.redis_redacted(), "redis://:***@h:1");
     let err = load(&[("WECHAT_ENCODING_AES_KEY", "leakme")]).unwrap_err();
     assert!(!err.to_string().contains("leakme"));
 }
@@ -431,4 +431,53 @@ fn tempfile_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("ferry-config-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+#[test]
+fn a_cluster_is_named_by_its_seeds_and_never_beside_redis_url() {
+    let c = load(&[(
+        "REDIS_CLUSTER_NODES",
+        "10.0.0.1:6379, redis://:pw@10.0.0.2:6379,rediss://10.0.0.3:6380",
+    )])
+    .unwrap();
+    let RedisTarget::Cluster(seeds) = &c.redis else {
+        panic!("a cluster target");
+    };
+    let seeds: Vec<&str> = seeds.iter().map(|s| s.expose()).collect();
+    assert_eq!(
+        seeds,
+        [
+            "redis://10.0.0.1:6379",
+            "redis://:pw@10.0.0.2:6379",
+            "rediss://10.0.0.3:6380"
+        ]
+    );
+    assert!(!c.redis_redacted().contains("pw"), "{}", c.redis_redacted());
+    assert_eq!(
+        c.ingress.durable_ack,
+        DurableAck::Replica,
+        "a cluster waits for a replica by default"
+    );
+    assert_eq!(load(&[]).unwrap().ingress.durable_ack, DurableAck::None);
+    for (vars, named) in [
+        (
+            &[("REDIS_URL", "redis://h:1"), ("REDIS_CLUSTER_NODES", "h:1")][..],
+            "REDIS_CLUSTER_NODES",
+        ),
+        (
+            &[("REDIS_CLUSTER_NODES", "not a node")][..],
+            "REDIS_CLUSTER_NODES",
+        ),
+        (&[("REDIS_CLUSTER_NODES", " , ")][..], "REDIS_CLUSTER_NODES"),
+        (&[("FERRY_DURABLE_ACK", "always")][..], "FERRY_DURABLE_ACK"),
+        (
+            &[("FERRY_QUEUE_PARTITIONS", "mail=3")][..],
+            "FERRY_QUEUE_PARTITIONS",
+        ),
+    ] {
+        let e = load(vars).unwrap_err().to_string();
+        assert!(e.starts_with(named), "{vars:?}: {e}");
+    }
+    let c = load(&[("FERRY_QUEUE_PARTITIONS", "wechat=6,batch=2")]).unwrap();
+    assert_eq!(c.queue.partitions.count("wechat"), 6);
 }

@@ -2,6 +2,14 @@
 
 pub const FERRY_CONFIG: &str = "FERRY_CONFIG";
 pub const REDIS_URL: &str = "REDIS_URL";
+/// A Redis Cluster's seed nodes (`host:port` or URLs, comma-separated),
+/// instead of `REDIS_URL`.
+pub const REDIS_CLUSTER_NODES: &str = "REDIS_CLUSTER_NODES";
+/// Partitions per queue (`wechat=6,batch=6`; one each by default).
+pub const FERRY_QUEUE_PARTITIONS: &str = "FERRY_QUEUE_PARTITIONS";
+/// `replica`: the ingress answers WeChat once one replica has the push;
+/// `none`: once the primary has it.
+pub const FERRY_DURABLE_ACK: &str = "FERRY_DURABLE_ACK";
 pub const FERRY_PREFIX: &str = "FERRY_PREFIX";
 pub const FERRY_LISTEN: &str = "FERRY_LISTEN";
 /// A worker's admin port (`/metrics`, `/healthz`, `/readyz`); unset: none.
@@ -85,6 +93,9 @@ pub const FERRY_NEW_SECURE_CONFIG_PASSWORD: &str = "FERRY_NEW_SECURE_CONFIG_PASS
 pub const ALL: &[&str] = &[
     FERRY_CONFIG,
     REDIS_URL,
+    REDIS_CLUSTER_NODES,
+    FERRY_QUEUE_PARTITIONS,
+    FERRY_DURABLE_ACK,
     FERRY_PREFIX,
     FERRY_LISTEN,
     FERRY_WORKER_ADMIN_LISTEN,

@@ -161,7 +161,7 @@ impl TokenCache {
 
     async fn fetch_and_store(
         &self,
-        conn: &mut deadpool_redis::Connection,
+        conn: &mut crate::connection::Conn,
     ) -> Result<String, TokenError> {
         // Another process may have stored one between our GET and the lock.
         if let Some(token) = redis::cmd("GET")
@@ -233,7 +233,7 @@ pub fn cache_ttl(expires_in: Duration) -> Duration {
     ttl.max(Duration::from_secs(1))
 }
 
-async fn release_lock(conn: &mut deadpool_redis::Connection, key: &str, value: &str) {
+async fn release_lock(conn: &mut crate::connection::Conn, key: &str, value: &str) {
     let released = delete_if_equals(conn, key, value).await;
     if let Err(e) = released {
         tracing::warn!(error = %e, "could not release the WeChat token lock; it expires by itself");

@@ -1,8 +1,9 @@
 //! The job model: what a job is, its identity and its lifecycle.
 //!
 //! A job's record lives in Redis under its queue's hash tag; the stream entry
-//! carries only the job id. The id names the queue (`<queue>:<ulid>`), so any
-//! process finds the record from the id alone.
+//! carries only the job id. The id names the queue and its partition
+//! (`<queue>:<ulid>` in partition 0, `<queue>:<n>:<ulid>` in partition n),
+//! so any process finds the record from the id alone.
 
 pub mod kinds;
 
@@ -12,18 +13,29 @@ use std::str::FromStr;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
-/// `<queue>:<ULID>`: sortable by creation time, unique without coordination.
+use crate::keys::Partition;
+
+/// `<queue>:<ULID>` (or `<queue>:<n>:<ULID>` in partition n): sortable by
+/// creation time, unique without coordination.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct JobId {
     queue: String,
+    partition: u16,
     ulid: ulid::Ulid,
 }
 
 impl JobId {
+    /// A new id in partition 0 of `queue`.
     pub fn new(queue: &str) -> Self {
+        Self::new_in(&Partition::first(queue))
+    }
+
+    /// A new id in `partition`.
+    pub fn new_in(partition: &Partition) -> Self {
         Self {
-            queue: queue.to_owned(),
+            queue: partition.queue.clone(),
+            partition: partition.index,
             ulid: ulid::Ulid::new(),
         }
     }
@@ -31,11 +43,19 @@ impl JobId {
     pub fn queue(&self) -> &str {
         &self.queue
     }
+
+    /// The partition holding the job's record and entry.
+    pub fn partition(&self) -> Partition {
+        Partition::new(&self.queue, self.partition)
+    }
 }
 
 impl fmt::Display for JobId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.queue, self.ulid)
+        match self.partition {
+            0 => write!(f, "{}:{}", self.queue, self.ulid),
+            n => write!(f, "{}:{n}:{}", self.queue, self.ulid),
+        }
     }
 }
 
@@ -47,13 +67,26 @@ impl FromStr for JobId {
     type Err = BadJobId;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (queue, ulid) = s.rsplit_once(':').ok_or_else(|| BadJobId(s.into()))?;
+        let bad = || BadJobId(s.into());
+        let (head, ulid) = s.rsplit_once(':').ok_or_else(bad)?;
+        let (queue, partition) = match head.split_once(':') {
+            None => (head, 0),
+            Some((queue, raw)) => {
+                let n: u16 = raw.parse().map_err(|_| bad())?;
+                // One spelling per partition: `wechat:3`, never `wechat:03` or `wechat:0`.
+                if n == 0 || n.to_string() != raw || n > crate::keys::MAX_PARTITIONS {
+                    return Err(bad());
+                }
+                (queue, n)
+            }
+        };
         if !crate::queue::is_valid_queue_name(queue) {
-            return Err(BadJobId(s.into()));
+            return Err(bad());
         }
-        let ulid = ulid.parse().map_err(|_| BadJobId(s.into()))?;
+        let ulid = ulid.parse().map_err(|_| bad())?;
         Ok(Self {
             queue: queue.to_owned(),
+            partition,
             ulid,
         })
     }
@@ -193,5 +226,23 @@ mod tests {
                 .parse::<JobId>()
                 .is_err()
         );
+    }
+
+    #[test]
+    fn job_ids_name_their_partition() {
+        let id = JobId::new_in(&Partition::new("wechat", 3));
+        let text = id.to_string();
+        assert!(text.starts_with("wechat:3:"), "{text}");
+        let parsed: JobId = text.parse().unwrap();
+        assert_eq!(parsed.partition(), Partition::new("wechat", 3));
+        assert_eq!(JobId::new("batch").partition(), Partition::first("batch"));
+        for bad in [
+            "wechat:0:01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            "wechat:03:01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            "wechat:x:01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            "a:1:2:01ARZ3NDEKTSV4RRFFQ69G5FAV",
+        ] {
+            assert!(bad.parse::<JobId>().is_err(), "{bad}");
+        }
     }
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::{JobQueue, QueueError};
 use crate::job::from_millis;
-use crate::keys::CONSUMER_GROUP;
+use crate::keys::{CONSUMER_GROUP, Partition};
 
 /// A job waiting for a retry.
 #[derive(Debug, Clone, Serialize)]
@@ -31,9 +31,36 @@ pub struct Held {
 }
 
 impl JobQueue {
-    /// The next `count` retries of `queue`, soonest first.
+    /// The next `count` retries of `queue` over all its partitions, soonest
+    /// first.
     pub async fn retries(&self, queue: &str, count: usize) -> Result<Vec<Waiting>, QueueError> {
-        let q = self.keys().queue(queue);
+        let mut all = Vec::new();
+        for partition in self.served_partitions(queue) {
+            all.extend(self.partition_retries(&partition, count).await?);
+        }
+        all.sort_by_key(|w| w.due_at);
+        all.truncate(count);
+        Ok(all)
+    }
+
+    /// The first `count` jobs workers hold on `queue`, over all its
+    /// partitions, longest idle first.
+    pub async fn held(&self, queue: &str, count: usize) -> Result<Vec<Held>, QueueError> {
+        let mut all = Vec::new();
+        for partition in self.served_partitions(queue) {
+            all.extend(self.partition_held(&partition, count).await?);
+        }
+        all.sort_by(|a, b| b.idle_secs.total_cmp(&a.idle_secs));
+        all.truncate(count);
+        Ok(all)
+    }
+
+    async fn partition_retries(
+        &self,
+        partition: &Partition,
+        count: usize,
+    ) -> Result<Vec<Waiting>, QueueError> {
+        let q = self.keys().partition(partition);
         let mut conn = self.conn().await?;
         let due: Vec<(String, f64)> = redis::cmd("ZRANGE")
             .arg(q.delayed())
@@ -66,9 +93,12 @@ impl JobQueue {
             .collect())
     }
 
-    /// The first `count` jobs workers hold on `queue`.
-    pub async fn held(&self, queue: &str, count: usize) -> Result<Vec<Held>, QueueError> {
-        let stream = self.keys().queue(queue).stream();
+    async fn partition_held(
+        &self,
+        partition: &Partition,
+        count: usize,
+    ) -> Result<Vec<Held>, QueueError> {
+        let stream = self.keys().partition(partition).stream();
         let mut conn = self.conn().await?;
         let pending: StreamPendingCountReply = match redis::cmd("XPENDING")
             .arg(&stream)

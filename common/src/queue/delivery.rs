@@ -10,17 +10,17 @@ use std::time::Duration;
 
 use redis::Pipeline;
 use redis::aio::ConnectionLike;
-use redis::streams::StreamReadReply;
+use redis::streams::StreamInfoGroupsReply;
 
 use super::{JobQueue, QueueError};
 use crate::functions::{fcall, run};
 use crate::job::{Delivery, JobId, from_millis};
-use crate::keys::CONSUMER_GROUP;
+use crate::keys::{CONSUMER_GROUP, Partition};
 
 /// A stream entry read for this worker, not yet started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fetched {
-    pub queue: String,
+    pub partition: Partition,
     pub entry_id: String,
     pub job_id: String,
 }
@@ -45,72 +45,72 @@ pub enum Outcome {
 }
 
 impl JobQueue {
-    /// Reads up to `count` new entries from `queues` (in one `XREADGROUP`).
-    /// With `block`, waits up to that long for the first entry; use a
-    /// dedicated connection for that (see [`crate::connection::dedicated`]).
-    pub async fn read_new<C: ConnectionLike>(
+    /// Waits up to `block` for an entry none of the group's workers has
+    /// read yet in any of `partitions`, without reading it: a wake-up, so a
+    /// wait cut short (shutdown, another partition woke first) leaves
+    /// nothing pending. Answers whether something arrived; the caller then
+    /// fetches. Use a dedicated connection (see
+    /// [`crate::connection::dedicated`]); on a cluster, one partition per
+    /// call (a blocking read names keys of one slot only).
+    ///
+    /// The read starts after the group's last-delivered id, read first
+    /// (`XINFO GROUPS`): an entry added between the caller's empty fetch
+    /// and this wait wakes it at once.
+    pub async fn wait_for_new<C: ConnectionLike>(
         &self,
         conn: &mut C,
-        consumer: &str,
-        queues: &[&str],
-        count: usize,
-        block: Option<Duration>,
-    ) -> Result<Vec<Fetched>, QueueError> {
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(CONSUMER_GROUP)
-            .arg(consumer)
-            .arg("COUNT")
-            .arg(count);
-        if let Some(block) = block {
-            cmd.arg("BLOCK").arg(block.as_millis() as u64);
+        partitions: &[Partition],
+        block: Duration,
+    ) -> Result<bool, QueueError> {
+        if partitions.is_empty() {
+            tokio::time::sleep(block).await;
+            return Ok(false);
         }
-        cmd.arg("STREAMS");
-        for q in queues {
-            cmd.arg(self.keys().queue(q).stream());
+        let streams: Vec<String> = partitions
+            .iter()
+            .map(|p| self.keys().partition(p).stream())
+            .collect();
+        let mut info = Pipeline::new();
+        info.ignore_errors();
+        for stream in &streams {
+            info.cmd("XINFO").arg("GROUPS").arg(stream);
         }
-        for _ in queues {
-            cmd.arg(">");
+        let groups: Vec<redis::Value> = info.query_async(conn).await?;
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT")
+            .arg(1)
+            .arg("BLOCK")
+            .arg(block.as_millis().max(1) as u64)
+            .arg("STREAMS")
+            .arg(&streams);
+        for reply in groups {
+            // No stream or no group yet: anything in the stream is new.
+            let id = redis::from_redis_value::<StreamInfoGroupsReply>(reply)
+                .ok()
+                .and_then(|r| {
+                    r.groups
+                        .into_iter()
+                        .find(|g| g.name == CONSUMER_GROUP)
+                        .map(|g| g.last_delivered_id)
+                })
+                .unwrap_or_else(|| "0-0".to_owned());
+            cmd.arg(id);
         }
-        let reply: Option<StreamReadReply> = match cmd.query_async(conn).await {
-            // The group vanished (Redis restarted without persistence):
-            // recreate the groups and read again.
-            Err(e) if e.code() == Some("NOGROUP") => {
-                tracing::warn!("consumer group missing (Redis lost its data?): recreating it");
-                crate::schema::ensure_groups(conn, self.keys()).await?;
-                cmd.query_async(conn).await?
-            }
-            other => other?,
-        };
-        let mut fetched = Vec::new();
-        for stream in reply.map(|r| r.keys).unwrap_or_default() {
-            let queue = queues
-                .iter()
-                .find(|q| self.keys().queue(q).stream() == stream.key)
-                .map(|q| q.to_string())
-                .unwrap_or_default();
-            for entry in stream.ids {
-                fetched.push(Fetched {
-                    queue: queue.clone(),
-                    job_id: entry.get::<String>("job").unwrap_or_default(),
-                    entry_id: entry.id,
-                });
-            }
-        }
-        Ok(fetched)
+        let reply: Option<redis::Value> = cmd.query_async(conn).await?;
+        Ok(reply.is_some())
     }
 
-    /// Reads up to `count` new entries of one queue and starts their jobs in
-    /// ONE function call (`ferry_fetch`): the fast path while there is work.
-    /// Never blocks; use [`JobQueue::read_new`] with a block time to wait.
+    /// Reads up to `count` new entries of one partition and starts their
+    /// jobs in ONE function call (`ferry_fetch`): the fast path while there
+    /// is work. Never blocks; use [`JobQueue::wait_for_new`] to wait.
     pub async fn fetch<C: ConnectionLike>(
         &self,
         conn: &mut C,
         consumer: &str,
-        queue: &str,
+        partition: &Partition,
         count: usize,
     ) -> Result<Vec<Delivery>, QueueError> {
-        let q = self.keys().queue(queue);
+        let q = self.keys().partition(partition);
         let stream = q.stream();
         let record_prefix = q.job("");
         let mut pipe = Pipeline::new();
@@ -122,7 +122,7 @@ impl JobQueue {
         let (reply,): (Vec<Vec<redis::Value>>,) = match run(conn, &pipe).await {
             Err(e) if e.code() == Some("NOGROUP") || e.to_string().contains("NOGROUP") => {
                 tracing::warn!("consumer group missing (Redis lost its data?): recreating it");
-                crate::schema::ensure_groups(conn, self.keys()).await?;
+                crate::schema::ensure_group(conn, &stream).await?;
                 run(conn, &pipe).await?
             }
             other => other?,
@@ -134,7 +134,7 @@ impl JobQueue {
             let entry_id: String = redis::from_redis_value(it.next().unwrap_or(redis::Value::Nil))?;
             let job_id: String = redis::from_redis_value(it.next().unwrap_or(redis::Value::Nil))?;
             let f = Fetched {
-                queue: queue.to_owned(),
+                partition: partition.clone(),
                 entry_id,
                 job_id,
             };
@@ -145,7 +145,7 @@ impl JobQueue {
                     tracing::error!(job = %f.job_id, error = %e, "unreadable job record: dead-lettering it");
                     self.add_outcome(
                         &mut corrupt,
-                        &f.queue,
+                        &f.partition,
                         &f.entry_id,
                         &f.job_id,
                         &Outcome::Dead {
@@ -162,8 +162,31 @@ impl JobQueue {
         Ok(deliveries)
     }
 
+    /// [`fetch`](Self::fetch) over every partition of `queue` in turn,
+    /// until `count` are read (tools and tests; the worker's fetcher spreads
+    /// its reads fairly itself).
+    pub async fn fetch_any<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        consumer: &str,
+        queue: &str,
+        count: usize,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        let mut out = Vec::new();
+        for partition in self.served_partitions(queue) {
+            if out.len() >= count {
+                break;
+            }
+            out.extend(
+                self.fetch(conn, consumer, &partition, count - out.len())
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+
     /// Marks fetched jobs running and counts the attempt: one function call
-    /// per queue for the whole batch. Entries whose job is gone or already
+    /// per partition for the whole batch. Entries whose job is gone or already
     /// finished are acknowledged and dropped here.
     pub async fn start(
         &self,
@@ -173,10 +196,10 @@ impl JobQueue {
         if fetched.is_empty() {
             return Ok(Vec::new());
         }
-        let by_queue = group_by_queue(&fetched, |f| f.queue.as_str());
+        let by_partition = group_by_partition(&fetched, |f| f.partition.clone());
         let mut pipe = Pipeline::new();
-        for (queue, indexes) in &by_queue {
-            let q = self.keys().queue(queue);
+        for (partition, indexes) in &by_partition {
+            let q = self.keys().partition(partition);
             let records: Vec<String> = indexes.iter().map(|&i| q.job(&fetched[i].job_id)).collect();
             let records: Vec<&str> = records.iter().map(String::as_str).collect();
             fcall(&mut pipe, "ferry_start", &records).arg(worker);
@@ -184,7 +207,7 @@ impl JobQueue {
         let mut conn = self.conn().await?;
         let replies: Vec<Vec<Vec<redis::Value>>> = run(&mut conn, &pipe).await?;
         let mut started: Vec<Option<Vec<redis::Value>>> = vec![None; fetched.len()];
-        for ((_, indexes), reply) in by_queue.iter().zip(replies) {
+        for ((_, indexes), reply) in by_partition.iter().zip(replies) {
             for (&i, fields) in indexes.iter().zip(reply) {
                 started[i] = Some(fields);
             }
@@ -195,7 +218,7 @@ impl JobQueue {
             match parse_started(f, fields.unwrap_or_default()) {
                 Ok(Some(d)) => deliveries.push(d),
                 Ok(None) => {
-                    let stream = self.keys().queue(&f.queue).stream();
+                    let stream = self.keys().partition(&f.partition).stream();
                     stale
                         .cmd("XACK")
                         .arg(&stream)
@@ -208,7 +231,7 @@ impl JobQueue {
                     tracing::error!(job = %f.job_id, error = %e, "unreadable job record: dead-lettering it");
                     self.add_outcome(
                         &mut stale,
-                        &f.queue,
+                        &f.partition,
                         &f.entry_id,
                         &f.job_id,
                         &Outcome::Dead {
@@ -225,8 +248,8 @@ impl JobQueue {
         Ok(deliveries)
     }
 
-    /// Records outcomes in one pipeline: the successes of each queue in one
-    /// function call, the rest one call each. Each item answers whether
+    /// Records outcomes in one pipeline: the successes of each partition in
+    /// one function call, the rest one call each. Each item answers whether
     /// this call changed the job (false: it had already finished, e.g. a
     /// duplicate delivery).
     pub async fn record(
@@ -252,10 +275,10 @@ impl JobQueue {
             (0..outcomes.len()).partition(|&i| matches!(outcomes[i].1, Outcome::Succeeded { .. }));
         let successes: Vec<(&Delivery, &Outcome)> =
             successes.iter().map(|&i| outcomes[i]).collect();
-        let by_queue = group_by_queue(&successes, |(d, _)| d.id.queue());
+        let by_partition = group_by_partition(&successes, |(d, _)| d.id.partition());
         let mut pipe = Pipeline::new();
-        for (queue, indexes) in &by_queue {
-            let q = self.keys().queue(queue);
+        for (partition, indexes) in &by_partition {
+            let q = self.keys().partition(partition);
             let stream = q.stream();
             let mut keys = vec![stream];
             keys.extend(
@@ -264,9 +287,13 @@ impl JobQueue {
                     .map(|&i| q.job(&successes[i].0.id.to_string())),
             );
             let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-            let call = fcall(&mut pipe, OutcomeFunctions::of(queue).complete, &keys)
-                .arg(CONSUMER_GROUP)
-                .arg(self.retention_secs());
+            let call = fcall(
+                &mut pipe,
+                OutcomeFunctions::of(&partition.queue).complete,
+                &keys,
+            )
+            .arg(CONSUMER_GROUP)
+            .arg(self.retention_secs());
             for &i in indexes {
                 let (d, outcome) = successes[i];
                 let Outcome::Succeeded { result } = outcome else {
@@ -279,7 +306,7 @@ impl JobQueue {
             let (d, outcome) = outcomes[i];
             self.add_outcome(
                 &mut pipe,
-                d.id.queue(),
+                &d.id.partition(),
                 &d.entry_id,
                 &d.id.to_string(),
                 outcome,
@@ -291,7 +318,7 @@ impl JobQueue {
         let success_index: Vec<usize> = (0..outcomes.len())
             .filter(|&i| matches!(outcomes[i].1, Outcome::Succeeded { .. }))
             .collect();
-        for (_, indexes) in &by_queue {
+        for (_, indexes) in &by_partition {
             let flags: Vec<i32> =
                 redis::from_redis_value(replies.next().unwrap_or(redis::Value::Nil))?;
             for (&i, flag) in indexes.iter().zip(flags) {
@@ -315,7 +342,7 @@ impl JobQueue {
         for (job, entry_id) in held {
             self.add_outcome(
                 &mut pipe,
-                job.queue(),
+                &job.partition(),
                 entry_id,
                 &job.to_string(),
                 &Outcome::HandBack,
@@ -329,14 +356,14 @@ impl JobQueue {
     fn add_outcome(
         &self,
         pipe: &mut Pipeline,
-        queue: &str,
+        partition: &Partition,
         entry_id: &str,
         job_id: &str,
         outcome: &Outcome,
     ) {
-        let q = self.keys().queue(queue);
+        let q = self.keys().partition(partition);
         let (stream, record) = (q.stream(), q.job(job_id));
-        let functions = OutcomeFunctions::of(queue);
+        let functions = OutcomeFunctions::of(&partition.queue);
         match outcome {
             Outcome::Succeeded { result } => {
                 // `ferry_complete` answers a list, one flag per job.
@@ -399,17 +426,18 @@ impl OutcomeFunctions {
     }
 }
 
-/// Indexes of `items` grouped by queue, queues in first-seen order.
-fn group_by_queue<'a, T>(
+/// Indexes of `items` grouped by partition, partitions in first-seen
+/// order: one function call per partition (one slot each).
+fn group_by_partition<'a, T>(
     items: &'a [T],
-    queue: impl Fn(&'a T) -> &'a str,
-) -> Vec<(&'a str, Vec<usize>)> {
-    let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
+    partition: impl Fn(&'a T) -> Partition,
+) -> Vec<(Partition, Vec<usize>)> {
+    let mut groups: Vec<(Partition, Vec<usize>)> = Vec::new();
     for (i, item) in items.iter().enumerate() {
-        let q = queue(item);
-        match groups.iter_mut().find(|(name, _)| *name == q) {
+        let p = partition(item);
+        match groups.iter_mut().find(|(name, _)| *name == p) {
             Some((_, indexes)) => indexes.push(i),
-            None => groups.push((q, vec![i])),
+            None => groups.push((p, vec![i])),
         }
     }
     groups

@@ -2,6 +2,7 @@
 //! and (optionally) the idempotency key together.
 
 use redis::Pipeline;
+use redis::aio::ConnectionLike;
 
 use super::{JobQueue, QueueError, is_valid_queue_name};
 use crate::functions::{fcall, run};
@@ -32,12 +33,25 @@ impl JobQueue {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
+        let mut conn = self.conn().await?;
+        self.enqueue_many_on(&mut conn, jobs).await
+    }
+
+    /// [`enqueue_many`](Self::enqueue_many) on a connection the caller
+    /// holds (to `WAIT` for replicas on it afterwards).
+    pub async fn enqueue_many_on<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        jobs: &[NewJob],
+    ) -> Result<Vec<Enqueued>, QueueError> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut pipe = Pipeline::new();
         for job in jobs {
             self.add_enqueue(&mut pipe, job)?;
         }
-        let mut conn = self.conn().await?;
-        let replies: Vec<(String, i32)> = run(&mut conn, &pipe).await?;
+        let replies: Vec<(String, i32)> = run(conn, &pipe).await?;
         replies
             .into_iter()
             .map(|(id, created)| {
@@ -55,12 +69,39 @@ impl JobQueue {
             .collect()
     }
 
+    /// Waits up to `timeout` until `replicas` replicas have every write made
+    /// on `conn` so far (`WAIT`; on a cluster, every primary's, the least
+    /// count answered). Returns how many did.
+    pub async fn wait_for_replicas<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        replicas: u32,
+        timeout: std::time::Duration,
+    ) -> Result<u32, QueueError> {
+        let n: u32 = redis::cmd("WAIT")
+            .arg(replicas)
+            .arg(timeout.as_millis().max(1) as u64)
+            .query_async(conn)
+            .await?;
+        Ok(n)
+    }
+
     fn add_enqueue(&self, pipe: &mut Pipeline, job: &NewJob) -> Result<(), QueueError> {
         if !is_valid_queue_name(&job.queue) {
             return Err(QueueError::UnknownQueue(job.queue.clone()));
         }
-        let id = JobId::new(&job.queue).to_string();
-        let q = self.keys().queue(&job.queue);
+        // A job with a dedup key always goes to the partition of that key,
+        // so a repeat finds the first job there; the others are spread at
+        // random (by the id's random bits).
+        let partition = match &job.idempotency {
+            Some(i) => self.keys().partitions().place(&job.queue, &i.key),
+            None => self
+                .keys()
+                .partitions()
+                .place(&job.queue, &ulid::Ulid::new().to_string()),
+        };
+        let id = JobId::new_in(&partition).to_string();
+        let q = self.keys().partition(&partition);
         let stream = q.stream();
         let record = q.job(&id);
         let idem = job.idempotency.as_ref().map(|i| q.idempotency(&i.key));

@@ -11,12 +11,15 @@ use serde::Serialize;
 use super::{JobQueue, QUEUES, QueueError};
 use crate::functions::{fcall, run};
 use crate::job::{JobId, JobRecord, JobState, from_millis};
-use crate::keys::CONSUMER_GROUP;
+use crate::keys::{CONSUMER_GROUP, Partition};
 
 /// One queue at a glance (`ferry queues`).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct QueueStats {
+    /// The queue (a sum over its partitions) or one partition (`wechat:3`).
     pub queue: String,
+    /// How many partitions the row covers.
+    pub partitions: u16,
     /// Entries not yet read by any worker.
     pub depth: u64,
     /// Entries read and not yet acknowledged (in flight or abandoned).
@@ -45,6 +48,9 @@ pub struct QueueTotals {
 /// One dead-letter entry.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeadLetter {
+    /// The partition whose dead-letter stream holds it.
+    #[serde(skip)]
+    pub partition: Partition,
     /// The dead-letter stream's entry id (`<ms>-<seq>`).
     pub entry_id: String,
     pub job_id: String,
@@ -62,8 +68,15 @@ fn entry_millis(entry_id: &str) -> i64 {
 }
 
 impl JobQueue {
-    /// Counts for every queue.
+    /// Counts for every queue, its partitions summed.
     pub async fn stats(&self) -> Result<Vec<QueueStats>, QueueError> {
+        Ok(sum_partitions(&self.partition_stats().await?))
+    }
+
+    /// Counts for every partition of every queue, one row each (named
+    /// `wechat`, `wechat:1`, ...). Jobs in flight are known per queue only
+    /// (the workers' registry): each queue's count is on its partition 0.
+    pub async fn partition_stats(&self) -> Result<Vec<QueueStats>, QueueError> {
         let mut conn = self.conn().await?;
         let in_flight = crate::fleet::WorkerRegistry::new(self.store.clone())
             .in_flight_by_queue()
@@ -71,8 +84,8 @@ impl JobQueue {
         let (now_s, now_us): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
         let now_ms = now_s * 1000 + now_us / 1000;
         let mut out = Vec::new();
-        for queue in QUEUES {
-            let q = self.keys().queue(queue);
+        for partition in self.all_served_partitions() {
+            let q = self.keys().partition(&partition);
             let mut pipe = Pipeline::new();
             pipe.cmd("XLEN").arg(q.stream());
             pipe.cmd("XPENDING").arg(q.stream()).arg(CONSUMER_GROUP);
@@ -105,11 +118,16 @@ impl JobQueue {
                     .unwrap_or(0),
                 _ => 0,
             };
+            let in_flight = match partition.index {
+                0 => in_flight.get(&partition.queue).copied().unwrap_or(0),
+                _ => 0,
+            };
             out.push(QueueStats {
-                queue: queue.to_string(),
+                queue: partition.name(),
+                partitions: 1,
                 depth: len.saturating_sub(pending),
                 pending,
-                in_flight: in_flight.get(*queue).copied().unwrap_or(0),
+                in_flight,
                 delayed,
                 dead,
                 oldest_age_secs: oldest
@@ -121,10 +139,21 @@ impl JobQueue {
         Ok(out)
     }
 
-    /// Lifetime counters of `queue` (zero before the first enqueue).
+    /// Lifetime counters of `queue`, its partitions summed (zero before
+    /// the first enqueue).
     pub async fn totals(&self, queue: &str) -> Result<QueueTotals, QueueError> {
+        let mut sum = QueueTotals::default();
+        for partition in self.served_partitions(queue) {
+            let t = self.partition_totals(&partition).await?;
+            sum.added += t.added;
+            sum.delivered += t.delivered;
+        }
+        Ok(sum)
+    }
+
+    async fn partition_totals(&self, partition: &Partition) -> Result<QueueTotals, QueueError> {
         let mut conn = self.conn().await?;
-        let stream = self.keys().queue(queue).stream();
+        let stream = self.keys().partition(partition).stream();
         let info: HashMap<String, redis::Value> = match redis::cmd("XINFO")
             .arg("STREAM")
             .arg(&stream)
@@ -160,32 +189,33 @@ impl JobQueue {
         })
     }
 
-    /// One dead letter by its entry id, if it is still there.
+    /// One dead letter by its entry id in one of `queue`'s partitions, if
+    /// it is still there.
     pub async fn dead_letter(
         &self,
         queue: &str,
         entry_id: &str,
     ) -> Result<Option<DeadLetter>, QueueError> {
         let mut conn = self.conn().await?;
-        let range: StreamRangeReply = redis::cmd("XRANGE")
-            .arg(self.keys().queue(queue).dead())
-            .arg(entry_id)
-            .arg(entry_id)
-            .query_async(&mut conn)
-            .await?;
-        Ok(range.ids.into_iter().next().map(|e| DeadLetter {
-            job_id: e.get("job").unwrap_or_default(),
-            reason: e.get("reason").unwrap_or_default(),
-            dead_at: from_millis(entry_millis(&e.id)),
-            entry_id: e.id,
-        }))
+        for partition in self.served_partitions(queue) {
+            let range: StreamRangeReply = redis::cmd("XRANGE")
+                .arg(self.keys().partition(&partition).dead())
+                .arg(entry_id)
+                .arg(entry_id)
+                .query_async(&mut conn)
+                .await?;
+            if let Some(e) = range.ids.into_iter().next() {
+                return Ok(Some(letter(&partition, e)));
+            }
+        }
+        Ok(None)
     }
 
     /// A job's record, or `None` if it is gone (expired after retention).
     pub async fn job(&self, id: &JobId) -> Result<Option<JobRecord>, QueueError> {
         let mut conn = self.conn().await?;
         let fields: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(self.keys().queue(id.queue()).job(&id.to_string()))
+            .arg(self.keys_of(id).job(&id.to_string()))
             .query_async(&mut conn)
             .await?;
         if fields.is_empty() {
@@ -194,41 +224,38 @@ impl JobQueue {
         parse_record(id, &fields).map(Some)
     }
 
-    /// The oldest `count` dead letters of a queue.
+    /// The oldest `count` dead letters of a queue, over all its partitions.
     pub async fn dead_letters(
         &self,
         queue: &str,
         count: usize,
     ) -> Result<Vec<DeadLetter>, QueueError> {
         let mut conn = self.conn().await?;
-        let range: StreamRangeReply = redis::cmd("XRANGE")
-            .arg(self.keys().queue(queue).dead())
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(count)
-            .query_async(&mut conn)
-            .await?;
-        Ok(range
-            .ids
-            .into_iter()
-            .map(|e| DeadLetter {
-                job_id: e.get("job").unwrap_or_default(),
-                reason: e.get("reason").unwrap_or_default(),
-                dead_at: from_millis(entry_millis(&e.id)),
-                entry_id: e.id,
-            })
-            .collect())
+        let mut all = Vec::new();
+        for partition in self.served_partitions(queue) {
+            let range: StreamRangeReply = redis::cmd("XRANGE")
+                .arg(self.keys().partition(&partition).dead())
+                .arg("-")
+                .arg("+")
+                .arg("COUNT")
+                .arg(count)
+                .query_async(&mut conn)
+                .await?;
+            all.extend(range.ids.into_iter().map(|e| letter(&partition, e)));
+        }
+        all.sort_by_key(|l| (l.dead_at, l.entry_id.clone()));
+        all.truncate(count);
+        Ok(all)
     }
 
-    /// Puts dead-lettered jobs back on their stream with fresh attempts.
-    pub async fn replay(&self, queue: &str, letters: &[DeadLetter]) -> Result<usize, QueueError> {
+    /// Puts dead-lettered jobs back on their streams with fresh attempts.
+    pub async fn replay(&self, letters: &[DeadLetter]) -> Result<usize, QueueError> {
         if letters.is_empty() {
             return Ok(0);
         }
-        let q = self.keys().queue(queue);
         let mut pipe = Pipeline::new();
         for l in letters {
+            let q = self.keys().partition(&l.partition);
             fcall(
                 &mut pipe,
                 "ferry_replay",
@@ -242,13 +269,13 @@ impl JobQueue {
     }
 
     /// Deletes dead letters and their job records for good.
-    pub async fn purge(&self, queue: &str, letters: &[DeadLetter]) -> Result<usize, QueueError> {
+    pub async fn purge(&self, letters: &[DeadLetter]) -> Result<usize, QueueError> {
         if letters.is_empty() {
             return Ok(0);
         }
-        let q = self.keys().queue(queue);
         let mut pipe = Pipeline::new();
         for l in letters {
+            let q = self.keys().partition(&l.partition);
             pipe.cmd("XDEL").arg(q.dead()).arg(&l.entry_id);
             pipe.cmd("DEL").arg(q.job(&l.job_id)).ignore();
         }
@@ -256,6 +283,54 @@ impl JobQueue {
         let deleted: Vec<i32> = pipe.query_async(&mut conn).await?;
         Ok(deleted.into_iter().filter(|d| *d == 1).count())
     }
+}
+
+/// Per-queue sums of [`JobQueue::partition_stats`]' rows.
+pub fn sum_partitions(rows: &[QueueStats]) -> Vec<QueueStats> {
+    QUEUES
+        .iter()
+        .map(|queue| {
+            let mut sum = QueueStats {
+                queue: queue.to_string(),
+                partitions: 0,
+                depth: 0,
+                pending: 0,
+                in_flight: 0,
+                delayed: 0,
+                dead: 0,
+                oldest_age_secs: None,
+            };
+            for row in rows.iter().filter(|r| queue_of(&r.queue) == *queue) {
+                sum.partitions += 1;
+                sum.depth += row.depth;
+                sum.pending += row.pending;
+                sum.in_flight += row.in_flight;
+                sum.delayed += row.delayed;
+                sum.dead += row.dead;
+                sum.oldest_age_secs = match (sum.oldest_age_secs, row.oldest_age_secs) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+            sum
+        })
+        .collect()
+}
+
+/// A dead-letter stream entry of `partition`.
+fn letter(partition: &Partition, e: redis::streams::StreamId) -> DeadLetter {
+    DeadLetter {
+        partition: partition.clone(),
+        job_id: e.get("job").unwrap_or_default(),
+        reason: e.get("reason").unwrap_or_default(),
+        dead_at: from_millis(entry_millis(&e.id)),
+        entry_id: e.id,
+    }
+}
+
+/// The queue of a partition's name (`wechat:3` -> `wechat`).
+fn queue_of(partition_name: &str) -> &str {
+    partition_name.split(':').next().unwrap_or(partition_name)
 }
 
 fn parse_record(id: &JobId, f: &HashMap<String, String>) -> Result<JobRecord, QueueError> {

@@ -12,11 +12,15 @@ pub mod delivery;
 pub mod enqueue;
 pub mod inspect;
 pub mod notes;
+pub mod partitions;
 pub mod recovery;
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::keys::Keys;
+use crate::job::JobId;
+use crate::keys::{Keys, QueueKeys};
 use crate::store::{RedisError, Store};
 
 pub use crate::functions::is_function_missing;
@@ -68,11 +72,22 @@ pub struct JobQueue {
     store: Store,
     /// How long finished job records are kept.
     retention: Duration,
+    /// The fleet's most partitions ever, per queue (see [`partitions`]).
+    seen: Arc<RwLock<HashMap<String, u16>>>,
 }
 
 impl JobQueue {
     pub fn new(store: Store, retention: Duration) -> Self {
-        Self { store, retention }
+        Self {
+            store,
+            retention,
+            seen: Arc::default(),
+        }
+    }
+
+    /// The keys of the partition holding `job`.
+    pub fn keys_of(&self, job: &JobId) -> QueueKeys {
+        self.keys().partition(&job.partition())
     }
 
     /// The Redis handle the queue runs on, to build the fleet's other
@@ -86,7 +101,7 @@ impl JobQueue {
     }
 
     /// A pooled connection to the queue's Redis.
-    pub(crate) async fn conn(&self) -> Result<deadpool_redis::Connection, QueueError> {
+    pub(crate) async fn conn(&self) -> Result<crate::connection::Conn, QueueError> {
         Ok(self.store.conn().await?)
     }
 

@@ -38,7 +38,7 @@ impl JobQueue {
         entry_id: &str,
         notes: &[(&str, &str)],
     ) -> Result<Noted, QueueError> {
-        let q = self.keys().queue(job.queue());
+        let q = self.keys_of(job);
         let mut pipe = Pipeline::new();
         let call = fcall(
             &mut pipe,
@@ -63,7 +63,7 @@ impl JobQueue {
     pub async fn read_notes(&self, job: &JobId) -> Result<HashMap<String, String>, QueueError> {
         let mut conn = self.conn().await?;
         let all: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(self.keys().queue(job.queue()).job(&job.to_string()))
+            .arg(self.keys_of(job).job(&job.to_string()))
             .query_async(&mut conn)
             .await?;
         Ok(all

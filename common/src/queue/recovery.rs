@@ -13,7 +13,7 @@ use redis::streams::{StreamAutoClaimReply, StreamPendingCountReply};
 
 use super::{Fetched, JobQueue, QueueError};
 use crate::functions::{fcall, run};
-use crate::keys::CONSUMER_GROUP;
+use crate::keys::{CONSUMER_GROUP, Partition};
 
 /// A consumer of a queue's group, as Redis sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +41,7 @@ impl JobQueue {
     pub async fn renew_leases(
         &self,
         consumer: &str,
-        queue: &str,
+        partition: &Partition,
         entry_ids: &[String],
     ) -> Result<Vec<String>, QueueError> {
         if entry_ids.is_empty() {
@@ -51,7 +51,7 @@ impl JobQueue {
         fcall(
             &mut pipe,
             "ferry_renew",
-            &[&self.keys().queue(queue).stream()],
+            &[&self.keys().partition(partition).stream()],
         )
         .arg(CONSUMER_GROUP)
         .arg(consumer)
@@ -63,11 +63,11 @@ impl JobQueue {
 
     /// The consumers of `queue`'s group with the entries each holds and
     /// how long since each last read or claimed (Redis's own clock).
-    pub async fn consumers(&self, queue: &str) -> Result<Vec<Consumer>, QueueError> {
+    pub async fn consumers(&self, partition: &Partition) -> Result<Vec<Consumer>, QueueError> {
         let mut conn = self.conn().await?;
         let reply: redis::streams::StreamInfoConsumersReply = match redis::cmd("XINFO")
             .arg("CONSUMERS")
-            .arg(self.keys().queue(queue).stream())
+            .arg(self.keys().partition(partition).stream())
             .arg(CONSUMER_GROUP)
             .query_async(&mut conn)
             .await
@@ -98,19 +98,19 @@ impl JobQueue {
         &self,
         consumer: &str,
         dead: &str,
-        queue: &str,
+        partition: &Partition,
         min_idle: Duration,
         max_deliveries: u32,
         count: usize,
     ) -> Result<Reclaimed, QueueError> {
-        let q = self.keys().queue(queue);
+        let q = self.keys().partition(partition);
         let stream = q.stream();
         let idle_ms = min_idle.as_millis() as u64;
         let mut conn = self.conn().await?;
         let pending = pending_idle(&mut conn, &stream, idle_ms, count, Some(dead)).await?;
         let mut out = Reclaimed {
             dead_lettered: self
-                .dead_letter_worn_out(&mut conn, queue, &pending, max_deliveries)
+                .dead_letter_worn_out(&mut conn, partition, &pending, max_deliveries)
                 .await?,
             ..Reclaimed::default()
         };
@@ -133,7 +133,7 @@ impl JobQueue {
             .await?;
         for entry in claimed.ids {
             out.fetched.push(Fetched {
-                queue: queue.to_owned(),
+                partition: partition.clone(),
                 job_id: entry.get::<String>("job").unwrap_or_default(),
                 entry_id: entry.id,
             });
@@ -144,12 +144,16 @@ impl JobQueue {
     /// Removes `consumer` from `queue`'s group if it holds nothing (one
     /// atomic call, so an entry delivered meanwhile is never dropped).
     /// Returns whether it was removed.
-    pub async fn forget_consumer(&self, queue: &str, consumer: &str) -> Result<bool, QueueError> {
+    pub async fn forget_consumer(
+        &self,
+        partition: &Partition,
+        consumer: &str,
+    ) -> Result<bool, QueueError> {
         let mut pipe = Pipeline::new();
         fcall(
             &mut pipe,
             "ferry_forget_consumer",
-            &[&self.keys().queue(queue).stream()],
+            &[&self.keys().partition(partition).stream()],
         )
         .arg(CONSUMER_GROUP)
         .arg(consumer);
@@ -165,19 +169,19 @@ impl JobQueue {
     pub async fn reclaim(
         &self,
         consumer: &str,
-        queue: &str,
+        partition: &Partition,
         visibility_timeout: Duration,
         max_deliveries: u32,
         count: usize,
     ) -> Result<Reclaimed, QueueError> {
-        let q = self.keys().queue(queue);
+        let q = self.keys().partition(partition);
         let stream = q.stream();
         let idle_ms = visibility_timeout.as_millis() as u64;
         let mut conn = self.conn().await?;
         let pending = pending_idle(&mut conn, &stream, idle_ms, count, None).await?;
         let mut out = Reclaimed {
             dead_lettered: self
-                .dead_letter_worn_out(&mut conn, queue, &pending, max_deliveries)
+                .dead_letter_worn_out(&mut conn, partition, &pending, max_deliveries)
                 .await?,
             ..Reclaimed::default()
         };
@@ -193,7 +197,7 @@ impl JobQueue {
             .await?;
         for entry in claimed.claimed {
             out.fetched.push(Fetched {
-                queue: queue.to_owned(),
+                partition: partition.clone(),
                 job_id: entry.get::<String>("job").unwrap_or_default(),
                 entry_id: entry.id,
             });
@@ -215,11 +219,11 @@ impl JobQueue {
     async fn dead_letter_worn_out<C: redis::aio::ConnectionLike>(
         &self,
         conn: &mut C,
-        queue: &str,
+        partition: &Partition,
         pending: &StreamPendingCountReply,
         max_deliveries: u32,
     ) -> Result<usize, QueueError> {
-        let q = self.keys().queue(queue);
+        let q = self.keys().partition(partition);
         let stream = q.stream();
         let worn_out: Vec<_> = pending
             .ids
@@ -254,7 +258,7 @@ impl JobQueue {
             tracing::error!(job = %job_id, deliveries = p.times_delivered, "dead-lettering a job that never finished");
             fcall(
                 &mut dead,
-                super::delivery::OutcomeFunctions::of(queue).dead_letter,
+                super::delivery::OutcomeFunctions::of(&partition.queue).dead_letter,
                 &[&stream, &q.job(&job_id), &q.dead()],
             )
             .arg(CONSUMER_GROUP)
@@ -268,8 +272,12 @@ impl JobQueue {
 
     /// Moves due retries of `queue` back to its stream. Safe to run from
     /// every worker at once.
-    pub async fn promote_due(&self, queue: &str, most: usize) -> Result<usize, QueueError> {
-        let q = self.keys().queue(queue);
+    pub async fn promote_due(
+        &self,
+        partition: &Partition,
+        most: usize,
+    ) -> Result<usize, QueueError> {
+        let q = self.keys().partition(partition);
         let mut pipe = Pipeline::new();
         fcall(&mut pipe, "ferry_promote", &[&q.delayed(), &q.stream()]).arg(most);
         let mut conn = self.conn().await?;

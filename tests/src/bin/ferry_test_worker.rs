@@ -3,9 +3,9 @@
 //! same environment variables as `ferry worker`; prints its worker id on the
 //! first line of stdout.
 
+use ferry_common::Keys;
 use ferry_common::config::Config;
 use ferry_common::queue::JobQueue;
-use ferry_common::{Keys, connection};
 use ferry_tests::counting::{COUNT, Counting};
 use ferry_worker::handler::Handlers;
 use ferry_worker::{Worker, WorkerSettings};
@@ -15,16 +15,11 @@ use std::io::Write;
 async fn main() {
     let config = Config::from_env().expect("configuration");
     let _guard = ferry_common::telemetry::init(&config.log).expect("logging");
-    let pool = connection::pool(&config.redis_url, 16).expect("pool");
-    let store = ferry_common::store::Store::new(pool, Keys::new(&config.prefix));
+    let keys = Keys::new(&config.prefix).with_partitions(config.queue.partitions.clone());
+    let store = ferry_common::store::Store::new(&config.redis, 16, keys).expect("store");
     let queue = JobQueue::new(store.clone(), config.queue.retention);
     let handlers = Handlers::new().register(COUNT, Counting { store });
-    let worker = Worker::new(
-        queue,
-        config.redis_url.clone(),
-        handlers,
-        WorkerSettings::from_config(&config.queue),
-    );
+    let worker = Worker::new(queue, handlers, WorkerSettings::from_config(&config.queue));
     println!("{}", worker.id());
     std::io::stdout().flush().unwrap();
     worker.run(ferry_cli::signals::shutdown_token()).await;

@@ -111,7 +111,7 @@ pub async fn submit(
         return Err(e);
     }
     let batch = NewBatch {
-        id: new_batch_id(),
+        id: new_batch_id(&state.jobs.batches.partition_of_owner(&who.name)),
         owner: who.name.clone(),
         jobs: read.valid,
         skipped: read.invalid,
