@@ -2,6 +2,7 @@
 //! `redis-server` per test, and fakes of the outside services (WeChat's API,
 //! the AI providers) speaking their exact wire formats.
 
+pub mod backend;
 pub mod counting;
 pub mod eventually;
 pub mod fake_provider;
@@ -31,6 +32,7 @@ pub fn ferry_binary() -> std::path::PathBuf {
     binary
 }
 
+pub use backend::{Backend, RedisUnderTest};
 pub use eventually::eventually;
 pub use fake_wechat::FakeWeChat;
 pub use ferry::{Parts, TestFerry};

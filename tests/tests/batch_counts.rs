@@ -5,19 +5,33 @@
 
 use std::time::Duration;
 
-use ferry_common::Keys;
 use ferry_common::batch::{Batches, Begin, NewBatch, new_batch_id};
 use ferry_common::job::Delivery;
 use ferry_common::job::kinds::{ChatCompletion, ChatParameters, ChatTurn};
+use ferry_common::keys::QueueKeys;
 use ferry_common::queue::{BATCH, JobQueue, Outcome};
-use ferry_tests::RedisServer;
+use ferry_tests::{Backend, RedisUnderTest};
 
 const OWNER: &str = "ci";
 
-async fn engine(redis: &RedisServer) -> (JobQueue, Batches) {
+async fn engine(redis: &Backend) -> (JobQueue, Batches) {
     let queue = redis.job_queue().await;
     let batches = Batches::new(queue.store().clone(), Duration::from_secs(3600));
     (queue, batches)
+}
+
+ferry_tests::on_one_redis_and_a_cluster!(
+    each_job_is_counted_once_however_often_its_outcome_is_recorded,
+    a_cancelled_batchs_queued_jobs_are_recorded_cancelled_and_never_run,
+    an_aborted_submission_releases_its_reservation_and_cancels_what_it_wrote,
+    jobs_finishing_before_the_commit_complete_the_batch_at_the_commit,
+    a_batch_abandoned_while_being_enqueued_fails_when_read
+);
+
+/// The keys of the partition holding the owner's jobs and batches.
+fn owner_keys(redis: &dyn RedisUnderTest) -> QueueKeys {
+    let keys = redis.keys();
+    keys.partition(&keys.partitions().place(BATCH, OWNER))
 }
 
 fn request(i: usize) -> (String, ChatCompletion) {
@@ -60,25 +74,23 @@ async fn fetch(queue: &JobQueue, n: usize) -> Vec<Delivery> {
     queue.fetch_any(&mut conn, "w1", BATCH, n).await.unwrap()
 }
 
-fn in_flight(redis: &RedisServer) -> i64 {
+fn in_flight(redis: &dyn RedisUnderTest) -> i64 {
     redis::cmd("GET")
-        .arg(Keys::new("ferry").queue(BATCH).owner_in_flight(OWNER))
-        .query::<Option<i64>>(&mut redis.conn())
+        .arg(owner_keys(redis).owner_in_flight(OWNER))
+        .query::<Option<i64>>(redis.conn().as_mut())
         .unwrap()
         .unwrap_or(0)
 }
 
-fn dead_letters(redis: &RedisServer) -> i64 {
+fn dead_letters(redis: &dyn RedisUnderTest) -> i64 {
     redis::cmd("XLEN")
-        .arg(Keys::new("ferry").queue(BATCH).dead())
-        .query(&mut redis.conn())
+        .arg(owner_keys(redis).dead())
+        .query(redis.conn().as_mut())
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_job_is_counted_once_however_often_its_outcome_is_recorded() {
-    let redis = RedisServer::start();
-    let (queue, batches) = engine(&redis).await;
+async fn each_job_is_counted_once_however_often_its_outcome_is_recorded(redis: &Backend) {
+    let (queue, batches) = engine(redis).await;
     let id = batch(&batches, 3, 3, true).await;
     let jobs = fetch(&queue, 3).await;
     for job in &jobs {
@@ -111,9 +123,9 @@ async fn each_job_is_counted_once_however_often_its_outcome_is_recorded() {
         (3, 1, 1, 0, 1)
     );
     assert_eq!(info.status, "in_progress");
-    assert_eq!(in_flight(&redis), 1, "two finished jobs released the key");
+    assert_eq!(in_flight(redis), 1, "two finished jobs released the key");
     assert_eq!(
-        dead_letters(&redis),
+        dead_letters(redis),
         0,
         "a failed line is a result, not a dead letter"
     );
@@ -123,10 +135,8 @@ async fn each_job_is_counted_once_however_often_its_outcome_is_recorded() {
     assert_eq!(outcomes[1].error.as_deref(), Some("bad request"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cancelled_batchs_queued_jobs_are_recorded_cancelled_and_never_run() {
-    let redis = RedisServer::start();
-    let (queue, batches) = engine(&redis).await;
+async fn a_cancelled_batchs_queued_jobs_are_recorded_cancelled_and_never_run(redis: &Backend) {
+    let (queue, batches) = engine(redis).await;
     let id = batch(&batches, 4, 4, true).await;
     let running = fetch(&queue, 1).await;
     assert_eq!(batches.begin(&running[0]).await.unwrap(), Begin::Run);
@@ -163,10 +173,10 @@ async fn a_cancelled_batchs_queued_jobs_are_recorded_cancelled_and_never_run() {
         ("cancelled", 1)
     );
     assert!(info.finished_at.is_some());
-    assert_eq!(in_flight(&redis), 0);
+    assert_eq!(in_flight(redis), 0);
     let stream_len: i64 = redis::cmd("XLEN")
-        .arg(Keys::new("ferry").queue(BATCH).stream())
-        .query(&mut redis.conn())
+        .arg(owner_keys(redis).stream())
+        .query(redis.conn().as_mut())
         .unwrap();
     assert_eq!(
         stream_len, 0,
@@ -174,15 +184,13 @@ async fn a_cancelled_batchs_queued_jobs_are_recorded_cancelled_and_never_run() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_aborted_submission_releases_its_reservation_and_cancels_what_it_wrote() {
-    let redis = RedisServer::start();
-    let (queue, batches) = engine(&redis).await;
+async fn an_aborted_submission_releases_its_reservation_and_cancels_what_it_wrote(redis: &Backend) {
+    let (queue, batches) = engine(redis).await;
     // Five reserved, two written, then Redis "failed": the api aborts.
     let id = batch(&batches, 5, 2, false).await;
-    assert_eq!(in_flight(&redis), 5);
+    assert_eq!(in_flight(redis), 5);
     batches.abort(&id, "cut short").await.unwrap();
-    assert_eq!(in_flight(&redis), 2, "the three never written are released");
+    assert_eq!(in_flight(redis), 2, "the three never written are released");
     let info = batches.get(&id).await.unwrap().unwrap();
     assert_eq!((info.status.as_str(), info.counts.total), ("failed", 2));
     // A chunk arriving late is refused.
@@ -196,14 +204,12 @@ async fn an_aborted_submission_releases_its_reservation_and_cancels_what_it_wrot
     for job in fetch(&queue, 10).await {
         assert_eq!(batches.begin(&job).await.unwrap(), Begin::Cancelled);
     }
-    assert_eq!(in_flight(&redis), 0);
+    assert_eq!(in_flight(redis), 0);
     assert_eq!(batches.get(&id).await.unwrap().unwrap().counts.cancelled, 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jobs_finishing_before_the_commit_complete_the_batch_at_the_commit() {
-    let redis = RedisServer::start();
-    let (queue, batches) = engine(&redis).await;
+async fn jobs_finishing_before_the_commit_complete_the_batch_at_the_commit(redis: &Backend) {
+    let (queue, batches) = engine(redis).await;
     let id = batch(&batches, 2, 2, false).await;
     let ok = Outcome::Succeeded {
         result: serde_json::json!({"answer": "a"}),
@@ -219,10 +225,8 @@ async fn jobs_finishing_before_the_commit_complete_the_batch_at_the_commit() {
     assert_eq!(batches.commit(&id).await.unwrap(), "completed");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_abandoned_while_being_enqueued_fails_when_read() {
-    let redis = RedisServer::start();
-    let (_queue, batches) = engine(&redis).await;
+async fn a_batch_abandoned_while_being_enqueued_fails_when_read(redis: &Backend) {
+    let (_queue, batches) = engine(redis).await;
     let id = batch(&batches, 4, 1, false).await;
     assert_eq!(
         batches.get(&id).await.unwrap().unwrap().status,
@@ -231,16 +235,16 @@ async fn a_batch_abandoned_while_being_enqueued_fails_when_read() {
     // Opened 16 minutes ago and never committed (its api died, the abort lost).
     let long_ago = chrono::Utc::now().timestamp_millis() - 16 * 60 * 1000;
     redis::cmd("HSET")
-        .arg(Keys::new("ferry").queue(BATCH).batch(&id))
+        .arg(owner_keys(redis).batch(&id))
         .arg("created_ms")
         .arg(long_ago)
-        .query::<()>(&mut redis.conn())
+        .query::<()>(redis.conn().as_mut())
         .unwrap();
 
     let info = batches.get(&id).await.unwrap().unwrap();
     assert_eq!((info.status.as_str(), info.counts.total), ("failed", 1));
     assert_eq!(
-        in_flight(&redis),
+        in_flight(redis),
         1,
         "only the written job still holds the key"
     );

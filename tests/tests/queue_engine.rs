@@ -7,11 +7,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ferry_common::Keys;
 use ferry_common::job::{Delivery, JobId, JobState, NewJob};
 use ferry_common::queue::{BATCH, JobQueue, WECHAT};
 use ferry_tests::counting::{COUNT, Counting, EXECUTIONS_KEY, ORDER_KEY};
-use ferry_tests::{RedisServer, eventually};
+use ferry_tests::{Backend, RedisServer, RedisUnderTest, eventually};
 use ferry_worker::handler::{Handler, HandlerError, Handlers, JobNotes};
 use ferry_worker::job_retry::RetryPolicy;
 use ferry_worker::{Worker, WorkerSettings};
@@ -41,6 +40,13 @@ fn settings(concurrency: usize, visibility: Duration) -> WorkerSettings {
     s
 }
 
+ferry_tests::on_one_redis_and_a_cluster!(
+    kill_9_of_a_worker_loses_nothing_and_duplicates_at_most_its_in_flight_jobs,
+    retries_wait_for_the_hint_then_dead_letter_with_the_reason_and_replay_works,
+    wechat_jobs_are_fetched_before_a_batch_flood_queued_ahead_of_them,
+    an_idempotency_key_returns_the_same_job_and_finished_records_expire,
+);
+
 /// A worker process running the real runtime with the counting handler.
 struct WorkerProcess {
     child: Child,
@@ -48,9 +54,9 @@ struct WorkerProcess {
 }
 
 impl WorkerProcess {
-    fn spawn(redis: &RedisServer, concurrency: usize, visibility_secs: u64) -> Self {
+    fn spawn(redis: &dyn RedisUnderTest, concurrency: usize, visibility_secs: u64) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ferry_test_worker"))
-            .env("REDIS_URL", redis.url())
+            .envs(redis.env())
             .env("FERRY_WORKER_CONCURRENCY", concurrency.to_string())
             .env("FERRY_VISIBILITY_TIMEOUT", visibility_secs.to_string())
             .env("FERRY_FETCH_BLOCK_MS", "100")
@@ -94,26 +100,31 @@ impl Drop for WorkerProcess {
     }
 }
 
-fn executions(redis: &RedisServer) -> HashMap<String, u64> {
+fn executions(redis: &dyn RedisUnderTest) -> HashMap<String, u64> {
     redis::cmd("HGETALL")
         .arg(EXECUTIONS_KEY)
-        .query(&mut redis.conn())
+        .query(redis.conn().as_mut())
         .unwrap()
 }
 
-/// Entries of `queue` pending for one consumer.
-fn pending_of(redis: &RedisServer, queue: &str, consumer: &str) -> u64 {
-    let stream = Keys::new("ferry").queue(queue).stream();
-    let rows: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
-        .arg(stream)
-        .arg("workers")
-        .arg("-")
-        .arg("+")
-        .arg(100_000)
-        .arg(consumer)
-        .query(&mut redis.conn())
-        .unwrap();
-    rows.len() as u64
+/// Entries of `queue` (all its partitions) pending for one consumer.
+fn pending_of(redis: &dyn RedisUnderTest, queue: &str, consumer: &str) -> u64 {
+    let keys = redis.keys();
+    let mut conn = redis.conn();
+    let mut pending = 0;
+    for partition in keys.partitions().of(queue) {
+        let rows: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+            .arg(keys.partition(&partition).stream())
+            .arg("workers")
+            .arg("-")
+            .arg("+")
+            .arg(100_000)
+            .arg(consumer)
+            .query(conn.as_mut())
+            .unwrap();
+        pending += rows.len() as u64;
+    }
+    pending
 }
 
 async fn state_of(queue: &JobQueue, id: &JobId) -> Option<JobState> {
@@ -129,9 +140,9 @@ async fn states(queue: &JobQueue, ids: &[JobId]) -> HashMap<JobState, usize> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_of_a_worker_loses_nothing_and_duplicates_at_most_its_in_flight_jobs() {
-    let redis = RedisServer::start();
+async fn kill_9_of_a_worker_loses_nothing_and_duplicates_at_most_its_in_flight_jobs(
+    redis: &Backend,
+) {
     let queue = redis.job_queue().await;
     let mut ids = Vec::new();
     for _ in 0..3000 {
@@ -262,9 +273,9 @@ impl Handler for Flaky {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retries_wait_for_the_hint_then_dead_letter_with_the_reason_and_replay_works() {
-    let redis = RedisServer::start();
+async fn retries_wait_for_the_hint_then_dead_letter_with_the_reason_and_replay_works(
+    redis: &Backend,
+) {
     let queue = redis.job_queue().await;
     let starts = Arc::new(Mutex::new(Vec::new()));
     let succeed = Arc::new(Mutex::new(false));
@@ -400,9 +411,7 @@ async fn a_redis_restart_with_aof_mid_run_loses_no_acknowledged_job() {
     running.await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wechat_jobs_are_fetched_before_a_batch_flood_queued_ahead_of_them() {
-    let redis = RedisServer::start();
+async fn wechat_jobs_are_fetched_before_a_batch_flood_queued_ahead_of_them(redis: &Backend) {
     let queue = redis.job_queue().await;
     let mut batch = Vec::new();
     for _ in 0..2000 {
@@ -447,7 +456,7 @@ async fn wechat_jobs_are_fetched_before_a_batch_flood_queued_ahead_of_them() {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let started_before: usize = redis::cmd("LLEN")
             .arg(ORDER_KEY)
-            .query(&mut redis.conn())
+            .query(redis.conn().as_mut())
             .unwrap();
         let id = queue
             .enqueue(&count_job(WECHAT, 2))
@@ -465,7 +474,7 @@ async fn wechat_jobs_are_fetched_before_a_batch_flood_queued_ahead_of_them() {
         .arg(ORDER_KEY)
         .arg(0)
         .arg(-1)
-        .query(&mut redis.conn())
+        .query(redis.conn().as_mut())
         .unwrap();
     let position: HashMap<&str, usize> = order
         .iter()
@@ -561,9 +570,7 @@ async fn a_worker_survives_redis_losing_everything_and_keeps_serving() {
     running.await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idempotency_key_returns_the_same_job_and_finished_records_expire() {
-    let redis = RedisServer::start();
+async fn an_idempotency_key_returns_the_same_job_and_finished_records_expire(redis: &Backend) {
     let queue = redis.job_queue().await;
     let mut job = count_job(BATCH, 0);
     job.idempotency = Some(ferry_common::job::Idempotency {
@@ -575,8 +582,8 @@ async fn an_idempotency_key_returns_the_same_job_and_finished_records_expire() {
     assert!(first.created && !second.created);
     assert_eq!(first.id, second.id);
     let len: u64 = redis::cmd("XLEN")
-        .arg(Keys::new("ferry").queue(BATCH).stream())
-        .query(&mut redis.conn())
+        .arg(redis.keys().partition(&first.id.partition()).stream())
+        .query(redis.conn().as_mut())
         .unwrap();
     assert_eq!(len, 1);
 
@@ -594,8 +601,13 @@ async fn an_idempotency_key_returns_the_same_job_and_finished_records_expire() {
     })
     .await;
     let ttl: i64 = redis::cmd("TTL")
-        .arg(Keys::new("ferry").queue(BATCH).job(&first.id.to_string()))
-        .query(&mut redis.conn())
+        .arg(
+            redis
+                .keys()
+                .partition(&first.id.partition())
+                .job(&first.id.to_string()),
+        )
+        .query(redis.conn().as_mut())
         .unwrap();
     assert!(
         ttl > 0 && ttl <= 3600,
