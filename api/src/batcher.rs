@@ -41,6 +41,12 @@ struct Waiting {
     done: oneshot::Sender<Result<Enqueued, String>>,
 }
 
+/// The longest a push waits for a replica before it is spooled instead.
+/// A healthy replica answers within a millisecond; a shard whose replica
+/// is gone (its primary just failed over) would hold every push for the
+/// whole wait, so it is kept short: the spool is durable too.
+pub const REPLICA_WAIT: Duration = Duration::from_millis(200);
+
 /// How a batch is acknowledged.
 #[derive(Clone, Copy, Debug)]
 pub enum Durability {
@@ -159,7 +165,7 @@ async fn send(queue: &JobQueue, batch: Vec<Waiting>, durable: Option<(&OwnConnec
                 return Err(e.to_string());
             }
         };
-        match queue.wait_for_replicas(&mut conn, 1, wait).await {
+        match queue.wait_for_replicas(&mut conn, &answers, 1, wait).await {
             Ok(n) if n >= 1 => Ok(answers),
             Ok(_) => Err("no replica took the push in time (FERRY_DURABLE_ACK=replica)".to_owned()),
             Err(e) => {

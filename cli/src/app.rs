@@ -134,7 +134,7 @@ pub fn api_state(
             match ingress.durable_ack {
                 DurableAck::None => ferry_api::Durability::Primary,
                 DurableAck::Replica => ferry_api::Durability::Replica {
-                    wait: ingress.ack_budget,
+                    wait: ingress.ack_budget.min(ferry_api::REPLICA_WAIT),
                 },
             },
         )),

@@ -324,6 +324,47 @@ pub enum Dedicated {
     Cluster(ClusterConnection),
 }
 
+impl Dedicated {
+    /// Waits up to `timeout` until `replicas` replicas have every write this
+    /// connection made so far (`WAIT`), and answers the least count. On a
+    /// cluster only the primaries owning `keys` are asked: a shard that lost
+    /// its replica holds up only the writes that went to it.
+    pub async fn wait_for_replicas(
+        &mut self,
+        keys: &[String],
+        replicas: u32,
+        timeout: Duration,
+    ) -> redis::RedisResult<u32> {
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(replicas).arg(timeout.as_millis().max(1) as u64);
+        match self {
+            Dedicated::Single(c) => wait.query_async(c).await,
+            Dedicated::Cluster(c) => {
+                let slots: std::collections::HashSet<Slot> =
+                    keys.iter().map(Slot::for_key).collect();
+                let asks = slots.into_iter().map(|slot| {
+                    let mut c = c.clone();
+                    let wait = wait.clone();
+                    async move {
+                        let route = redis::cluster_routing::RoutingInfo::SingleNode(
+                            redis::cluster_routing::SingleNodeRoutingInfo::SpecificNode(
+                                redis::cluster_routing::Route::with_slot(
+                                    slot,
+                                    redis::cluster_routing::SlotAddr::Master,
+                                ),
+                            ),
+                        );
+                        let v = c.route_command(wait, route).await?;
+                        redis::from_redis_value::<u32>(v).map_err(redis::RedisError::from)
+                    }
+                });
+                let counts = futures::future::try_join_all(asks).await?;
+                Ok(counts.into_iter().min().unwrap_or(replicas))
+            }
+        }
+    }
+}
+
 /// A connection for a few commands: pooled (one Redis) or the shared
 /// cluster connection.
 pub enum Conn {

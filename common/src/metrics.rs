@@ -46,8 +46,10 @@ pub const JOBS: &str = "ferry_jobs_total";
 pub const JOB_DURATION: &str = "ferry_job_duration_seconds";
 
 /// `ferry_jobs_taken_over_total{queue, reason}`: jobs a worker took over
-/// from another: `worker_gone` (its heartbeat lapsed) or `lease_expired`
-/// (idle past the visibility timeout: the backstop).
+/// from another: `worker_gone` (its heartbeat lapsed), `lease_expired`
+/// (idle past the visibility timeout: the backstop), or `lost_fetch` (read
+/// for this worker by a fetch whose reply never arrived: a broken
+/// connection, a cluster failover).
 pub const JOBS_TAKEN_OVER: &str = "ferry_jobs_taken_over_total";
 
 /// `ferry_provider_calls_total{provider, outcome}`: calls (each attempt)

@@ -12,7 +12,7 @@ use ferry_worker::WorkerSettings;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::RedisServer;
+use crate::RedisUnderTest;
 
 /// The WeChat token the harness signs with.
 pub const TEST_WECHAT_TOKEN: &str = "test-wechat-token";
@@ -37,13 +37,18 @@ pub struct Parts {
 
 impl TestFerry {
     /// Migrates `redis` and starts the parts with these variables on top of
-    /// REDIS_URL, WECHAT_TOKEN and a FERRY_SPOOL_DIR of its own.
-    pub async fn start(redis: &RedisServer, vars: &[(&str, &str)], parts: Parts) -> Self {
-        let mut all: Vec<(String, String)> = vec![
-            ("REDIS_URL".into(), redis.url()),
+    /// where Redis is (one server or a cluster), WECHAT_TOKEN and a
+    /// FERRY_SPOOL_DIR of its own.
+    pub async fn start(redis: &dyn RedisUnderTest, vars: &[(&str, &str)], parts: Parts) -> Self {
+        let mut all: Vec<(String, String)> = redis
+            .env()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        all.extend([
             ("WECHAT_TOKEN".into(), TEST_WECHAT_TOKEN.into()),
             ("FERRY_FETCH_BLOCK_MS".into(), "200".into()),
-        ];
+        ]);
         let spool_dir = if vars.iter().any(|(k, _)| *k == "FERRY_SPOOL_DIR") {
             None
         } else {
@@ -56,8 +61,11 @@ impl TestFerry {
         };
         all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let config = Config::from_vars(all).expect("test configuration");
-        redis.migrate().await;
         let queue = app::job_queue(&config, 16).unwrap();
+        let mut conn = queue.store().conn().await.expect("connect");
+        ferry_common::schema::migrate(&mut conn, queue.keys(), "test")
+            .await
+            .expect("ferry migrate");
         app::require_schema(&queue, &config).await.unwrap();
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use crate::{FakeWeChat, RedisServer, ferry_binary};
+use crate::{FakeWeChat, RedisUnderTest, ferry_binary};
 
 /// Worker processes, killed when dropped (so a failing test leaves none).
 pub struct WorkerProcesses {
@@ -30,7 +30,7 @@ impl Drop for WorkerProcesses {
 /// Starts `ferry worker` against `redis` and the fake WeChat with this app
 /// id and secret; `env` adds or overrides variables (providers, limits).
 pub fn ferry_worker(
-    redis: &RedisServer,
+    redis: &dyn RedisUnderTest,
     wechat: &FakeWeChat,
     app_id: &str,
     app_secret: &str,
@@ -43,7 +43,7 @@ pub fn ferry_worker(
 /// benchmark) instead of the tests' debug build.
 pub fn ferry_worker_from(
     binary: &Path,
-    redis: &RedisServer,
+    redis: &dyn RedisUnderTest,
     wechat: &FakeWeChat,
     app_id: &str,
     app_secret: &str,
@@ -53,7 +53,7 @@ pub fn ferry_worker_from(
     cmd.arg("worker")
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("REDIS_URL", redis.url())
+        .envs(redis.env())
         .env("WECHAT_APP_ID", app_id)
         .env("WECHAT_APP_SECRET", app_secret)
         .env("WECHAT_API_BASE", wechat.base_url())

@@ -46,6 +46,18 @@ impl InFlight {
             .sum()
     }
 
+    /// Whether this worker holds the entry `entry_id` of `partition`.
+    pub fn holds(&self, partition: &Partition, entry_id: &str) -> bool {
+        self.lock()
+            .get(partition)
+            .is_some_and(|entries| entries.contains_key(entry_id))
+    }
+
+    /// How many entries of `partition` this worker holds.
+    pub fn count_in(&self, partition: &Partition) -> usize {
+        self.lock().get(partition).map_or(0, HashMap::len)
+    }
+
     pub fn total(&self) -> usize {
         self.lock().values().map(HashMap::len).sum()
     }

@@ -160,6 +160,7 @@ impl Worker {
             slots,
             concurrency: s.concurrency,
             processor,
+            in_flight: in_flight.clone(),
             visibility_timeout: s.visibility_timeout,
             max_deliveries: s.max_deliveries,
             queues: s.queues.clone(),

@@ -30,6 +30,7 @@ use ferry_common::queue::recovery::Reclaimed;
 use ferry_common::queue::{self, JobQueue, QueueError};
 
 use crate::heartbeat::Reachability;
+use crate::in_flight::InFlight;
 use crate::outage::{AfterFailure, MAX_BACKOFF, Pace, Pass, repeat};
 use crate::processor::Processor;
 
@@ -52,6 +53,8 @@ pub struct Recoverer {
     /// The number of slots (the worker's concurrency).
     pub concurrency: usize,
     pub processor: Processor,
+    /// What this worker holds, to tell its own lost entries from its work.
+    pub in_flight: InFlight,
     pub visibility_timeout: Duration,
     pub max_deliveries: u32,
     pub queues: Vec<&'static str>,
@@ -105,6 +108,7 @@ impl Pass for Passes {
 enum Why {
     WorkerGone,
     LeaseExpired,
+    LostFetch,
 }
 
 impl Why {
@@ -112,6 +116,7 @@ impl Why {
         match self {
             Why::WorkerGone => "worker_gone",
             Why::LeaseExpired => "lease_expired",
+            Why::LostFetch => "lost_fetch",
         }
     }
 }
@@ -136,10 +141,14 @@ impl Recoverer {
     /// and removes those consumers from the group once they hold nothing.
     async fn take_over_dead(&self, partition: &Partition) -> Result<(), QueueError> {
         let queue = queue::label(&partition.queue);
-        let silent: Vec<_> = self
-            .queue
-            .consumers(partition)
-            .await?
+        let consumers = self.queue.consumers(partition).await?;
+        if consumers
+            .iter()
+            .any(|c| c.name == self.worker_id && c.pending > self.in_flight.count_in(partition))
+        {
+            self.take_back_orphans(partition).await?;
+        }
+        let silent: Vec<_> = consumers
             .into_iter()
             .filter(|c| c.name != self.worker_id && c.idle >= WORKER_TTL)
             .collect();
@@ -189,6 +198,36 @@ impl Recoverer {
             }
         }
         Ok(())
+    }
+
+    /// Entries pending under this worker that it does not hold (a fetch
+    /// whose reply was lost), back to work now rather than at the visibility
+    /// timeout.
+    async fn take_back_orphans(&self, partition: &Partition) -> Result<(), QueueError> {
+        let Some(permits) = self.free_slots(256) else {
+            return Ok(());
+        };
+        let reclaimed = self
+            .queue
+            .take_back_orphans(
+                &self.worker_id,
+                partition,
+                MIN_IDLE,
+                self.max_deliveries,
+                permits.num_permits(),
+                |entry| self.in_flight.holds(partition, entry),
+            )
+            .await?;
+        if !reclaimed.fetched.is_empty() {
+            tracing::warn!(partition = %partition.name(), count = reclaimed.fetched.len(), "took back entries read for this worker whose fetch reply was lost");
+        }
+        self.run_claimed(
+            queue::label(&partition.queue),
+            Why::LostFetch,
+            reclaimed,
+            permits,
+        )
+        .await
     }
 
     /// The backstop: entries idle past the visibility timeout.

@@ -69,21 +69,21 @@ impl JobQueue {
             .collect()
     }
 
-    /// Waits up to `timeout` until `replicas` replicas have every write made
-    /// on `conn` so far (`WAIT`; on a cluster, every primary's, the least
-    /// count answered). Returns how many did.
-    pub async fn wait_for_replicas<C: ConnectionLike>(
+    /// Waits up to `timeout` until `replicas` replicas have the jobs of
+    /// `written`, enqueued on `conn` (`WAIT` on the primaries holding their
+    /// partitions). Returns the least count that did.
+    pub async fn wait_for_replicas(
         &self,
-        conn: &mut C,
+        conn: &mut crate::connection::Dedicated,
+        written: &[Enqueued],
         replicas: u32,
         timeout: std::time::Duration,
     ) -> Result<u32, QueueError> {
-        let n: u32 = redis::cmd("WAIT")
-            .arg(replicas)
-            .arg(timeout.as_millis().max(1) as u64)
-            .query_async(conn)
-            .await?;
-        Ok(n)
+        let keys: Vec<String> = written
+            .iter()
+            .map(|e| self.keys_of(&e.id).stream())
+            .collect();
+        Ok(conn.wait_for_replicas(&keys, replicas, timeout).await?)
     }
 
     fn add_enqueue(&self, pipe: &mut Pipeline, job: &NewJob) -> Result<(), QueueError> {

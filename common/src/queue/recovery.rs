@@ -108,9 +108,33 @@ impl JobQueue {
         let idle_ms = min_idle.as_millis() as u64;
         let mut conn = self.conn().await?;
         let pending = pending_idle(&mut conn, &stream, idle_ms, count, Some(dead)).await?;
+        self.claim_pending(
+            &mut conn,
+            consumer,
+            partition,
+            pending,
+            idle_ms,
+            max_deliveries,
+        )
+        .await
+    }
+
+    /// Claims `pending` for `consumer` (those idle at least `idle_ms` still:
+    /// a claim by another worker meanwhile reset them), dead-lettering the
+    /// worn-out ones.
+    async fn claim_pending<C: redis::aio::ConnectionLike>(
+        &self,
+        conn: &mut C,
+        consumer: &str,
+        partition: &Partition,
+        pending: StreamPendingCountReply,
+        idle_ms: u64,
+        max_deliveries: u32,
+    ) -> Result<Reclaimed, QueueError> {
+        let stream = self.keys().partition(partition).stream();
         let mut out = Reclaimed {
             dead_lettered: self
-                .dead_letter_worn_out(&mut conn, partition, &pending, max_deliveries)
+                .dead_letter_worn_out(conn, partition, &pending, max_deliveries)
                 .await?,
             ..Reclaimed::default()
         };
@@ -129,7 +153,7 @@ impl JobQueue {
             .arg(consumer)
             .arg(idle_ms)
             .arg(&claimable)
-            .query_async(&mut conn)
+            .query_async(conn)
             .await?;
         for entry in claimed.ids {
             out.fetched.push(Fetched {
@@ -139,6 +163,39 @@ impl JobQueue {
             });
         }
         Ok(out)
+    }
+
+    /// Takes back the entries pending under `consumer` itself, idle at
+    /// least `min_idle`, that `is_held` says its worker does not hold. A
+    /// fetch whose reply never arrived (the connection broke after Redis ran
+    /// it; on a cluster, a failover) leaves entries pending under a live
+    /// worker that never learnt of them: its heartbeat keeps others from
+    /// taking them over, so without this they would wait for the visibility
+    /// timeout. Worn-out jobs go to the dead-letter stream as in
+    /// [`JobQueue::reclaim`].
+    pub async fn take_back_orphans(
+        &self,
+        consumer: &str,
+        partition: &Partition,
+        min_idle: Duration,
+        max_deliveries: u32,
+        count: usize,
+        is_held: impl Fn(&str) -> bool,
+    ) -> Result<Reclaimed, QueueError> {
+        let stream = self.keys().partition(partition).stream();
+        let idle_ms = min_idle.as_millis() as u64;
+        let mut conn = self.conn().await?;
+        let mut pending = pending_idle(&mut conn, &stream, idle_ms, count, Some(consumer)).await?;
+        pending.ids.retain(|p| !is_held(&p.id));
+        self.claim_pending(
+            &mut conn,
+            consumer,
+            partition,
+            pending,
+            idle_ms,
+            max_deliveries,
+        )
+        .await
     }
 
     /// Removes `consumer` from `queue`'s group if it holds nothing (one
