@@ -41,12 +41,6 @@ struct Waiting {
     done: oneshot::Sender<Result<Enqueued, String>>,
 }
 
-/// The longest a push waits for a replica before it is spooled instead.
-/// A healthy replica answers within a millisecond; a shard whose replica
-/// is gone (its primary just failed over) would hold every push for the
-/// whole wait, so it is kept short: the spool is durable too.
-pub const REPLICA_WAIT: Duration = Duration::from_millis(200);
-
 /// How a batch is acknowledged.
 #[derive(Clone, Copy, Debug)]
 pub enum Durability {

@@ -49,7 +49,7 @@ use ferry_common::alerts::{AlertEvaluator, AlertLog};
 use tokio_util::sync::CancellationToken;
 
 pub use auth::Authenticator;
-pub use batcher::{Durability, EnqueueBatcher, REPLICA_WAIT};
+pub use batcher::{Durability, EnqueueBatcher};
 pub use client_ip::{ClientIp, ClientIpResolver};
 pub use error::ApiError;
 pub use limiter::IpLimiter;

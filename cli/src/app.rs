@@ -134,7 +134,7 @@ pub fn api_state(
             match ingress.durable_ack {
                 DurableAck::None => ferry_api::Durability::Primary,
                 DurableAck::Replica => ferry_api::Durability::Replica {
-                    wait: ingress.ack_budget.min(ferry_api::REPLICA_WAIT),
+                    wait: ingress.ack_budget.min(connection::REPLICA_WAIT),
                 },
             },
         )),
@@ -352,6 +352,11 @@ pub fn worker_counting(
         .register(kinds::CHAT_COMPLETION, chat)
         .register(kinds::BATCH_WEBHOOK, webhook)
         .register(NOOP, Noop);
+    let mut settings = settings;
+    settings.replica_wait = match config.ingress.durable_ack {
+        DurableAck::None => None,
+        DurableAck::Replica => Some(connection::REPLICA_WAIT),
+    };
     let worker = Worker::new(queue, handlers, settings);
     Ok((worker, reloadable))
 }

@@ -36,6 +36,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// (Ferry's callers retry on their own beyond it).
 const CLUSTER_OVERALL_TIMEOUT: Duration = Duration::from_secs(6);
 
+/// The longest a write waits for a replica (`FERRY_DURABLE_ACK=replica`):
+/// a push is spooled instead, a note goes on. A healthy replica answers
+/// within a millisecond; a shard whose replica is gone (its primary just
+/// failed over) would hold every write for the whole wait, so it is kept
+/// short (the api's spool is durable too).
+pub const REPLICA_WAIT: Duration = Duration::from_millis(200);
+
 /// Which Redis a deployment runs on.
 #[derive(Clone, Debug)]
 pub enum RedisTarget {

@@ -30,14 +30,17 @@ pub struct NoteBook {
     queue: JobQueue,
     conn: OwnConnection,
     consumer: String,
+    /// How long a written note waits for one replica (`None`: not at all).
+    replica_wait: Option<Duration>,
 }
 
 impl NoteBook {
-    pub fn new(queue: JobQueue, consumer: String) -> Self {
+    pub fn new(queue: JobQueue, consumer: String, replica_wait: Option<Duration>) -> Self {
         Self {
             conn: OwnConnection::new(queue.store().target().clone()),
             queue,
             consumer,
+            replica_wait,
         }
     }
 
@@ -96,7 +99,8 @@ impl JobNotes<'_> {
 
     async fn try_write(&self, notes: &[(&str, &str)]) -> Result<Noted, String> {
         let mut conn = self.book.conn.get().await.map_err(|e| e.to_string())?;
-        self.book
+        let noted = self
+            .book
             .queue
             .note_on(
                 &mut conn,
@@ -106,6 +110,20 @@ impl JobNotes<'_> {
                 notes,
             )
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        if let (Noted::Written, Some(wait)) = (noted, self.book.replica_wait) {
+            // Best effort: the side effect is done either way. A replica
+            // that does not answer in time (none left after a failover)
+            // leaves the note on the primary alone, as without the setting.
+            let stream = self.book.queue.keys_of(&self.job.id).stream();
+            match conn.wait_for_replicas(&[stream], 1, wait).await {
+                Ok(0) => tracing::debug!(job = %self.job.id, "no replica took the note in time"),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(job = %self.job.id, error = %e, "cannot wait for a replica")
+                }
+            }
+        }
+        Ok(noted)
     }
 }

@@ -38,6 +38,11 @@ pub struct WorkerSettings {
     /// Queues served, in priority order.
     pub queues: Vec<&'static str>,
     pub retry: RetryPolicy,
+    /// With `FERRY_DURABLE_ACK=replica`: how long a note of a side effect
+    /// (an answer obtained, a part sent) waits for one replica, so a
+    /// failover does not lose it and repeat the side effect. `None`: the
+    /// primary's word is enough.
+    pub replica_wait: Option<Duration>,
 }
 
 impl WorkerSettings {
@@ -52,6 +57,7 @@ impl WorkerSettings {
             batch_min_share: q.batch_min_share,
             queues: QUEUES.to_vec(),
             retry: RetryPolicy::default(),
+            replica_wait: None,
         }
     }
 
@@ -93,7 +99,7 @@ impl Worker {
         let slots = Arc::new(Semaphore::new(s.concurrency));
         let in_flight = InFlight::default();
         let (tx, rx) = mpsc::channel(s.concurrency + 1024);
-        let notes = NoteBook::new(self.queue.clone(), self.id.clone());
+        let notes = NoteBook::new(self.queue.clone(), self.id.clone(), s.replica_wait);
         let processor =
             Processor::new(self.handlers.clone(), s.retry, in_flight.clone(), notes, tx);
         // Leases, retries and heartbeats go on while in-flight jobs finish.
