@@ -1,6 +1,9 @@
 //! The fleet at a glance, read from Redis: queues (counts and lifetime
 //! totals), live workers, breakers with their limits, and recent alerts.
 //! The dashboard (`/admin`) and `ferry status` show the same [`Overview`].
+//! Queue counts are summed over each queue's partitions (its `partitions`
+//! field says how many); [`partitions`] reads one queue's partitions one
+//! by one (the dashboard's `/admin/queues/{queue}/partitions`).
 
 use std::collections::HashMap;
 
@@ -10,7 +13,7 @@ use serde::Serialize;
 use crate::alerts::{AlertLog, LoggedAlert};
 use crate::config::Config;
 use crate::fleet::{BreakerView, Breakers, GateSettings, WorkerRegistry};
-use crate::queue::inspect::{QueueStats, QueueTotals};
+use crate::queue::inspect::{QueueStats, QueueTotals, sum_partitions};
 use crate::queue::{JobQueue, QUEUES, QueueError};
 
 /// Alert events shown.
@@ -34,6 +37,18 @@ pub struct QueueView {
     pub stats: QueueStats,
     #[serde(flatten)]
     pub totals: QueueTotals,
+}
+
+/// One queue's partitions, one row each, and their sum.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionsView {
+    pub at: DateTime<Utc>,
+    /// The queue's counts summed over its partitions (as in [`Overview`]).
+    pub total: QueueStats,
+    /// One row per partition, partition 0 (named as the queue) first, then
+    /// `wechat:1`, `wechat:2`, ... Jobs in flight are known per queue only:
+    /// they are all on partition 0's row.
+    pub partitions: Vec<QueueStats>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -120,6 +135,35 @@ pub async fn read(
         firing: log.firing().await?,
         recent_alerts: log.recent(RECENT_ALERTS).await?,
     })
+}
+
+/// Reads `name`'s partitions (one reading of every partition's counts);
+/// `None` if Ferry has no such queue.
+pub async fn partitions(
+    queue: &JobQueue,
+    name: &str,
+) -> Result<Option<PartitionsView>, OverviewError> {
+    if !QUEUES.contains(&name) {
+        return Ok(None);
+    }
+    let rows = queue.partition_stats().await?;
+    let Some(total) = sum_partitions(&rows).into_iter().find(|s| s.queue == name) else {
+        return Ok(None);
+    };
+    let partitions = rows
+        .into_iter()
+        .filter(|r| queue_of(&r.queue) == name)
+        .collect();
+    Ok(Some(PartitionsView {
+        at: Utc::now(),
+        total,
+        partitions,
+    }))
+}
+
+/// The queue of a partition's name (`wechat:3` -> `wechat`).
+fn queue_of(partition_name: &str) -> &str {
+    partition_name.split(':').next().unwrap_or(partition_name)
 }
 
 fn worker_view(id: String, f: &HashMap<String, String>) -> WorkerView {

@@ -3,6 +3,7 @@
 //! breakers. `dashboard_browser.rs` drives the same pages in Chromium.
 
 use ferry_common::api_tokens::{ApiTokens, hash_hex};
+use ferry_common::job::NewJob;
 use ferry_common::queue::WECHAT;
 use ferry_tests::staged_jobs::{dead_letter, held, retrying};
 use ferry_tests::{Parts, RedisServer, TestFerry};
@@ -12,14 +13,21 @@ use reqwest::redirect::Policy;
 const ADMIN_TOKEN: &str = "admin-token-for-the-dashboard-test";
 
 async fn ferry(redis: &RedisServer) -> TestFerry {
+    ferry_with(redis, &[]).await
+}
+
+/// The dashboard's Ferry with these variables on top.
+async fn ferry_with(redis: &RedisServer, extra: &[(&str, &str)]) -> TestFerry {
     let hash = hash_hex(ADMIN_TOKEN);
+    let mut vars = vec![
+        ("FERRY_ADMIN_TOKEN", hash.as_str()),
+        ("FERRY_PROVIDERS", "deepseek"),
+        ("DEEPSEEK_API_KEY", "sk-dashboard-test"),
+    ];
+    vars.extend_from_slice(extra);
     TestFerry::start(
         redis,
-        &[
-            ("FERRY_ADMIN_TOKEN", &hash),
-            ("FERRY_PROVIDERS", "deepseek"),
-            ("DEEPSEEK_API_KEY", "sk-dashboard-test"),
-        ],
+        &vars,
         Parts {
             api: true,
             worker: false,
@@ -100,7 +108,12 @@ fn hget(redis: &RedisServer, key: &str, field: &str) -> Option<String> {
 async fn without_a_session_every_admin_route_answers_401_with_the_sign_in_form() {
     let redis = RedisServer::start();
     let f = ferry(&redis).await;
-    for path in ["/admin", "/admin/api/overview", "/admin/dlq/wechat"] {
+    for path in [
+        "/admin",
+        "/admin/api/overview",
+        "/admin/dlq/wechat",
+        "/admin/queues/wechat/partitions",
+    ] {
         let (status, body) = get(&f.api_url, path, None).await;
         assert_eq!(status, 401, "{path}");
         assert!(body.contains(r#"action="/admin/login""#), "{path}");
@@ -434,5 +447,98 @@ async fn with_redis_down_the_dashboard_answers_503_and_recovers() {
         assert!(tokio::time::Instant::now() < deadline, "still {status}");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+    f.stop().await;
+}
+
+/// The numbers in a partitions page's rows: (partition, depth).
+fn partition_depths(page: &str) -> Vec<(String, u64)> {
+    let mut rows = Vec::new();
+    let mut rest = page;
+    while let Some(at) = rest.find(r#"<tr data-partition=""#) {
+        rest = &rest[at + 20..];
+        let name = rest[..rest.find('"').unwrap()].to_owned();
+        let cell = rest.find(r#"data-f="depth">"#).unwrap() + 15;
+        rest = &rest[cell..];
+        let depth = rest[..rest.find('<').unwrap()].parse().unwrap();
+        rows.push((name, depth));
+    }
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_sums_a_queues_partitions_and_a_page_lists_them_one_by_one() {
+    let redis = RedisServer::start();
+    let f = ferry_with(&redis, &[("FERRY_QUEUE_PARTITIONS", "wechat=3")]).await;
+    // No worker runs and no idempotency key: 30 jobs wait, spread over the
+    // 3 partitions at random.
+    for n in 0..30 {
+        let job = NewJob {
+            kind: "noop".into(),
+            queue: WECHAT.into(),
+            payload: serde_json::json!({ "n": n }),
+            max_attempts: 1,
+            idempotency: None,
+        };
+        f.queue.enqueue(&job).await.unwrap();
+    }
+    let (cookie, _) = sign_in(&f.api_url).await;
+
+    let (status, json) = get(&f.api_url, "/admin/api/overview", Some(&cookie)).await;
+    assert_eq!(status, 200);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let wechat = json["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == WECHAT)
+        .expect("wechat in the overview");
+    assert_eq!(wechat["partitions"], 3, "{wechat}");
+    assert_eq!(wechat["depth"], 30, "{wechat}");
+    assert_eq!(wechat["added"], 30, "{wechat}");
+    let batch = json["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == "batch")
+        .expect("batch in the overview");
+    assert_eq!(batch["partitions"], 1, "{batch}");
+
+    let (status, page) = get(&f.api_url, "/admin", Some(&cookie)).await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains(
+            r#"<a data-q="wechat" data-f="partitions" href="/admin/queues/wechat/partitions">3</a>"#
+        ),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"<td class="num" data-q="wechat" data-f="depth">30</td>"#),
+        "{page}"
+    );
+
+    let (status, page) = get(&f.api_url, "/admin/queues/wechat/partitions", Some(&cookie)).await;
+    assert_eq!(status, 200);
+    let rows = partition_depths(&page);
+    let names: Vec<&str> = rows.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["wechat", "wechat:1", "wechat:2"], "{page}");
+    assert_eq!(rows.iter().map(|(_, d)| d).sum::<u64>(), 30, "{page}");
+    assert!(
+        rows.iter().filter(|(_, d)| *d > 0).count() >= 2,
+        "30 jobs at random over 3 partitions: {rows:?}"
+    );
+
+    let (status, page) = get(&f.api_url, "/admin/queues/batch/partitions", Some(&cookie)).await;
+    assert_eq!(status, 200);
+    let names: Vec<String> = partition_depths(&page)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(names, ["batch"], "{page}");
+    assert_eq!(
+        get(&f.api_url, "/admin/queues/nope/partitions", Some(&cookie))
+            .await
+            .0,
+        404
+    );
     f.stop().await;
 }

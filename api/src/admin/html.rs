@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use ferry_common::alerts::RuleStatus;
 use ferry_common::batch::BatchInfo;
 use ferry_common::job::JobRecord;
-use ferry_common::overview::Overview;
+use ferry_common::overview::{Overview, PartitionsView};
 use ferry_common::queue::browse::{Held, Waiting};
 use ferry_common::queue::inspect::DeadLetter;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
@@ -35,7 +35,7 @@ const LIVE_JS: &str = r#"
       const o = await r.json();
       const now = Date.now();
       for (const q of o.queues) {
-        for (const f of ['depth', 'pending', 'in_flight', 'delayed', 'dead']) {
+        for (const f of ['partitions', 'depth', 'pending', 'in_flight', 'delayed', 'dead']) {
           const el = document.querySelector(`[data-q="${q.queue}"][data-f="${f}"]`);
           if (el) el.textContent = q[f];
         }
@@ -167,20 +167,19 @@ pub fn overview(o: &Overview, batches: &[BatchInfo], local: &Local<'_>, s: &Sess
             }
             h2 { "Queues" }
             table #queues {
-                tr { th { "queue" } th { "depth" } th { "pending" } th { "in flight" } th { "delayed" }
+                tr { th { "queue" } th { "partitions" } th { "depth" } th { "pending" } th { "in flight" } th { "delayed" }
                      th { "dead" } th { "oldest" } th { "in /s" } th { "out /s" } }
                 @for q in &o.queues {
                     @let name = &q.stats.queue;
                     tr {
                         td { (name) }
+                        td.num { a data-q=(name) data-f="partitions" href={ "/admin/queues/" (name) "/partitions" } { (q.stats.partitions) } }
                         td.num data-q=(name) data-f="depth" { (q.stats.depth) }
                         td.num { a data-q=(name) data-f="pending" href={ "/admin/held/" (name) } { (q.stats.pending) } }
                         td.num data-q=(name) data-f="in_flight" { (q.stats.in_flight) }
                         td.num { a data-q=(name) data-f="delayed" href={ "/admin/retries/" (name) } { (q.stats.delayed) } }
                         td.num { a data-q=(name) data-f="dead" href={ "/admin/dlq/" (name) } { (q.stats.dead) } }
-                        td.num data-q=(name) data-f="oldest" {
-                            @match q.stats.oldest_age_secs { Some(a) => { (format!("{a:.1} s")) } None => { "-" } }
-                        }
+                        td.num data-q=(name) data-f="oldest" { (age(q.stats.oldest_age_secs)) }
                         td.num data-q=(name) data-f="in_rate" { "-" }
                         td.num data-q=(name) data-f="out_rate" { "-" }
                     }
@@ -379,6 +378,46 @@ pub fn held(queue: &str, held: &[Held], s: &Session) -> Markup {
                             td.num { (h.deliveries) }
                         }
                     }
+                }
+            }
+        },
+    )
+}
+
+/// "12.3 s", or "-" for an empty stream.
+fn age(secs: Option<f64>) -> String {
+    secs.map_or_else(|| "-".into(), |a| format!("{a:.1} s"))
+}
+
+pub fn partitions(queue: &str, view: &PartitionsView, s: &Session) -> Markup {
+    let t = &view.total;
+    layout(
+        "Partitions",
+        Some(s),
+        html! {
+            h1 { "Partitions: " (queue) }
+            p { "Read at " (view.at.format("%H:%M:%S")) ". New jobs go to a partition at random "
+                "(or by their idempotency key); the overview shows their sums. Jobs in flight ("
+                (t.in_flight) ") are known per queue only." }
+            table #partitions {
+                tr { th { "partition" } th { "depth" } th { "pending" } th { "delayed" } th { "dead" } th { "oldest" } }
+                @for p in &view.partitions {
+                    tr data-partition=(p.queue) {
+                        td { (p.queue) }
+                        td.num data-f="depth" { (p.depth) }
+                        td.num data-f="pending" { (p.pending) }
+                        td.num data-f="delayed" { (p.delayed) }
+                        td.num data-f="dead" { (p.dead) }
+                        td.num data-f="oldest" { (age(p.oldest_age_secs)) }
+                    }
+                }
+                tr #partitions-total {
+                    th { "all " (t.partitions) }
+                    th.num { (t.depth) }
+                    th.num { a href={ "/admin/held/" (queue) } { (t.pending) } }
+                    th.num { a href={ "/admin/retries/" (queue) } { (t.delayed) } }
+                    th.num { a href={ "/admin/dlq/" (queue) } { (t.dead) } }
+                    th.num { (age(t.oldest_age_secs)) }
                 }
             }
         },

@@ -98,6 +98,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/dlq/{queue}", get(pages::dead_letters))
         .route("/admin/retries/{queue}", get(pages::retries))
         .route("/admin/held/{queue}", get(pages::held))
+        .route("/admin/queues/{queue}/partitions", get(pages::partitions))
         .route("/admin/jobs/{id}", get(pages::job))
         .route("/admin/login", post(actions::sign_in))
         .route("/admin/logout", post(actions::sign_out))

@@ -1,5 +1,5 @@
-//! The dashboard's pages (GET): the overview and its JSON, a queue's dead
-//! letters, one job. Every page needs a session; without one it answers
+//! The dashboard's pages (GET): the overview and its JSON, a queue's
+//! partitions, dead letters, retries and held jobs, one job. Every page needs a session; without one it answers
 //! 401 with the sign-in form.
 
 use axum::Json;
@@ -126,4 +126,21 @@ pub async fn held(
     let queue = known_queue(&queue)?;
     let held = state.queue.held(queue, LISTED).await?;
     Ok(Html(html::held(queue, &held, &session).into_string()))
+}
+
+/// A queue's partitions one by one (the overview sums them).
+pub async fn partitions(
+    session: Session,
+    State(state): State<AppState>,
+    Path(queue): Path<String>,
+) -> Result<impl IntoResponse, AdminError> {
+    let queue = known_queue(&queue)?;
+    let view = overview::partitions(&state.queue, queue)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "dashboard: cannot read the partitions");
+            AdminError::Unavailable
+        })?
+        .ok_or_else(|| AdminError::NotFound(format!("no queue {queue:?}")))?;
+    Ok(Html(html::partitions(queue, &view, &session).into_string()))
 }
