@@ -441,7 +441,7 @@ impl ConnectionLike for Conn {
 /// its own, all at once, and the answers put back in the pipeline's order.
 /// Transactions (`MULTI`) must be single-slot anyway and go as they are.
 async fn cluster_pipeline(
-    mut conn: ClusterConnection,
+    conn: ClusterConnection,
     pipe: &Pipeline,
     offset: usize,
     count: usize,
@@ -455,24 +455,46 @@ async fn cluster_pipeline(
             .push(i);
     }
     if pipe.is_transaction() || groups.len() <= 1 {
-        return conn.req_packed_commands(pipe, offset, count).await;
+        return conn.clone().req_packed_commands(pipe, offset, count).await;
     }
-    let sends = groups.values().map(|indexes| {
+    let groups: Vec<Vec<usize>> = groups.into_values().collect();
+    let send = |indexes: &Vec<usize>| {
         let mut sub = Pipeline::with_capacity(indexes.len());
         for &i in indexes {
             sub.add_command(commands[i].clone());
         }
         let mut conn = conn.clone();
-        async move { conn.req_packed_commands(&sub, 0, indexes.len()).await }
-    });
-    let answers = futures::future::try_join_all(sends).await?;
+        let n = indexes.len();
+        async move { conn.req_packed_commands(&sub, 0, n).await }
+    };
+    let mut answers = futures::future::try_join_all(groups.iter().map(send)).await?;
+    // A shard without Ferry's functions (added later, or a slot moved to a
+    // node without them) refuses its group only: load them and send that
+    // group again. Resending the whole pipeline would repeat what the other
+    // shards already did.
+    let missing: Vec<usize> = (0..groups.len())
+        .filter(|&g| answers[g].iter().any(is_function_missing_value))
+        .collect();
+    if !missing.is_empty() {
+        tracing::warn!(
+            "a Redis Cluster node lacks Ferry's functions: loading them on every primary"
+        );
+        crate::schema::load_libraries(&mut conn.clone()).await?;
+        for g in missing {
+            answers[g] = send(&groups[g]).await?;
+        }
+    }
     let mut out: Vec<Option<Value>> = vec![None; commands.len()];
-    for (indexes, values) in groups.values().zip(answers) {
+    for (indexes, values) in groups.iter().zip(answers) {
         for (&i, v) in indexes.iter().zip(values) {
             out[i] = Some(v);
         }
     }
     Ok(out.into_iter().map(|v| v.unwrap_or(Value::Nil)).collect())
+}
+
+fn is_function_missing_value(v: &Value) -> bool {
+    matches!(v, Value::ServerError(e) if e.details().is_some_and(|d| d.contains("Function not found")))
 }
 
 /// The key a command is routed by, for the commands Ferry pipelines.
