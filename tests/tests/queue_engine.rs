@@ -708,3 +708,56 @@ async fn the_queues_and_dlq_commands_show_and_replay_dead_letters() {
     assert_eq!(state_of(&queue, &id).await, Some(JobState::Queued));
     assert!(queue.dead_letters(BATCH, 10).await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lowering_the_partition_count_strands_nothing_the_old_partitions_are_drained() {
+    use ferry_common::keys::Partitions;
+    let redis = RedisServer::start();
+    let store_with = |spec: &str| {
+        let keys = ferry_common::Keys::new("ferry")
+            .with_partitions(Partitions::parse(spec, ferry_common::queue::QUEUES).unwrap());
+        let target =
+            ferry_common::connection::RedisTarget::Single(ferry_common::Secret::new(redis.url()));
+        ferry_common::store::Store::new(&target, 4, keys).unwrap()
+    };
+    // Yesterday: wechat in four partitions, jobs spread over all of them.
+    let before = JobQueue::new(store_with("wechat=4"), Duration::from_secs(3600));
+    let mut conn = before.store().conn().await.unwrap();
+    ferry_common::schema::migrate(&mut conn, before.keys(), "test")
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..40 {
+        ids.push(before.enqueue(&count_job(WECHAT, 0)).await.unwrap().id);
+    }
+    let spread: std::collections::HashSet<u16> =
+        ids.iter().map(|id| id.partition().index).collect();
+    assert!(spread.len() > 1, "jobs in several partitions: {spread:?}");
+
+    // Today: one partition configured. The worker still serves all four.
+    let after = JobQueue::new(store_with(""), Duration::from_secs(3600));
+    after.refresh_partitions().await.unwrap();
+    assert_eq!(after.served_partitions(WECHAT).len(), 4);
+    let handlers = Handlers::new().register(
+        COUNT,
+        Counting {
+            store: after.store().clone(),
+        },
+    );
+    let worker = Worker::new(
+        after.clone(),
+        handlers,
+        settings(8, Duration::from_secs(30)),
+    );
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(worker.run(shutdown.clone()));
+    eventually("every old job ran", Duration::from_secs(30), async || {
+        states(&after, &ids).await.get(&JobState::Succeeded) == Some(&40)
+    })
+    .await;
+    // New jobs go to partition 0 only.
+    let new = after.enqueue(&count_job(WECHAT, 0)).await.unwrap().id;
+    assert_eq!(new.partition().index, 0);
+    shutdown.cancel();
+    running.await.unwrap();
+}
