@@ -761,3 +761,95 @@ async fn lowering_the_partition_count_strands_nothing_the_old_partitions_are_dra
     shutdown.cancel();
     running.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_partition_starves_behind_a_flood_in_another() {
+    use ferry_common::keys::Partitions;
+    let redis = RedisServer::start();
+    let keys = ferry_common::Keys::new("ferry")
+        .with_partitions(Partitions::parse("wechat=4", ferry_common::queue::QUEUES).unwrap());
+    let target =
+        ferry_common::connection::RedisTarget::Single(ferry_common::Secret::new(redis.url()));
+    let queue = JobQueue::new(
+        ferry_common::store::Store::new(&target, 4, keys.clone()).unwrap(),
+        Duration::from_secs(3600),
+    );
+    let mut conn = queue.store().conn().await.unwrap();
+    ferry_common::schema::migrate(&mut conn, queue.keys(), "test")
+        .await
+        .unwrap();
+    queue.refresh_partitions().await.unwrap();
+    // Dedup keys choose the partition: 1,500 jobs in partition 0, then 10
+    // in partition 2.
+    let keyed = |partition: u16, n: usize| -> Vec<NewJob> {
+        (0..)
+            .map(|i| format!("k{partition}-{i}"))
+            .filter(|k| keys.partitions().place(WECHAT, k).index == partition)
+            .take(n)
+            .map(|key| {
+                let mut job = count_job(WECHAT, 2);
+                job.idempotency = Some(ferry_common::job::Idempotency {
+                    key,
+                    ttl: Duration::from_secs(600),
+                });
+                job
+            })
+            .collect()
+    };
+    queue.enqueue_many(&keyed(0, 1500)).await.unwrap();
+    let late: Vec<String> = queue
+        .enqueue_many(&keyed(2, 10))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id.to_string())
+        .collect();
+    let concurrency = 8;
+    let handlers = Handlers::new().register(
+        COUNT,
+        Counting {
+            store: queue.store().clone(),
+        },
+    );
+    let worker = Worker::new(
+        queue.clone(),
+        handlers,
+        settings(concurrency, Duration::from_secs(30)),
+    );
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(worker.run(shutdown.clone()));
+    eventually(
+        "the late partition's jobs ran",
+        Duration::from_secs(60),
+        async || {
+            let ran = executions(&redis);
+            late.iter().all(|id| ran.contains_key(id))
+        },
+    )
+    .await;
+    shutdown.cancel();
+    running.await.unwrap();
+    let order: Vec<String> = redis::cmd("LRANGE")
+        .arg(ORDER_KEY)
+        .arg(0)
+        .arg(-1)
+        .query(&mut redis.conn())
+        .unwrap();
+    let last_late = order
+        .iter()
+        .position(|id| id == late.last().unwrap())
+        .unwrap()
+        .max(
+            late.iter()
+                .map(|l| order.iter().position(|id| id == l).unwrap())
+                .max()
+                .unwrap(),
+        );
+    // Each round starts at the next partition: the late ones go within a
+    // few rounds of slots, not after the 1,500 queued ahead of them.
+    assert!(
+        last_late < 4 * concurrency + late.len(),
+        "the last job of the late partition started at position {last_late} of {}",
+        order.len()
+    );
+}
