@@ -242,29 +242,44 @@ pub fn client(url: &Secret) -> Result<redis::Client, ConnectionError> {
 /// `REDIS_CLUSTER_NODES` seed without cluster mode, or a `REDIS_URL` that
 /// names a cluster node (where every key outside its slots would fail).
 pub async fn check_mode(target: &RedisTarget) -> Result<(), ConnectionError> {
-    let (url, want_cluster) = match target {
-        RedisTarget::Single(url) => (url, false),
-        RedisTarget::Cluster(seeds) => (&seeds[0], true),
+    let (urls, want_cluster) = match target {
+        RedisTarget::Single(url) => (std::slice::from_ref(url), false),
+        RedisTarget::Cluster(seeds) => (seeds.as_slice(), true),
     };
-    let mut conn = client(url)?.get_multiplexed_async_connection().await?;
-    let info: String = redis::cmd("INFO")
-        .arg("cluster")
-        .query_async(&mut conn)
-        .await?;
-    let is_cluster = info.contains("cluster_enabled:1");
-    match (want_cluster, is_cluster) {
-        (true, false) => Err(ConnectionError::Mode(format!(
-            "{}: {} is a Redis without cluster mode; use REDIS_URL for one Redis",
-            crate::config::vars::REDIS_CLUSTER_NODES,
-            crate::config::redact_url(url.expose())
-        ))),
-        (false, true) => Err(ConnectionError::Mode(format!(
-            "{}: {} is a Redis Cluster node; list the cluster's nodes in REDIS_CLUSTER_NODES instead",
-            crate::config::vars::REDIS_URL,
-            crate::config::redact_url(url.expose())
-        ))),
-        _ => Ok(()),
+    // The first seed that answers speaks for the cluster (any may be down).
+    let mut last_error = None;
+    for url in urls {
+        let info = async {
+            let mut conn = client(url)?.get_multiplexed_async_connection().await?;
+            let info: String = redis::cmd("INFO")
+                .arg("cluster")
+                .query_async(&mut conn)
+                .await?;
+            Ok::<_, ConnectionError>(info)
+        };
+        let info = match info.await {
+            Ok(info) => info,
+            Err(e) => {
+                last_error = Some(e);
+                continue;
+            }
+        };
+        let is_cluster = info.contains("cluster_enabled:1");
+        return match (want_cluster, is_cluster) {
+            (true, false) => Err(ConnectionError::Mode(format!(
+                "{}: {} is a Redis without cluster mode; use REDIS_URL for one Redis",
+                crate::config::vars::REDIS_CLUSTER_NODES,
+                crate::config::redact_url(url.expose())
+            ))),
+            (false, true) => Err(ConnectionError::Mode(format!(
+                "{}: {} is a Redis Cluster node; list the cluster's nodes in REDIS_CLUSTER_NODES instead",
+                crate::config::vars::REDIS_URL,
+                crate::config::redact_url(url.expose())
+            ))),
+            _ => Ok(()),
+        };
     }
+    Err(last_error.unwrap_or_else(|| ConnectionError::Mode("no Redis to check".into())))
 }
 
 /// The primaries of a cluster right now, as URLs carrying the seeds'

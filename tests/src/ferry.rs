@@ -109,21 +109,7 @@ impl TestFerry {
 
     /// Posts a pushed message signed with `token` (a forger's guess).
     pub async fn post_wechat_signed(&self, xml: &str, token: &str) -> (u16, String) {
-        let (ts, nonce) = (
-            chrono::Utc::now().timestamp().to_string(),
-            rand::random::<u32>().to_string(),
-        );
-        let signature = wechat::sign(&[token, &ts, &nonce]);
-        let response = reqwest::Client::new()
-            .post(format!("{}/wechat", self.api_url))
-            .query(&[
-                ("signature", signature.as_str()),
-                ("timestamp", &ts),
-                ("nonce", &nonce),
-            ])
-            .header("content-type", "text/xml")
-            .body(xml.to_owned())
-            .send()
+        let response = post_signed(&reqwest::Client::new(), &self.api_url, xml, token)
             .await
             .unwrap();
         (response.status().as_u16(), response.text().await.unwrap())
@@ -136,4 +122,31 @@ impl TestFerry {
             let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
         }
     }
+}
+
+/// Posts a pushed message to the api at `api_url`, signed with `token` as
+/// WeChat signs it (for tests that push from tasks of their own).
+pub async fn post_signed(
+    client: &reqwest::Client,
+    api_url: &str,
+    xml: &str,
+    token: &str,
+) -> reqwest::Result<reqwest::Response> {
+    let (ts, nonce) = (
+        chrono::Utc::now().timestamp().to_string(),
+        rand::random::<u32>().to_string(),
+    );
+    let signature = wechat::sign(&[token, &ts, &nonce]);
+    client
+        .post(format!("{api_url}/wechat"))
+        .query(&[
+            ("signature", signature.as_str()),
+            ("timestamp", &ts),
+            ("nonce", &nonce),
+        ])
+        .header("content-type", "text/xml")
+        .body(xml.to_owned())
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
 }

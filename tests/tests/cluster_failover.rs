@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use ferry_common::wechat;
 use ferry_tests::fake_provider::{FakeKind, FakeProvider, Reply};
+use ferry_tests::ferry::{TEST_WECHAT_TOKEN, post_signed};
 use ferry_tests::worker_process::{WorkerProcesses, ferry_worker};
 use ferry_tests::{Backend, FakeWeChat, Parts, TestFerry, eventually};
 
@@ -136,22 +137,7 @@ async fn a_primary_killed_mid_traffic_loses_no_acknowledged_push_and_answers_non
 }
 
 async fn post(client: &reqwest::Client, api: &str, xml: &str) -> u16 {
-    let (ts, nonce) = (
-        chrono::Utc::now().timestamp().to_string(),
-        rand::random::<u32>().to_string(),
-    );
-    let signature = wechat::sign(&[ferry_tests::ferry::TEST_WECHAT_TOKEN, &ts, &nonce]);
-    client
-        .post(format!("{api}/wechat"))
-        .query(&[
-            ("signature", signature.as_str()),
-            ("timestamp", &ts),
-            ("nonce", &nonce),
-        ])
-        .header("content-type", "text/xml")
-        .body(xml.to_owned())
-        .timeout(Duration::from_secs(10))
-        .send()
+    post_signed(client, api, xml, TEST_WECHAT_TOKEN)
         .await
         .map(|r| r.status().as_u16())
         .unwrap_or(0)

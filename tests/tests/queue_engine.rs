@@ -709,23 +709,29 @@ async fn the_queues_and_dlq_commands_show_and_replay_dead_letters() {
     assert!(queue.dead_letters(BATCH, 10).await.unwrap().is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lowering_the_partition_count_strands_nothing_the_old_partitions_are_drained() {
-    use ferry_common::keys::Partitions;
-    let redis = RedisServer::start();
-    let store_with = |spec: &str| {
-        let keys = ferry_common::Keys::new("ferry")
-            .with_partitions(Partitions::parse(spec, ferry_common::queue::QUEUES).unwrap());
-        let target =
-            ferry_common::connection::RedisTarget::Single(ferry_common::Secret::new(redis.url()));
-        ferry_common::store::Store::new(&target, 4, keys).unwrap()
-    };
-    // Yesterday: wechat in four partitions, jobs spread over all of them.
-    let before = JobQueue::new(store_with("wechat=4"), Duration::from_secs(3600));
-    let mut conn = before.store().conn().await.unwrap();
-    ferry_common::schema::migrate(&mut conn, before.keys(), "test")
+/// The queue engine on one Redis with its queues split as `spec` says
+/// (`FERRY_QUEUE_PARTITIONS`), migrated, the fleet's partition marks read.
+async fn partitioned_queue(redis: &RedisServer, spec: &str) -> JobQueue {
+    let partitions =
+        ferry_common::keys::Partitions::parse(spec, ferry_common::queue::QUEUES).unwrap();
+    let target =
+        ferry_common::connection::RedisTarget::Single(ferry_common::Secret::new(redis.url()));
+    let keys = ferry_common::Keys::new("ferry").with_partitions(partitions);
+    let store = ferry_common::store::Store::new(&target, 4, keys).unwrap();
+    let mut conn = store.conn().await.unwrap();
+    ferry_common::schema::migrate(&mut conn, store.keys(), "test")
         .await
         .unwrap();
+    let queue = JobQueue::new(store, Duration::from_secs(3600));
+    queue.refresh_partitions().await.unwrap();
+    queue
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lowering_the_partition_count_strands_nothing_the_old_partitions_are_drained() {
+    let redis = RedisServer::start();
+    // Yesterday: wechat in four partitions, jobs spread over all of them.
+    let before = partitioned_queue(&redis, "wechat=4").await;
     let mut ids = Vec::new();
     for _ in 0..40 {
         ids.push(before.enqueue(&count_job(WECHAT, 0)).await.unwrap().id);
@@ -735,8 +741,7 @@ async fn lowering_the_partition_count_strands_nothing_the_old_partitions_are_dra
     assert!(spread.len() > 1, "jobs in several partitions: {spread:?}");
 
     // Today: one partition configured. The worker still serves all four.
-    let after = JobQueue::new(store_with(""), Duration::from_secs(3600));
-    after.refresh_partitions().await.unwrap();
+    let after = partitioned_queue(&redis, "").await;
     assert_eq!(after.served_partitions(WECHAT).len(), 4);
     let handlers = Handlers::new().register(
         COUNT,
@@ -764,21 +769,9 @@ async fn lowering_the_partition_count_strands_nothing_the_old_partitions_are_dra
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_partition_starves_behind_a_flood_in_another() {
-    use ferry_common::keys::Partitions;
     let redis = RedisServer::start();
-    let keys = ferry_common::Keys::new("ferry")
-        .with_partitions(Partitions::parse("wechat=4", ferry_common::queue::QUEUES).unwrap());
-    let target =
-        ferry_common::connection::RedisTarget::Single(ferry_common::Secret::new(redis.url()));
-    let queue = JobQueue::new(
-        ferry_common::store::Store::new(&target, 4, keys.clone()).unwrap(),
-        Duration::from_secs(3600),
-    );
-    let mut conn = queue.store().conn().await.unwrap();
-    ferry_common::schema::migrate(&mut conn, queue.keys(), "test")
-        .await
-        .unwrap();
-    queue.refresh_partitions().await.unwrap();
+    let queue = partitioned_queue(&redis, "wechat=4").await;
+    let keys = queue.keys().clone();
     // Dedup keys choose the partition: 1,500 jobs in partition 0, then 10
     // in partition 2.
     let keyed = |partition: u16, n: usize| -> Vec<NewJob> {
