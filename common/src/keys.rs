@@ -423,6 +423,42 @@ mod tests {
         assert!(one.iter().all(|k| k.starts_with("{ferry:user:o1}:")));
     }
 
+    /// Keys that one command or one function call (or a `MULTI`) names
+    /// together share a slot, as a Redis Cluster requires. (Every `FCALL`
+    /// is also checked as it is built, in `functions::fcall`.)
+    #[test]
+    fn keys_used_together_share_one_slot() {
+        let keys = Keys::new("ferry");
+        let slot = |k: &String| redis::cluster_routing::Slot::for_key(k);
+        let groups: Vec<Vec<String>> = vec![
+            keys.user_keys("o1"),
+            vec![keys.workers(), keys.worker("w1"), keys.worker("w2")],
+            vec![keys.schema(), keys.migrate_lock(), keys.partitions_seen()],
+            keys.provider("deepseek").all().to_vec(),
+            vec![keys.wechat_token(), keys.wechat_token_lock()],
+        ];
+        for group in groups {
+            assert!(
+                group.iter().all(|k| slot(k) == slot(&group[0])),
+                "{group:?}"
+            );
+        }
+        // And fleet-wide state spreads: no two of these share a tag.
+        let tags = [
+            keys.user(UserKey::Conversation, "o1"),
+            keys.user(UserKey::Conversation, "o2"),
+            keys.api_key_limit("ci"),
+            keys.admin_session("h"),
+            keys.wechat_token(),
+            keys.alerts(),
+            keys.provider("deepseek").breaker(),
+            keys.schema(),
+        ]
+        .map(|k| k[..k.find('}').unwrap() + 1].to_owned());
+        let distinct: std::collections::HashSet<&String> = tags.iter().collect();
+        assert_eq!(distinct.len(), tags.len(), "{tags:?}");
+    }
+
     #[test]
     fn partitions_parse_and_place_stably() {
         let p = Partitions::parse("wechat=6, batch=2", &["wechat", "batch"]).unwrap();
