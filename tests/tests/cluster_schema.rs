@@ -97,6 +97,32 @@ async fn migrate_loads_the_functions_on_every_primary_and_a_primary_without_them
         .collect();
     let enqueued = queue.enqueue_many(&jobs).await.unwrap();
     assert_eq!(enqueued.len(), 40);
+
+    // The operator's view: the sum per queue, and each partition.
+    let (ok, out, err) = ferry(&["queues", "--partitions"], &backend.env());
+    assert!(ok, "{err}");
+    let wechat = out.lines().find(|l| l.starts_with("wechat ")).unwrap();
+    let columns: Vec<&str> = wechat.split_whitespace().collect();
+    assert_eq!(
+        (columns[1], columns[2]),
+        ("4", "40"),
+        "4 partitions, 40 waiting:\n{out}"
+    );
+    let rows: Vec<&str> = out
+        .lines()
+        .filter(|l| l.trim_start().starts_with("wechat") && l.starts_with("  "))
+        .collect();
+    assert_eq!(rows.len(), 4, "{out}");
+    let depth: u64 = rows
+        .iter()
+        .map(|r| r.split_whitespace().nth(2).unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(depth, 40, "{out}");
+    let (_, out, err) = ferry(&["status", "--partitions"], &backend.env());
+    assert!(
+        out.contains("partitions of wechat:") && out.contains("wechat:3"),
+        "{out}{err}"
+    );
     let mut conn = queue.store().conn().await.unwrap();
     let fetched = queue.fetch_any(&mut conn, "w1", WECHAT, 100).await.unwrap();
     assert_eq!(

@@ -49,7 +49,7 @@ async fn status_shows_queues_breakers_and_alerts_and_fails_while_something_is_wr
     assert!(ok, "all quiet:\n{out}");
     let wechat = out.lines().find(|l| l.starts_with("wechat")).unwrap();
     assert_eq!(
-        wechat.split_whitespace().nth(5),
+        wechat.split_whitespace().nth(6),
         Some("1"),
         "one dead letter:\n{out}"
     );

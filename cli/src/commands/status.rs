@@ -12,6 +12,9 @@ pub struct Args {
     /// Print the overview as JSON (what `/admin/api/overview` returns).
     #[arg(long)]
     json: bool,
+    /// Also list every partition of a split queue on a row of its own.
+    #[arg(long)]
+    partitions: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -22,6 +25,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&o)?);
     } else {
         print!("{}", render(&o));
+        if args.partitions {
+            for q in o.queues.iter().filter(|q| q.stats.partitions > 1) {
+                if let Some(view) = overview::partitions(&queue, &q.stats.queue).await? {
+                    print!("{}", render_partitions(&view));
+                }
+            }
+        }
         // This process's configuration, not Redis's: names and scopes only.
         let tokens: Vec<String> = config
             .api_tokens
@@ -52,6 +62,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One queue's partitions as text, one row each.
+pub fn render_partitions(view: &overview::PartitionsView) -> String {
+    use std::fmt::Write;
+    let mut out = format!("\npartitions of {}:\n", view.total.queue);
+    for p in &view.partitions {
+        let oldest = p
+            .oldest_age_secs
+            .map_or("-".to_string(), |a| format!("{a:.1}s"));
+        let _ = writeln!(
+            out,
+            "  {:<12} depth {:>7}  pending {:>6}  delayed {:>6}  dead {:>5}  oldest {:>8}",
+            p.queue, p.depth, p.pending, p.delayed, p.dead, oldest
+        );
+    }
+    out
+}
+
 /// The overview as text.
 pub fn render(o: &Overview) -> String {
     use std::fmt::Write;
@@ -60,8 +87,17 @@ pub fn render(o: &Overview) -> String {
     let _ = writeln!(w, "Ferry at {}\n", o.at.format("%Y-%m-%d %H:%M:%S UTC"));
     let _ = writeln!(
         w,
-        "{:<8} {:>7} {:>8} {:>9} {:>8} {:>6} {:>9} {:>10} {:>10}",
-        "queue", "depth", "pending", "in-flight", "delayed", "dead", "oldest", "added", "delivered"
+        "{:<8} {:>5} {:>7} {:>8} {:>9} {:>8} {:>6} {:>9} {:>10} {:>10}",
+        "queue",
+        "parts",
+        "depth",
+        "pending",
+        "in-flight",
+        "delayed",
+        "dead",
+        "oldest",
+        "added",
+        "delivered"
     );
     for q in &o.queues {
         let s = &q.stats;
@@ -70,8 +106,9 @@ pub fn render(o: &Overview) -> String {
             .map_or("-".to_string(), |a| format!("{a:.1}s"));
         let _ = writeln!(
             w,
-            "{:<8} {:>7} {:>8} {:>9} {:>8} {:>6} {:>9} {:>10} {:>10}",
+            "{:<8} {:>5} {:>7} {:>8} {:>9} {:>8} {:>6} {:>9} {:>10} {:>10}",
             s.queue,
+            s.partitions,
             s.depth,
             s.pending,
             s.in_flight,
