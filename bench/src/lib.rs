@@ -115,13 +115,14 @@ pub mod node {
         Ok(())
     }
 
-    /// The nodes that are replicas right now.
+    /// The live nodes that are replicas right now (a killed node answers
+    /// nothing and is left out).
     pub fn replicas(cluster: &RedisCluster) -> Vec<String> {
         let primaries = cluster.primaries();
         cluster
             .urls()
             .into_iter()
-            .filter(|u| !primaries.contains(u))
+            .filter(|u| !primaries.contains(u) && info(u, "server").is_ok())
             .collect()
     }
 

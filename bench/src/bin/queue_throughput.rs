@@ -62,6 +62,18 @@ struct Args {
     /// Partitions of the wechat queue on the cluster.
     #[arg(long, default_value_t = 6)]
     partitions: u16,
+    /// With `--cluster`: kill the 3 replicas once the cluster is up, so the
+    /// primaries pay no replication (what partitioning alone costs).
+    #[arg(long)]
+    kill_replicas: bool,
+    /// Partitions of the wechat queue on the single Redis (all on the one
+    /// server): what splitting the queue costs without a cluster.
+    #[arg(long, default_value_t = 1)]
+    single_partitions: u16,
+    /// Key prefix (FERRY_PREFIX). On a cluster it decides which primary
+    /// each partition's hash tag lands on.
+    #[arg(long, default_value = "bench")]
+    prefix: String,
 }
 
 fn noop_job() -> NewJob {
@@ -383,7 +395,16 @@ async fn main() -> anyhow::Result<()> {
             let (name, value) = setting.split_once('=').unwrap_or_default();
             println!("redis CONFIG SET {name} {value}");
         }
-        let keys = Keys::new("bench");
+        let keys = Keys::new(&args.prefix).with_partitions(
+            Partitions::parse(&format!("{WECHAT}={}", args.single_partitions), QUEUES)
+                .map_err(anyhow::Error::msg)?,
+        );
+        if args.single_partitions > 1 {
+            println!(
+                "wechat queue in {} partitions on the one Redis",
+                args.single_partitions
+            );
+        }
         {
             let mut conn = client.get_multiplexed_async_connection().await?;
             schema::migrate(&mut conn, &keys, "bench").await?;
@@ -472,28 +493,37 @@ async fn main() -> anyhow::Result<()> {
 async fn run_cluster(args: &Args, single: &Measured) -> anyhow::Result<()> {
     println!();
     println!("## Redis Cluster: 3 primaries + 3 replicas on loopback");
-    let cluster = tokio::task::spawn_blocking(RedisCluster::start).await?;
+    let mut cluster = tokio::task::spawn_blocking(RedisCluster::start).await?;
     println!("{}", node::match_persistence(&cluster, args.aof)?);
     for url in cluster.urls() {
         apply_redis_config(&url, &args.redis_config)?;
     }
+    if args.kill_replicas {
+        for url in node::replicas(&cluster) {
+            cluster.kill(&url);
+            println!("  killed replica {url} (--kill-replicas)");
+        }
+        // Let the primaries flag them failed (cluster-node-timeout 1 s), so
+        // the cluster client's view of the slots leaves them out.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
     let primaries = cluster.primaries();
     let replicas = node::replicas(&cluster);
-    for url in cluster.urls() {
-        let role = if primaries.contains(&url) {
+    for url in primaries.iter().chain(&replicas) {
+        let role = if primaries.contains(url) {
             "primary"
         } else {
             "replica"
         };
         println!(
             "  {url} {role}: stream-node-max-entries {}, appendonly {}",
-            node::config_get(&url, "stream-node-max-entries")?,
-            node::config_get(&url, "appendonly")?
+            node::config_get(url, "stream-node-max-entries")?,
+            node::config_get(url, "appendonly")?
         );
     }
     let partitions = Partitions::parse(&format!("{WECHAT}={}", args.partitions), QUEUES)
         .map_err(anyhow::Error::msg)?;
-    let keys = Keys::new("bench").with_partitions(partitions);
+    let keys = Keys::new(&args.prefix).with_partitions(partitions);
     let target =
         connection::RedisTarget::Cluster(cluster.urls().into_iter().map(Secret::new).collect());
     let store = ferry_common::store::Store::new(&target, 16, keys.clone())?;
@@ -551,13 +581,13 @@ async fn run_cluster(args: &Args, single: &Measured) -> anyhow::Result<()> {
     for (url, cpu) in primaries.iter().zip(&m.primary_cpu) {
         let share = if total > 0.0 { cpu / total } else { 0.0 };
         busiest_share = busiest_share.max(share);
-        let mut held: Vec<&str> = owners
+        let mut held: Vec<String> = owners
             .iter()
             .filter(|(_, owner)| owner == url)
-            .map(|(name, _)| name.as_str())
+            .map(|(name, _)| name.clone())
             .collect();
         if *url == registry {
-            held.push("+ {bench} registry");
+            held.push(format!("+ the {{{}}} registry", args.prefix));
         }
         println!(
             "  {url:<24} {:>10.2} {:>7.1}%  {}",
@@ -578,7 +608,16 @@ async fn run_cluster(args: &Args, single: &Measured) -> anyhow::Result<()> {
         args.partitions,
         primaries.len()
     );
-    println!("  {:<40} {:>12} {:>12}", "", "one Redis", "cluster");
+    println!(
+        "  {:<40} {:>12} {:>12}",
+        "",
+        if args.single_partitions > 1 {
+            format!("one Redis/{}", args.single_partitions)
+        } else {
+            "one Redis".to_owned()
+        },
+        "cluster"
+    );
     let row = |name: &str, a: String, b: String| println!("  {name:<40} {a:>12} {b:>12}");
     row(
         "enqueue, jobs/s",
@@ -637,7 +676,7 @@ async fn run_cluster(args: &Args, single: &Measured) -> anyhow::Result<()> {
         "  {:>6} {:>10} {:>14} {:>16} {:>16}  binds with one worker process",
         "shards", "partitions", "busiest share", "Redis bound/s", "worker procs"
     );
-    let mut line = |shards: usize, partitions: usize, share: f64, note: &str| {
+    let line = |shards: usize, partitions: usize, share: f64, note: &str| {
         let redis_bound = 1e6 / (redis_us * share);
         let workers = (redis_bound / per_worker).ceil();
         let binds = if per_worker < redis_bound {
