@@ -322,21 +322,86 @@ pub async fn primaries(target: &RedisTarget) -> Result<Vec<Secret>, ConnectionEr
 
 /// `host:port` of every live primary that serves slots, from `CLUSTER NODES`.
 fn primary_addresses(nodes: &str) -> Vec<(String, u16)> {
+    primary_slots(nodes)
+        .into_iter()
+        .map(|(address, _)| address)
+        .collect()
+}
+
+/// Every live primary that serves slots, with its slot ranges, from
+/// `CLUSTER NODES` (`<id> <ip:port@cport> <flags> ... <slot> <from-to>...`).
+fn primary_slots(nodes: &str) -> Vec<((String, u16), Vec<(u16, u16)>)> {
     nodes
         .lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let flags = fields.get(2)?;
-            let serves_slots = fields.len() > 8;
-            if !flags.contains("master") || flags.contains("fail") || !serves_slots {
+            if !flags.contains("master") || flags.contains("fail") || fields.len() <= 8 {
                 return None;
             }
             // ip:port@cport[,hostname]
             let address = fields.get(1)?.split('@').next()?;
             let (host, port) = address.rsplit_once(':')?;
-            Some((host.to_owned(), port.parse().ok()?))
+            let ranges = fields[8..]
+                .iter()
+                .filter(|r| !r.starts_with('['))
+                .filter_map(|r| match r.split_once('-') {
+                    Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+                    None => r.parse().ok().map(|n| (n, n)),
+                })
+                .collect();
+            Some(((host.to_owned(), port.parse().ok()?), ranges))
         })
         .collect()
+}
+
+/// Which primary (`host:port`) owns each of `keys` right now, asked of
+/// the first seed that answers: where each partition of a queue lives, so
+/// an operator sees whether they spread evenly over the shards.
+pub async fn owners(target: &RedisTarget, keys: &[String]) -> Result<Vec<String>, ConnectionError> {
+    let RedisTarget::Cluster(seeds) = target else {
+        return Ok(keys.iter().map(|_| target.redacted()).collect());
+    };
+    let mut last_error = None;
+    for seed in seeds {
+        let attempt = async {
+            let mut conn = client(seed)?.get_multiplexed_async_connection().await?;
+            let nodes: String = redis::cmd("CLUSTER")
+                .arg("NODES")
+                .query_async(&mut conn)
+                .await?;
+            let mut slots = Vec::with_capacity(keys.len());
+            for key in keys {
+                let slot: u16 = redis::cmd("CLUSTER")
+                    .arg("KEYSLOT")
+                    .arg(key)
+                    .query_async(&mut conn)
+                    .await?;
+                slots.push(slot);
+            }
+            Ok::<_, ConnectionError>((nodes, slots))
+        };
+        match attempt.await {
+            Ok((nodes, slots)) => {
+                let primaries = primary_slots(&nodes);
+                return Ok(slots
+                    .into_iter()
+                    .map(|slot| {
+                        primaries
+                            .iter()
+                            .find(|(_, ranges)| {
+                                ranges.iter().any(|(a, b)| (*a..=*b).contains(&slot))
+                            })
+                            .map_or("no primary".to_owned(), |((host, port), _)| {
+                                format!("{host}:{port}")
+                            })
+                    })
+                    .collect());
+            }
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| ConnectionError::Mode("no cluster seeds".into())))
 }
 
 /// A connection of its own: to one Redis, or to a cluster. Clones share it.
@@ -630,5 +695,8 @@ e 127.0.0.1:7005@17005 master - 0 0 5 connected 10923-16383
                 ("127.0.0.1".to_owned(), 7005)
             ]
         );
+        let slots = primary_slots(nodes);
+        assert_eq!(slots[0].1, vec![(0, 5460)]);
+        assert_eq!(slots[2].1, vec![(10923, 16383)]);
     }
 }

@@ -69,6 +69,15 @@ async fn migrate_loads_the_functions_on_every_primary_and_a_primary_without_them
         .filter(|l| l.starts_with("primary ") && l.ends_with("libraries loaded"))
         .collect();
     assert_eq!(loaded.len(), 3, "every primary has the libraries:\n{out}");
+    let placed: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("partition ") && l.contains(": on 127.0.0.1:"))
+        .collect();
+    assert_eq!(
+        placed.len(),
+        8,
+        "where each of 4 + 4 partitions lives:\n{out}"
+    );
 
     // One primary loses them.
     let bare = cluster.primary_for_key("{ferry:wechat}:stream");

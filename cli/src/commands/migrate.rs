@@ -44,6 +44,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 if loaded { "loaded" } else { "MISSING" }
             );
         }
+        // Where each partition lives: an uneven spread makes one shard the
+        // bottleneck (move slots, or pick another count).
+        let partitions: Vec<_> = ferry_common::queue::QUEUES
+            .iter()
+            .flat_map(|q| keys.partitions().of(q))
+            .collect();
+        let streams: Vec<String> = partitions
+            .iter()
+            .map(|p| keys.partition(p).stream())
+            .collect();
+        let owners = ferry_common::connection::owners(&config.redis, &streams).await?;
+        for (partition, owner) in partitions.iter().zip(owners) {
+            println!("partition {}: on {owner}", partition.name());
+        }
     }
     Ok(())
 }
