@@ -328,9 +328,14 @@ fn primary_addresses(nodes: &str) -> Vec<(String, u16)> {
         .collect()
 }
 
+/// A node's `host` and `port`.
+type NodeAddress = (String, u16);
+/// The first and last slot of a range a primary serves.
+type SlotRange = (u16, u16);
+
 /// Every live primary that serves slots, with its slot ranges, from
 /// `CLUSTER NODES` (`<id> <ip:port@cport> <flags> ... <slot> <from-to>...`).
-fn primary_slots(nodes: &str) -> Vec<((String, u16), Vec<(u16, u16)>)> {
+fn primary_slots(nodes: &str) -> Vec<(NodeAddress, Vec<SlotRange>)> {
     nodes
         .lines()
         .filter_map(|line| {
