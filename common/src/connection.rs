@@ -246,40 +246,52 @@ pub async fn check_mode(target: &RedisTarget) -> Result<(), ConnectionError> {
         RedisTarget::Single(url) => (std::slice::from_ref(url), false),
         RedisTarget::Cluster(seeds) => (seeds.as_slice(), true),
     };
-    // The first seed that answers speaks for the cluster (any may be down).
+    let (url, mut conn) = first_answering(urls).await?;
+    let info: String = redis::cmd("INFO")
+        .arg("cluster")
+        .query_async(&mut conn)
+        .await?;
+    let is_cluster = info.contains("cluster_enabled:1");
+    match (want_cluster, is_cluster) {
+        (true, false) => Err(ConnectionError::Mode(format!(
+            "{}: {} is a Redis without cluster mode; use REDIS_URL for one Redis",
+            crate::config::vars::REDIS_CLUSTER_NODES,
+            crate::config::redact_url(url.expose())
+        ))),
+        (false, true) => Err(ConnectionError::Mode(format!(
+            "{}: {} is a Redis Cluster node; list the cluster's nodes in REDIS_CLUSTER_NODES instead",
+            crate::config::vars::REDIS_URL,
+            crate::config::redact_url(url.expose())
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// A connection to the first of `urls` that answers (any seed may be down:
+/// the first that answers speaks for the cluster).
+async fn first_answering(
+    urls: &[Secret],
+) -> Result<(&Secret, MultiplexedConnection), ConnectionError> {
     let mut last_error = None;
     for url in urls {
-        let info = async {
-            let mut conn = client(url)?.get_multiplexed_async_connection().await?;
-            let info: String = redis::cmd("INFO")
-                .arg("cluster")
-                .query_async(&mut conn)
-                .await?;
-            Ok::<_, ConnectionError>(info)
-        };
-        let info = match info.await {
-            Ok(info) => info,
-            Err(e) => {
-                last_error = Some(e);
-                continue;
-            }
-        };
-        let is_cluster = info.contains("cluster_enabled:1");
-        return match (want_cluster, is_cluster) {
-            (true, false) => Err(ConnectionError::Mode(format!(
-                "{}: {} is a Redis without cluster mode; use REDIS_URL for one Redis",
-                crate::config::vars::REDIS_CLUSTER_NODES,
-                crate::config::redact_url(url.expose())
-            ))),
-            (false, true) => Err(ConnectionError::Mode(format!(
-                "{}: {} is a Redis Cluster node; list the cluster's nodes in REDIS_CLUSTER_NODES instead",
-                crate::config::vars::REDIS_URL,
-                crate::config::redact_url(url.expose())
-            ))),
-            _ => Ok(()),
-        };
+        match client(url)?.get_multiplexed_async_connection().await {
+            Ok(conn) => return Ok((url, conn)),
+            Err(e) => last_error = Some(ConnectionError::from(e)),
+        }
     }
-    Err(last_error.unwrap_or_else(|| ConnectionError::Mode("no Redis to check".into())))
+    Err(last_error.unwrap_or_else(|| ConnectionError::Mode("no Redis to ask".into())))
+}
+
+/// `CLUSTER NODES` as the first seed that answers sees it, and that seed.
+async fn cluster_nodes(
+    seeds: &[Secret],
+) -> Result<(&Secret, MultiplexedConnection, String), ConnectionError> {
+    let (seed, mut conn) = first_answering(seeds).await?;
+    let nodes: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(&mut conn)
+        .await?;
+    Ok((seed, conn, nodes))
 }
 
 /// The primaries of a cluster right now, as URLs carrying the seeds'
@@ -290,34 +302,18 @@ pub async fn primaries(target: &RedisTarget) -> Result<Vec<Secret>, ConnectionEr
         RedisTarget::Single(url) => return Ok(vec![url.clone()]),
         RedisTarget::Cluster(seeds) => seeds,
     };
-    let mut last_error = None;
-    for seed in seeds {
-        let attempt = async {
-            let mut conn = client(seed)?.get_multiplexed_async_connection().await?;
-            let nodes: String = redis::cmd("CLUSTER")
-                .arg("NODES")
-                .query_async(&mut conn)
-                .await?;
-            Ok::<_, ConnectionError>(nodes)
-        };
-        match attempt.await {
-            Ok(nodes) => {
-                let base = url::Url::parse(seed.expose())
-                    .map_err(|_| ConnectionError::Url("not a valid Redis URL".into()))?;
-                return Ok(primary_addresses(&nodes)
-                    .into_iter()
-                    .filter_map(|(host, port)| {
-                        let mut url = base.clone();
-                        url.set_host(Some(&host)).ok()?;
-                        url.set_port(Some(port)).ok()?;
-                        Some(Secret::from(url.to_string()))
-                    })
-                    .collect());
-            }
-            Err(e) => last_error = Some(e),
-        }
-    }
-    Err(last_error.unwrap_or_else(|| ConnectionError::Mode("no cluster seeds".into())))
+    let (seed, _, nodes) = cluster_nodes(seeds).await?;
+    let base = url::Url::parse(seed.expose())
+        .map_err(|_| ConnectionError::Url("not a valid Redis URL".into()))?;
+    Ok(primary_addresses(&nodes)
+        .into_iter()
+        .filter_map(|(host, port)| {
+            let mut url = base.clone();
+            url.set_host(Some(&host)).ok()?;
+            url.set_port(Some(port)).ok()?;
+            Some(Secret::from(url.to_string()))
+        })
+        .collect())
 }
 
 /// `host:port` of every live primary that serves slots, from `CLUSTER NODES`.
@@ -367,46 +363,24 @@ pub async fn owners(target: &RedisTarget, keys: &[String]) -> Result<Vec<String>
     let RedisTarget::Cluster(seeds) = target else {
         return Ok(keys.iter().map(|_| target.redacted()).collect());
     };
-    let mut last_error = None;
-    for seed in seeds {
-        let attempt = async {
-            let mut conn = client(seed)?.get_multiplexed_async_connection().await?;
-            let nodes: String = redis::cmd("CLUSTER")
-                .arg("NODES")
-                .query_async(&mut conn)
-                .await?;
-            let mut slots = Vec::with_capacity(keys.len());
-            for key in keys {
-                let slot: u16 = redis::cmd("CLUSTER")
-                    .arg("KEYSLOT")
-                    .arg(key)
-                    .query_async(&mut conn)
-                    .await?;
-                slots.push(slot);
-            }
-            Ok::<_, ConnectionError>((nodes, slots))
-        };
-        match attempt.await {
-            Ok((nodes, slots)) => {
-                let primaries = primary_slots(&nodes);
-                return Ok(slots
-                    .into_iter()
-                    .map(|slot| {
-                        primaries
-                            .iter()
-                            .find(|(_, ranges)| {
-                                ranges.iter().any(|(a, b)| (*a..=*b).contains(&slot))
-                            })
-                            .map_or("no primary".to_owned(), |((host, port), _)| {
-                                format!("{host}:{port}")
-                            })
-                    })
-                    .collect());
-            }
-            Err(e) => last_error = Some(e),
-        }
+    let (_, mut conn, nodes) = cluster_nodes(seeds).await?;
+    let mut asks = redis::pipe();
+    for key in keys {
+        asks.cmd("CLUSTER").arg("KEYSLOT").arg(key);
     }
-    Err(last_error.unwrap_or_else(|| ConnectionError::Mode("no cluster seeds".into())))
+    let slots: Vec<u16> = asks.query_async(&mut conn).await?;
+    let primaries = primary_slots(&nodes);
+    Ok(slots
+        .into_iter()
+        .map(|slot| {
+            primaries
+                .iter()
+                .find(|(_, ranges)| ranges.iter().any(|(a, b)| (*a..=*b).contains(&slot)))
+                .map_or("no primary".to_owned(), |((host, port), _)| {
+                    format!("{host}:{port}")
+                })
+        })
+        .collect())
 }
 
 /// A connection of its own: to one Redis, or to a cluster. Clones share it.

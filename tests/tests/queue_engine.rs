@@ -47,6 +47,24 @@ ferry_tests::on_one_redis_and_a_cluster!(
     an_idempotency_key_returns_the_same_job_and_finished_records_expire,
 );
 
+/// The worker runtime in this process with the counting handler: its
+/// shutdown token and task.
+fn counting_worker(
+    queue: &JobQueue,
+    settings: WorkerSettings,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let handlers = Handlers::new().register(
+        COUNT,
+        Counting {
+            store: queue.store().clone(),
+        },
+    );
+    let worker = Worker::new(queue.clone(), handlers, settings);
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(worker.run(shutdown.clone()));
+    (shutdown, running)
+}
+
 /// A worker process running the real runtime with the counting handler.
 struct WorkerProcess {
     child: Child,
@@ -348,19 +366,7 @@ async fn retries_wait_for_the_hint_then_dead_letter_with_the_reason_and_replay_w
 async fn a_redis_restart_with_aof_mid_run_loses_no_acknowledged_job() {
     let mut redis = RedisServer::start_with_aof();
     let queue = redis.job_queue().await;
-    let handlers = Handlers::new().register(
-        COUNT,
-        Counting {
-            store: queue.store().clone(),
-        },
-    );
-    let worker = Worker::new(
-        queue.clone(),
-        handlers,
-        settings(16, Duration::from_secs(5)),
-    );
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(worker.run(shutdown.clone()));
+    let (shutdown, running) = counting_worker(&queue, settings(16, Duration::from_secs(5)));
 
     // A producer that keeps whatever Redis acknowledged.
     let acknowledged = Arc::new(Mutex::new(Vec::new()));
@@ -436,19 +442,8 @@ async fn wechat_jobs_are_fetched_before_a_batch_flood_queued_ahead_of_them(redis
         );
     }
     let concurrency = 8;
-    let handlers = Handlers::new().register(
-        COUNT,
-        Counting {
-            store: queue.store().clone(),
-        },
-    );
-    let worker = Worker::new(
-        queue.clone(),
-        handlers,
-        settings(concurrency, Duration::from_secs(30)),
-    );
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(worker.run(shutdown.clone()));
+    let (shutdown, running) =
+        counting_worker(&queue, settings(concurrency, Duration::from_secs(30)));
 
     // A trickle of WeChat jobs while the flood is being worked through.
     let mut trickle = Vec::new();
@@ -538,15 +533,7 @@ async fn a_worker_survives_redis_losing_everything_and_keeps_serving() {
     // No persistence: a restart loses the functions, the groups and the data.
     let mut redis = RedisServer::start();
     let queue = redis.job_queue().await;
-    let handlers = Handlers::new().register(
-        COUNT,
-        Counting {
-            store: queue.store().clone(),
-        },
-    );
-    let worker = Worker::new(queue.clone(), handlers, settings(8, Duration::from_secs(5)));
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(worker.run(shutdown.clone()));
+    let (shutdown, running) = counting_worker(&queue, settings(8, Duration::from_secs(5)));
     let before = queue.enqueue(&count_job(WECHAT, 0)).await.unwrap().id;
     eventually("first job done", Duration::from_secs(10), async || {
         state_of(&queue, &before).await == Some(JobState::Succeeded)
@@ -587,15 +574,7 @@ async fn an_idempotency_key_returns_the_same_job_and_finished_records_expire(red
         .unwrap();
     assert_eq!(len, 1);
 
-    let handlers = Handlers::new().register(
-        COUNT,
-        Counting {
-            store: queue.store().clone(),
-        },
-    );
-    let worker = Worker::new(queue.clone(), handlers, settings(2, Duration::from_secs(5)));
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(worker.run(shutdown.clone()));
+    let (shutdown, running) = counting_worker(&queue, settings(2, Duration::from_secs(5)));
     eventually("done", Duration::from_secs(10), async || {
         state_of(&queue, &first.id).await == Some(JobState::Succeeded)
     })
@@ -743,19 +722,7 @@ async fn lowering_the_partition_count_strands_nothing_the_old_partitions_are_dra
     // Today: one partition configured. The worker still serves all four.
     let after = partitioned_queue(&redis, "").await;
     assert_eq!(after.served_partitions(WECHAT).len(), 4);
-    let handlers = Handlers::new().register(
-        COUNT,
-        Counting {
-            store: after.store().clone(),
-        },
-    );
-    let worker = Worker::new(
-        after.clone(),
-        handlers,
-        settings(8, Duration::from_secs(30)),
-    );
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(worker.run(shutdown.clone()));
+    let (shutdown, running) = counting_worker(&after, settings(8, Duration::from_secs(30)));
     eventually("every old job ran", Duration::from_secs(30), async || {
         states(&after, &ids).await.get(&JobState::Succeeded) == Some(&40)
     })
@@ -798,19 +765,8 @@ async fn no_partition_starves_behind_a_flood_in_another() {
         .map(|e| e.id.to_string())
         .collect();
     let concurrency = 8;
-    let handlers = Handlers::new().register(
-        COUNT,
-        Counting {
-            store: queue.store().clone(),
-        },
-    );
-    let worker = Worker::new(
-        queue.clone(),
-        handlers,
-        settings(concurrency, Duration::from_secs(30)),
-    );
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(worker.run(shutdown.clone()));
+    let (shutdown, running) =
+        counting_worker(&queue, settings(concurrency, Duration::from_secs(30)));
     eventually(
         "the late partition's jobs ran",
         Duration::from_secs(60),

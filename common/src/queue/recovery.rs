@@ -103,18 +103,14 @@ impl JobQueue {
         max_deliveries: u32,
         count: usize,
     ) -> Result<Reclaimed, QueueError> {
-        let q = self.keys().partition(partition);
-        let stream = q.stream();
-        let idle_ms = min_idle.as_millis() as u64;
-        let mut conn = self.conn().await?;
-        let pending = pending_idle(&mut conn, &stream, idle_ms, count, Some(dead)).await?;
-        self.claim_pending(
-            &mut conn,
+        self.claim_idle_of(
             consumer,
+            dead,
             partition,
-            pending,
-            idle_ms,
+            min_idle,
             max_deliveries,
+            count,
+            |_| false,
         )
         .await
     }
@@ -182,10 +178,35 @@ impl JobQueue {
         count: usize,
         is_held: impl Fn(&str) -> bool,
     ) -> Result<Reclaimed, QueueError> {
+        self.claim_idle_of(
+            consumer,
+            consumer,
+            partition,
+            min_idle,
+            max_deliveries,
+            count,
+            is_held,
+        )
+        .await
+    }
+
+    /// Claims for `consumer` up to `count` entries pending under `owner`,
+    /// idle at least `min_idle`, except those `is_held` names.
+    #[allow(clippy::too_many_arguments)]
+    async fn claim_idle_of(
+        &self,
+        consumer: &str,
+        owner: &str,
+        partition: &Partition,
+        min_idle: Duration,
+        max_deliveries: u32,
+        count: usize,
+        is_held: impl Fn(&str) -> bool,
+    ) -> Result<Reclaimed, QueueError> {
         let stream = self.keys().partition(partition).stream();
         let idle_ms = min_idle.as_millis() as u64;
         let mut conn = self.conn().await?;
-        let mut pending = pending_idle(&mut conn, &stream, idle_ms, count, Some(consumer)).await?;
+        let mut pending = pending_idle(&mut conn, &stream, idle_ms, count, Some(owner)).await?;
         pending.ids.retain(|p| !is_held(&p.id));
         self.claim_pending(
             &mut conn,
