@@ -62,6 +62,8 @@ async fn ask(queue: &JobQueue, tag: &str, n: usize) -> Vec<String> {
                 content: format!("question of {user}"),
                 msg_id: None,
                 create_time: chrono::Utc::now().timestamp(),
+                media_id: None,
+                passive: false,
             })
             .unwrap(),
             max_attempts: kinds::max_attempts_of(kinds::WECHAT_REPLY),

@@ -40,6 +40,8 @@ async fn ask(queue: &JobQueue, n: usize, tag: &str) {
                 content: format!("{tag} question {i}"),
                 msg_id: None,
                 create_time: chrono::Utc::now().timestamp(),
+                media_id: None,
+                passive: false,
             })
             .unwrap(),
             max_attempts: 4,

@@ -121,6 +121,8 @@ fn message(openid: &str, content: &str) -> NewJob {
             content: content.into(),
             msg_id: None,
             create_time: chrono::Utc::now().timestamp(),
+            media_id: None,
+            passive: false,
         })
         .unwrap(),
         max_attempts: kinds::max_attempts_of(kinds::WECHAT_REPLY),

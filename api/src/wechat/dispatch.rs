@@ -63,6 +63,8 @@ fn answer(message: &Incoming, content: &str, dedup_ttl: Duration) -> Action {
         content: content.to_owned(),
         msg_id: message.msg_id(),
         create_time: message.create_time,
+        media_id: None,
+        passive: false,
     };
     Action::Answer(NewJob {
         kind: kinds::WECHAT_REPLY.into(),

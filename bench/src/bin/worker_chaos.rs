@@ -205,6 +205,8 @@ fn message(i: usize) -> NewJob {
             content: format!("chaos question {i}"),
             msg_id: None,
             create_time: now.as_secs() as i64,
+            media_id: None,
+            passive: false,
         })
         .unwrap(),
         max_attempts: kinds::max_attempts_of(kinds::WECHAT_REPLY),

@@ -57,7 +57,19 @@ impl Config {
             encoding_aes_key: s.secret(vars::WECHAT_ENCODING_AES_KEY),
             api_base: url_var(&s, vars::WECHAT_API_BASE, "https://api.weixin.qq.com")?,
             token_source: token_source(&s)?,
+            reply_mode: reply_mode(&s)?,
+            passive_wait: Duration::from_millis(s.parse(
+                vars::FERRY_PASSIVE_WAIT_MS,
+                4500,
+                "milliseconds, under WeChat's 5,000",
+            )?),
         };
+        if wechat.passive_wait >= Duration::from_secs(5) {
+            return Err(ConfigError::new(
+                vars::FERRY_PASSIVE_WAIT_MS,
+                "must be under 5000: WeChat gives up on a try after 5 s",
+            ));
+        }
         if let Some(key) = &wechat.encoding_aes_key
             && key.expose().len() != 43
         {
@@ -383,6 +395,22 @@ pub(super) fn ai_config(s: &Sources) -> Result<AiConfig, ConfigError> {
     })
 }
 
+pub(super) fn reply_mode(s: &Sources) -> Result<ReplyMode, ConfigError> {
+    match s
+        .get(vars::WECHAT_REPLY_MODE)
+        .map(|v| v.to_ascii_lowercase())
+    {
+        None => Ok(ReplyMode::CustomerService),
+        Some(v) if v == "customer_service" => Ok(ReplyMode::CustomerService),
+        Some(v) if v == "passive" => Ok(ReplyMode::Passive),
+        Some(v) if v == "auto" => Ok(ReplyMode::Auto),
+        Some(other) => Err(ConfigError::new(
+            vars::WECHAT_REPLY_MODE,
+            format!("expected customer_service, passive or auto, got {other:?}"),
+        )),
+    }
+}
+
 pub(super) fn token_source(s: &Sources) -> Result<crate::fleet::TokenSource, ConfigError> {
     use crate::fleet::TokenSource;
     match s
@@ -464,5 +492,15 @@ pub(super) fn reply_config(s: &Sources) -> Result<ReplyConfig, ConfigError> {
         apology: text(vars::FERRY_APOLOGY_TEXT, DEFAULT_APOLOGY),
         user_limit,
         user_limit_text: text(vars::FERRY_USER_LIMIT_TEXT, DEFAULT_USER_LIMIT_TEXT),
+        continue_keyword: text(vars::FERRY_CONTINUE_KEYWORD, DEFAULT_CONTINUE_KEYWORD)
+            .trim()
+            .to_owned(),
+        continue_text: text(vars::FERRY_CONTINUE_TEXT, DEFAULT_CONTINUE_TEXT),
+        passive_pending_text: text(
+            vars::FERRY_PASSIVE_PENDING_TEXT,
+            DEFAULT_PASSIVE_PENDING_TEXT,
+        ),
+        image_prompt: text(vars::FERRY_IMAGE_PROMPT, DEFAULT_IMAGE_PROMPT),
+        image_failed_text: text(vars::FERRY_IMAGE_FAILED_TEXT, DEFAULT_IMAGE_FAILED_TEXT),
     })
 }

@@ -63,6 +63,11 @@ pub struct WeChatConfig {
     pub api_base: String,
     /// Where the fleet's access token comes from.
     pub token_source: crate::fleet::TokenSource,
+    /// How answers reach users.
+    pub reply_mode: ReplyMode,
+    /// Passive mode: how long one of WeChat's tries is held for the answer
+    /// (WeChat gives up on a try after 5 s).
+    pub passive_wait: Duration,
 }
 
 impl WeChatConfig {
@@ -152,7 +157,50 @@ pub struct ReplyConfig {
     pub user_limit: Option<UserLimit>,
     /// The one reply a user over the limit gets per window.
     pub user_limit_text: String,
+    /// A message equal to this (trimmed) sends the next kept parts of an
+    /// answer that did not fit WeChat's quota, without asking the AI.
+    pub continue_keyword: String,
+    /// Appended to the last part that fits when more is kept.
+    pub continue_text: String,
+    /// Passive mode: the reply to WeChat's last try when the answer is not
+    /// ready; the answer waits for the user's next message.
+    pub passive_pending_text: String,
+    /// The question asked of a vision model with a bare photo.
+    pub image_prompt: String,
+    /// What a user gets when their photo cannot be read (too large, not an
+    /// image, expired).
+    pub image_failed_text: String,
 }
+
+/// How answers reach WeChat users (`WECHAT_REPLY_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReplyMode {
+    /// Acknowledge at once; answer through the customer-service API.
+    #[default]
+    CustomerService,
+    /// Hold WeChat's request and answer in the response (accounts without
+    /// the customer-service API).
+    Passive,
+    /// Customer service until WeChat answers 48001, then passive for the
+    /// account, fleet-wide.
+    Auto,
+}
+
+/// What `继续` ("continue") is, by default.
+pub const DEFAULT_CONTINUE_KEYWORD: &str = "继续";
+
+/// Ends the last part sent when more of the answer is kept.
+pub const DEFAULT_CONTINUE_TEXT: &str = "（回复「继续」查看后续）";
+
+/// The last try's reply in passive mode when the answer is not ready.
+pub const DEFAULT_PASSIVE_PENDING_TEXT: &str =
+    "回答还在生成中，请稍后回复任意内容（如「继续」）查看。";
+
+/// Asked of a vision model with a photo.
+pub const DEFAULT_IMAGE_PROMPT: &str = "请描述这张图片，并回答其中可能包含的问题。";
+
+/// A photo that cannot be read.
+pub const DEFAULT_IMAGE_FAILED_TEXT: &str = "抱歉，这张图片无法读取，请换一张图片或用文字描述。";
 
 /// A fleet-wide GCRA limit on each WeChat user's messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

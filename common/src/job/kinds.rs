@@ -48,6 +48,16 @@ pub struct WeChatReply {
     pub msg_id: Option<i64>,
     /// `CreateTime` of the message, unix seconds.
     pub create_time: i64,
+    /// A photo the user sent (`MediaId`): the answer comes from a vision
+    /// model, and `content` is empty (the worker asks `FERRY_IMAGE_PROMPT`).
+    /// The picture itself is fetched by the worker and never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_id: Option<String>,
+    /// The ingress holds WeChat's request for this answer (passive mode):
+    /// the worker hands the answer to the ingress instead of sending it
+    /// through the customer-service API.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub passive: bool,
 }
 
 /// Payload of [`CHAT_COMPLETION`]: what a jobs API request or a batch line
