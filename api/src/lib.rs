@@ -105,6 +105,10 @@ pub async fn serve(
         state.queue.clone(),
         drainer_stop.clone(),
     ));
+    tokio::spawn(wechat::hold::listen(
+        Arc::clone(&state.passive),
+        shutdown.clone(),
+    ));
     if let Some(limiter) = &state.limiter {
         tokio::spawn(limiter::prune_until(Arc::clone(limiter), shutdown.clone()));
     }

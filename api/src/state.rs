@@ -27,6 +27,9 @@ pub struct WeChatIngress {
     pub ack_budget: Duration,
     /// Largest accepted distance between a push's `timestamp` and now.
     pub max_skew: Duration,
+    /// Photos are answered (a configured provider has a vision model):
+    /// an image push becomes a job instead of the unsupported reply.
+    pub vision: bool,
     /// The passive replies that need no AI.
     pub texts: ReplyTexts,
 }
@@ -87,6 +90,8 @@ pub struct SharedState {
     pub auth: Arc<Authenticator>,
     /// The jobs and batches API (`/v1`).
     pub jobs: Arc<crate::v1::JobsApi>,
+    /// Holding pushes for their answer in passive mode.
+    pub passive: Arc<crate::wechat::hold::PassiveIngress>,
 }
 
 impl SharedState {

@@ -15,14 +15,15 @@ use ferry_common::store::Store;
 use ferry_common::wechat::MessageCrypt;
 use ferry_common::{Keys, Secret, connection, schema, telemetry};
 use ferry_worker::handler::Handlers;
-use ferry_worker::handlers::wechat_reply::UserLimit;
+use ferry_worker::handlers::wechat_reply::photo::Photos;
+use ferry_worker::handlers::wechat_reply::{ReplyRules, UserLimit};
 use ferry_worker::handlers::{
     BatchWebhookHandler, ChatCompletionHandler, Noop, WeChatReplyHandler, noop::NOOP,
     webhook_client::WebhookClient,
 };
 use ferry_worker::memory::{ConversationMemory, MemorySettings};
 use ferry_worker::providers::{CallPolicy, HttpSettings, HttpSetupError, Router, build_client};
-use ferry_worker::reply::{ConsoleSink, CustomerService, ReplyCounters, ReplySink};
+use ferry_worker::reply::{ConsoleSink, CustomerService, ReplyCounters, ReplySink, WeChatMedia};
 use ferry_worker::{Worker, WorkerSettings};
 
 use ferry_api::wechat::credentials::{CredentialStore, WeChatCredentials};
@@ -128,6 +129,7 @@ pub fn api_state(
         })?;
     let jobs = Arc::new(jobs_api(config, &queue));
     let queue_for_ops = queue.clone();
+    let queue_for_passive = queue.store().clone();
     Ok(ferry_api::AppState::new(ferry_api::SharedState {
         batcher: Arc::new(ferry_api::EnqueueBatcher::with_durability(
             queue.clone(),
@@ -144,6 +146,9 @@ pub fn api_state(
             dedup_ttl: config.queue.dedup_ttl,
             ack_budget: ingress.ack_budget,
             max_skew: ingress.max_skew,
+            // A photo becomes a job only if a provider can see it and the
+            // worker can download it (`ferry dev`'s console mode cannot).
+            vision: !dev_outbox && config.providers.iter().any(|p| p.vision_model.is_some()),
             texts: ferry_api::ReplyTexts {
                 welcome: ingress.welcome.clone(),
                 unsupported: ingress.unsupported_reply.clone(),
@@ -169,6 +174,12 @@ pub fn api_state(
         auth: Arc::new(ferry_api::Authenticator::new(config.api_tokens.clone())),
         jobs,
         admin: admin_settings(config),
+        passive: Arc::new(ferry_api::wechat::hold::PassiveIngress::new(
+            queue_for_passive,
+            config.wechat.reply_mode,
+            config.wechat.passive_wait,
+            config.reply.passive_pending_text.clone(),
+        )),
     }))
 }
 
@@ -277,8 +288,13 @@ pub fn worker_counting(
     }
     let http = build_client(&HttpSettings::default())?;
     let providers_http = provider_client(config)?;
-    let sink = match replies {
-        Replies::Console => ReplySink::Console(ConsoleSink::new(queue.store().clone())),
+    // Photos are downloaded from WeChat with the same token as the replies,
+    // so only with WeChat credentials (not in `ferry dev`'s console mode).
+    let (sink, photos) = match replies {
+        Replies::Console => (
+            ReplySink::Console(ConsoleSink::new(queue.store().clone())),
+            None,
+        ),
         Replies::WeChat => {
             let (Some(app_id), Some(secret)) = (&config.wechat.app_id, &config.wechat.app_secret)
             else {
@@ -297,12 +313,22 @@ pub fn worker_counting(
                 config.wechat.token_source,
             )
             .counting_fetches_in(counters.token_fetch_counter());
-            ReplySink::CustomerService(CustomerService::new(
+            let photos = Photos {
+                media: WeChatMedia::new(
+                    http.clone(),
+                    config.wechat.api_base.clone(),
+                    tokens.clone(),
+                ),
+                prompt: config.reply.image_prompt.clone(),
+                failed_text: config.reply.image_failed_text.clone(),
+            };
+            let sink = ReplySink::CustomerService(CustomerService::new(
                 http.clone(),
                 config.wechat.api_base.clone(),
                 tokens,
                 counters.clone(),
-            ))
+            ));
+            (sink, Some(photos))
         }
     };
     // Every real provider's calls pass the fleet's gate; the built-in echo
@@ -346,6 +372,13 @@ pub fn worker_counting(
             notice: config.reply.user_limit_text.clone(),
         }),
         counters,
+        rules: ReplyRules::new(
+            queue.store(),
+            config.wechat.reply_mode,
+            config.reply.continue_keyword.clone(),
+            config.reply.continue_text.clone(),
+        ),
+        photos,
     };
     let handlers = Handlers::new()
         .register(kinds::WECHAT_REPLY, wechat)

@@ -232,6 +232,24 @@ pub async fn dedicated(
     }
 }
 
+/// A pub/sub connection to the first Redis of `target` that answers. On a
+/// cluster any node will do: a `PUBLISH` reaches the subscribers of every
+/// node.
+pub async fn pubsub(target: &RedisTarget) -> Result<redis::aio::PubSub, ConnectionError> {
+    let urls = match target {
+        RedisTarget::Single(url) => std::slice::from_ref(url),
+        RedisTarget::Cluster(seeds) => seeds.as_slice(),
+    };
+    let mut last_error = None;
+    for url in urls {
+        match client(url)?.get_async_pubsub().await {
+            Ok(pubsub) => return Ok(pubsub),
+            Err(e) => last_error = Some(ConnectionError::from(e)),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| ConnectionError::Mode("no Redis to subscribe to".into())))
+}
+
 /// A plain client to one Redis, for one-off tools and node checks.
 pub fn client(url: &Secret) -> Result<redis::Client, ConnectionError> {
     redis::Client::open(url.expose())

@@ -23,14 +23,24 @@ pub enum UserKey {
     LimitNotice,
     /// Replies recorded for `ferry simulate` (`ferry dev`).
     DevOutbox,
+    /// What is left of WeChat's customer-service allowance for the user's
+    /// last action (hash, `migrations/ferry_wechat.lua`).
+    CsQuota,
+    /// The customer-service messages taken, by time (sorted set).
+    CsSends,
+    /// The rest of an answer that did not fit, kept for 继续 (hash).
+    Continuation,
 }
 
 impl UserKey {
-    pub const ALL: [UserKey; 4] = [
+    pub const ALL: [UserKey; 7] = [
         UserKey::Conversation,
         UserKey::Limit,
         UserKey::LimitNotice,
         UserKey::DevOutbox,
+        UserKey::CsQuota,
+        UserKey::CsSends,
+        UserKey::Continuation,
     ];
 }
 
@@ -136,7 +146,35 @@ impl Keys {
             UserKey::Limit => self.user_tagged(openid, "limit"),
             UserKey::LimitNotice => self.user_tagged(openid, "limit_notice"),
             UserKey::DevOutbox => self.user_tagged(openid, "dev:outbox"),
+            UserKey::CsQuota => self.user_tagged(openid, "cs_quota"),
+            UserKey::CsSends => self.user_tagged(openid, "cs_sends"),
+            UserKey::Continuation => self.user_tagged(openid, "continuation"),
         }
+    }
+
+    /// The passive reply to one push (`msg`: its MsgId), answered to each
+    /// of WeChat's tries; expires within a minute. Under the user's tag, so
+    /// it and the user's [`UserKey::Continuation`] change in one call.
+    pub fn passive_reply(&self, openid: &str, msg: &str) -> String {
+        self.user_tagged(openid, &format!("reply:{msg}"))
+    }
+
+    /// Counts WeChat's tries of one push in passive mode (the third is the
+    /// last).
+    pub fn passive_tries(&self, openid: &str, msg: &str) -> String {
+        self.user_tagged(openid, &format!("tries:{msg}"))
+    }
+
+    /// Pub/sub channel on which workers announce passive replies (the
+    /// message is the reply's key) to the api processes holding the push.
+    pub fn passive_channel(&self) -> String {
+        self.tagged("wechat", "passive")
+    }
+
+    /// Set once WeChat refused the customer-service API (48001) with
+    /// `WECHAT_REPLY_MODE=auto`: the fleet answers passively from then on.
+    pub fn wechat_passive_mode(&self) -> String {
+        self.tagged("wechat", "passive_mode")
     }
 
     /// One user's keys share the tag `{<prefix>:user:<openid>}`: one slot,

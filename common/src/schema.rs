@@ -34,6 +34,10 @@ pub const LIBRARIES: &[Library] = &[
         file: "ferry_batch.lua",
         source: include_str!("../../migrations/ferry_batch.lua"),
     },
+    Library {
+        file: "ferry_wechat.lua",
+        source: include_str!("../../migrations/ferry_wechat.lua"),
+    },
 ];
 
 const MANIFEST: &str = include_str!("../../migrations/manifest.toml");

@@ -38,6 +38,9 @@ mod tests {
             UserKey::Limit => 1,
             UserKey::LimitNotice => 2,
             UserKey::DevOutbox => 3,
+            UserKey::CsQuota => 4,
+            UserKey::CsSends => 5,
+            UserKey::Continuation => 6,
         };
         for (i, kind) in UserKey::ALL.iter().enumerate() {
             assert_eq!(position(*kind), i, "{kind:?} listed once, in order");

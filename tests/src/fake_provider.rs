@@ -7,7 +7,9 @@
 //! (path, key header, body shape, model), answers a wrong one as the provider
 //! does (401 `invalid_api_key`, Gemini's 400 `API_KEY_INVALID`, 404 for an
 //! unknown model, 400 for a malformed body), and records what it received so
-//! tests can assert the conversation that was sent. Each valid request takes
+//! tests can assert the conversation that was sent, pictures included
+//! (decoded from OpenAI's `data:` URL parts or Gemini's `inline_data`, a
+//! malformed one a 400). Each valid request takes
 //! the next [`Reply`] of a script (success, an error with headers, a stall,
 //! DeepSeek's leading blank lines, a connection reset mid-answer); with an
 //! empty script it answers with the last user message.
@@ -22,6 +24,8 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use ferry_common::Secret;
 use ferry_common::config::{ProviderConfig, ProviderKind};
 use serde_json::{Map, Value, json};
@@ -52,6 +56,27 @@ impl FakeMessage {
     }
 }
 
+/// A picture a request carried, decoded.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FakeImage {
+    /// The message it came with (an index into [`Received::messages`]).
+    pub message: usize,
+    pub mime_type: String,
+    pub bytes: Vec<u8>,
+}
+
+impl std::fmt::Debug for FakeImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "FakeImage {{ message: {}, mime_type: {:?}, {} bytes }}",
+            self.message,
+            self.mime_type,
+            self.bytes.len()
+        )
+    }
+}
+
 /// One request the fake received.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -68,6 +93,8 @@ pub struct Received {
     /// The model named by the body (OpenAI) or the path (Gemini).
     pub model: Option<String>,
     pub messages: Vec<FakeMessage>,
+    /// The pictures, in order (each belongs to a user message).
+    pub images: Vec<FakeImage>,
     /// What was wrong with the request, if anything (it was answered with
     /// the provider's error and took no scripted reply).
     pub problem: Option<String>,
@@ -202,6 +229,8 @@ struct Inner {
     kind: FakeKind,
     key: String,
     model: String,
+    /// A second model it accepts, the one asked about pictures.
+    vision_model: Option<String>,
     script: VecDeque<Reply>,
     /// The answer when the script is empty (`None`: echo).
     default: Option<Reply>,
@@ -226,6 +255,7 @@ impl FakeProvider {
             kind,
             key: expected_key.into(),
             model: expected_model.into(),
+            vision_model: None,
             script: VecDeque::new(),
             default: None,
             received: Vec::new(),
@@ -259,9 +289,16 @@ impl FakeProvider {
             base_url: self.base_url(),
             api_key: Some(Secret::from(inner.key.as_str())),
             model: inner.model.clone(),
+            vision_model: inner.vision_model.clone(),
             temperature: None,
             max_tokens: None,
         }
+    }
+
+    /// Accepts `model` too (besides the expected one): the vision model,
+    /// also in [`Self::provider_config`].
+    pub fn accept_vision_model(&self, model: &str) {
+        self.inner.lock().unwrap().vision_model = Some(model.into());
     }
 
     /// The answer to every request once the script is empty (e.g. an error
@@ -353,6 +390,7 @@ fn inspect(
         body: serde_json::from_slice(body).unwrap_or(Value::Null),
         model: None,
         messages: Vec::new(),
+        images: Vec::new(),
         problem: None,
     };
     let checked = match inner.kind {
@@ -435,7 +473,7 @@ fn check_openai(
         &["model", "messages", "temperature", "max_tokens", "stream"],
     )?;
     received.model = body.get("model").and_then(Value::as_str).map(str::to_owned);
-    if received.model.as_deref() != Some(inner.model.as_str()) {
+    if !received.model.as_deref().is_some_and(|m| inner.accepts(m)) {
         return Err(Rejection::new(
             404,
             format!("model_not_found {:?}", received.model),
@@ -457,11 +495,16 @@ fn check_openai(
         if !matches!(role, "system" | "user" | "assistant") {
             return Err(format!("unknown role {role:?}").into());
         }
-        let content = m
-            .get("content")
-            .and_then(Value::as_str)
-            .ok_or("content must be a string")?;
-        received.messages.push(FakeMessage::new(role, content));
+        let content = match m.get("content") {
+            Some(Value::String(text)) => text.clone(),
+            Some(Value::Array(parts)) if role == "user" => {
+                let index = received.messages.len();
+                openai_parts(parts, index, &mut received.images)?
+            }
+            Some(Value::Array(_)) => return Err(format!("{role} content must be a string").into()),
+            _ => return Err("content must be a string or an array of parts".into()),
+        };
+        received.messages.push(FakeMessage::new(role, &content));
     }
     if received.messages.is_empty() {
         return Err("messages is empty".into());
@@ -495,7 +538,7 @@ fn check_gemini(
             "unexpected Authorization header (the key goes in x-goog-api-key)",
         ));
     }
-    if model != inner.model {
+    if !inner.accepts(&model) {
         return Err(Rejection::new(404, format!("models/{model} is not found")));
     }
     check_common(headers, received)?;
@@ -509,7 +552,7 @@ fn check_gemini(
             .as_object()
             .ok_or("systemInstruction must be an object")?;
         only_keys(system, &["parts"])?;
-        for text in texts(system)? {
+        for text in texts(system, 0, None)? {
             received.messages.push(FakeMessage::new("system", &text));
         }
     }
@@ -536,15 +579,29 @@ fn check_gemini(
             Some("model") => "assistant",
             other => return Err(format!("unknown role {other:?}").into()),
         };
-        received
-            .messages
-            .push(FakeMessage::new(role, &texts(content)?.concat()));
+        let index = received.messages.len();
+        let images = (role == "user").then_some(&mut received.images);
+        let text = texts(content, index, images)?.concat();
+        received.messages.push(FakeMessage::new(role, &text));
     }
     Ok(())
 }
 
-/// The texts of `{"parts":[{"text":..}, ..]}`.
-fn texts(object: &Map<String, Value>) -> Result<Vec<String>, Rejection> {
+impl Inner {
+    fn accepts(&self, model: &str) -> bool {
+        model == self.model || self.vision_model.as_deref() == Some(model)
+    }
+}
+
+/// The texts of `{"parts":[{"text":..}, ..]}`; where `images` is given (a
+/// user turn), `{"inline_data":{"mime_type":..,"data":..}}` parts too
+/// (or the camelCase `inlineData`/`mimeType` the REST API also takes),
+/// decoded into `images` as pictures of message `index`.
+fn texts(
+    object: &Map<String, Value>,
+    index: usize,
+    mut images: Option<&mut Vec<FakeImage>>,
+) -> Result<Vec<String>, Rejection> {
     let parts = object
         .get("parts")
         .and_then(Value::as_array)
@@ -552,17 +609,101 @@ fn texts(object: &Map<String, Value>) -> Result<Vec<String>, Rejection> {
     if parts.is_empty() {
         return Err("parts is empty".into());
     }
-    parts
-        .iter()
-        .map(|p| -> Result<String, Rejection> {
-            let p = p.as_object().ok_or("a part is not an object")?;
-            only_keys(p, &["text"])?;
-            Ok(p.get("text")
-                .and_then(Value::as_str)
-                .ok_or("text must be a string")?
-                .to_owned())
-        })
-        .collect()
+    let mut texts = Vec::new();
+    for p in parts {
+        let p = p.as_object().ok_or("a part is not an object")?;
+        let inline = p.get("inline_data").or_else(|| p.get("inlineData"));
+        match (inline, images.as_deref_mut()) {
+            (Some(inline), Some(images)) => {
+                only_keys(p, &["inline_data", "inlineData"])?;
+                let inline = inline.as_object().ok_or("inline_data must be an object")?;
+                only_keys(inline, &["mime_type", "mimeType", "data"])?;
+                let mime_type = inline
+                    .get("mime_type")
+                    .or_else(|| inline.get("mimeType"))
+                    .and_then(Value::as_str)
+                    .ok_or("inline_data.mime_type must be a string")?;
+                let data = inline
+                    .get("data")
+                    .and_then(Value::as_str)
+                    .ok_or("inline_data.data must be a string")?;
+                images.push(picture(index, mime_type, data)?);
+            }
+            (Some(_), None) => return Err("inline_data is only for user turns".into()),
+            (None, _) => {
+                only_keys(p, &["text"])?;
+                let text = p.get("text").and_then(Value::as_str);
+                texts.push(text.ok_or("text must be a string")?.to_owned());
+            }
+        }
+    }
+    Ok(texts)
+}
+
+/// The text of an OpenAI user message's parts,
+/// `[{"type":"text","text":..}, {"type":"image_url","image_url":{"url":"data:..."}}]`,
+/// with its pictures decoded into `images`.
+fn openai_parts(
+    parts: &[Value],
+    index: usize,
+    images: &mut Vec<FakeImage>,
+) -> Result<String, Rejection> {
+    if parts.is_empty() {
+        return Err("content is an empty array".into());
+    }
+    let mut text = String::new();
+    for part in parts {
+        let part = part.as_object().ok_or("a content part is not an object")?;
+        match part.get("type").and_then(Value::as_str) {
+            Some("text") => {
+                only_keys(part, &["type", "text"])?;
+                let t = part.get("text").and_then(Value::as_str);
+                text.push_str(t.ok_or("a text part's text must be a string")?);
+            }
+            Some("image_url") => {
+                only_keys(part, &["type", "image_url"])?;
+                let image_url = part
+                    .get("image_url")
+                    .and_then(Value::as_object)
+                    .ok_or("image_url must be an object")?;
+                only_keys(image_url, &["url", "detail"])?;
+                let url = image_url
+                    .get("url")
+                    .and_then(Value::as_str)
+                    .ok_or("image_url.url must be a string")?;
+                // The fake fetches nothing: only inline pictures.
+                let (mime_type, data) = url
+                    .strip_prefix("data:")
+                    .and_then(|rest| rest.split_once(";base64,"))
+                    .ok_or("image_url.url must be a data:<mime>;base64,<data> URL")?;
+                images.push(picture(index, mime_type, data)?);
+            }
+            other => return Err(format!("unknown content part type {other:?}").into()),
+        }
+    }
+    Ok(text)
+}
+
+/// A picture as the provider would take it: an image mime type and
+/// non-empty standard base64.
+fn picture(index: usize, mime_type: &str, data: &str) -> Result<FakeImage, Rejection> {
+    let is_image = mime_type
+        .strip_prefix("image/")
+        .is_some_and(|subtype| !subtype.is_empty());
+    if !is_image {
+        return Err(format!("unsupported image mime type {mime_type:?}").into());
+    }
+    let bytes = BASE64
+        .decode(data)
+        .map_err(|e| format!("the image data is not valid base64: {e}"))?;
+    if bytes.is_empty() {
+        return Err("the image data is empty".into());
+    }
+    Ok(FakeImage {
+        message: index,
+        mime_type: mime_type.into(),
+        bytes,
+    })
 }
 
 fn only_keys(object: &Map<String, Value>, allowed: &[&str]) -> Result<(), Rejection> {
@@ -652,12 +793,17 @@ fn render(inner: &Inner, reply: &Reply, received: &Received) -> (StatusCode, Str
     };
     let (prompt, completion) = usage.unwrap_or((10, 5));
     let n = inner.received.len() + 1;
+    // The model asked (the text or the vision one), as providers report it.
+    let model = received
+        .model
+        .clone()
+        .unwrap_or_else(|| inner.model.clone());
     let body = match inner.kind {
         FakeKind::OpenAi => json!({
             "id": format!("chatcmpl-fake-{n}"),
             "object": "chat.completion",
             "created": 1_700_000_000 + n,
-            "model": inner.model,
+            "model": model,
             "choices": [{
                 "index": 0,
                 "message": {"role": "assistant", "content": text},
@@ -682,7 +828,7 @@ fn render(inner: &Inner, reply: &Reply, received: &Received) -> (StatusCode, Str
                     "candidatesTokenCount": completion,
                     "totalTokenCount": prompt + completion,
                 },
-                "modelVersion": inner.model,
+                "modelVersion": model,
                 "responseId": format!("fake-{n}"),
             })
         }
@@ -721,6 +867,49 @@ mod tests {
             fake.requests()[0].problem.as_deref(),
             Some("400 unknown field \"maxTokens\"")
         );
+    }
+
+    #[tokio::test]
+    async fn pictures_are_decoded_in_both_formats_and_a_malformed_one_is_a_400() {
+        let openai = FakeProvider::start(FakeKind::OpenAi, "k", "m").await;
+        openai.accept_vision_model("m-vl");
+        let url = format!("{}/chat/completions", openai.base_url());
+        let auth = [("authorization", "Bearer k")];
+        let with_url = |image_url: &str| {
+            json!({"model": "m-vl", "stream": false, "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "what?"},
+                {"type": "image_url", "image_url": {"url": image_url}},
+            ]}]})
+        };
+        let (ok, _) = post(&url, &auth, with_url("data:image/png;base64,AAEC")).await;
+        let (bad, _) = post(&url, &auth, with_url("data:image/png;base64,@@")).await;
+        let (remote, _) = post(&url, &auth, with_url("https://example.com/a.png")).await;
+        assert_eq!((ok, bad, remote), (200, 400, 400));
+        let first = &openai.requests()[0];
+        assert_eq!(first.messages[0].content, "what?");
+        assert_eq!(
+            first.images,
+            [FakeImage {
+                message: 0,
+                mime_type: "image/png".into(),
+                bytes: vec![0, 1, 2],
+            }]
+        );
+
+        let gemini = FakeProvider::start(FakeKind::Gemini, "k", "g").await;
+        let url = format!("{}/models/g:generateContent", gemini.base_url());
+        let with_part = |part: Value| json!({"contents": [{"role": "user", "parts": [{"text": "what?"}, part]}]});
+        let key = [("x-goog-api-key", "k")];
+        let inline = json!({"inline_data": {"mime_type": "image/jpeg", "data": "/9j/"}});
+        let camel = json!({"inlineData": {"mimeType": "image/jpeg", "data": "/9j/"}});
+        let text_type = json!({"inline_data": {"mime_type": "text/html", "data": "/9j/"}});
+        let (ok, _) = post(&url, &key, with_part(inline)).await;
+        let (also, _) = post(&url, &key, with_part(camel)).await;
+        let (bad, _) = post(&url, &key, with_part(text_type)).await;
+        assert_eq!((ok, also, bad), (200, 200, 400));
+        let received = gemini.requests();
+        assert_eq!(received[0].images[0].bytes, [0xff, 0xd8, 0xff]);
+        assert_eq!(received[1].images[0].mime_type, "image/jpeg");
     }
 
     #[tokio::test]

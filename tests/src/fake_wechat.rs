@@ -54,6 +54,17 @@ struct Inner {
     /// `.0` messages were accepted.
     send_errors: VecDeque<(usize, i64)>,
     send_delay: Option<Duration>,
+    /// WeChat's customer-service allowance per user: messages left and
+    /// until when, since the user's last action ([`FakeWeChat::user_wrote`]).
+    /// Users the test never said acted are not counted.
+    allowances: std::collections::HashMap<String, (u32, Instant)>,
+    /// Answer 48001 to every customer-service call (an unverified
+    /// subscription account).
+    no_customer_service: bool,
+    /// Media `media/get` serves, by media id.
+    media: std::collections::HashMap<String, Media>,
+    /// `media/get` calls, by media id (whatever they were answered).
+    media_downloads: std::collections::HashMap<String, u64>,
 }
 
 #[derive(Clone)]
@@ -80,6 +91,7 @@ impl FakeWeChat {
             .route("/cgi-bin/token", get(classic_token))
             .route("/cgi-bin/message/custom/send", post(custom_send))
             .route("/cgi-bin/message/custom/typing", post(custom_typing))
+            .route("/cgi-bin/media/get", get(media_get))
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -164,6 +176,33 @@ impl FakeWeChat {
             .unwrap()
             .send_errors
             .extend(errcodes.iter().map(|&code| (accepted, code)));
+    }
+
+    /// The user sent a message: WeChat allows 5 customer-service messages
+    /// within 48 hours from now, and refuses the 6th with 45047 (the
+    /// allowance does not add up: it is reset, not increased).
+    pub fn user_wrote(&self, openid: &str) {
+        self.user_acted(openid, 5, Duration::from_secs(48 * 3600));
+    }
+
+    /// The user clicked a menu item, followed or scanned: 3 messages within
+    /// a minute.
+    pub fn user_clicked(&self, openid: &str) {
+        self.user_acted(openid, 3, Duration::from_secs(60));
+    }
+
+    fn user_acted(&self, openid: &str, messages: u32, within: Duration) {
+        self.inner
+            .lock()
+            .unwrap()
+            .allowances
+            .insert(openid.into(), (messages, Instant::now() + within));
+    }
+
+    /// The account has no customer-service API: every send and typing
+    /// call gets 48001 (api unauthorized).
+    pub fn refuse_customer_service(&self, refuse: bool) {
+        self.inner.lock().unwrap().no_customer_service = refuse;
     }
 
     pub fn set_send_delay(&self, delay: Option<Duration>) {
@@ -273,9 +312,17 @@ async fn custom_send(
     Json(answer)
 }
 
+/// What WeChat answers an account without the customer-service API.
+fn unauthorized() -> Value {
+    json!({"errcode": 48001, "errmsg": "api unauthorized"})
+}
+
 fn answer_send(inner: &mut Inner, q: &TokenQuery, body: &Value) -> Value {
     if let Some(err) = check_token(inner, q) {
         return err;
+    }
+    if inner.no_customer_service {
+        return unauthorized();
     }
     let accepted = inner.sent.len();
     if inner
@@ -296,6 +343,12 @@ fn answer_send(inner: &mut Inner, q: &TokenQuery, body: &Value) -> Value {
     if content.len() >= 2048 {
         return json!({"errcode": 45002, "errmsg": "content size out of limit"});
     }
+    if let Some((left, until)) = inner.allowances.get_mut(touser) {
+        if *left == 0 || Instant::now() >= *until {
+            return json!({"errcode": 45047, "errmsg": "out of response count limit"});
+        }
+        *left -= 1;
+    }
     inner.sent.push(SentMessage {
         touser: touser.into(),
         content: content.into(),
@@ -313,9 +366,103 @@ async fn custom_typing(
     if let Some(err) = check_token(&inner, &q) {
         return Json(err);
     }
+    if inner.no_customer_service {
+        return Json(unauthorized());
+    }
     let (Some(touser), Some(command)) = (body["touser"].as_str(), body["command"].as_str()) else {
         return Json(json!({"errcode": 44002, "errmsg": "bad shape"}));
     };
     inner.typing.push((touser.into(), command.into()));
     Json(json!({"errcode": 0, "errmsg": "ok"}))
+}
+
+/// A file `media/get` serves.
+#[derive(Clone)]
+struct Media {
+    content_type: String,
+    bytes: Arc<[u8]>,
+    /// Sent in chunks without a Content-Length.
+    chunked: bool,
+}
+
+impl FakeWeChat {
+    /// Serves `bytes` as the temporary media `media_id` with this
+    /// Content-Type (and a Content-Length), as WeChat serves a photo.
+    pub fn put_media(&self, media_id: &str, content_type: &str, bytes: &[u8]) {
+        self.put(media_id, content_type, bytes, false);
+    }
+
+    /// [`Self::put_media`], sent in chunks without a Content-Length (the
+    /// size is known only by reading).
+    pub fn put_media_chunked(&self, media_id: &str, content_type: &str, bytes: &[u8]) {
+        self.put(media_id, content_type, bytes, true);
+    }
+
+    fn put(&self, media_id: &str, content_type: &str, bytes: &[u8], chunked: bool) {
+        let media = Media {
+            content_type: content_type.into(),
+            bytes: bytes.into(),
+            chunked,
+        };
+        self.inner
+            .lock()
+            .unwrap()
+            .media
+            .insert(media_id.into(), media);
+    }
+
+    /// `media/get` calls for `media_id`, whatever they were answered.
+    pub fn media_downloads(&self, media_id: &str) -> u64 {
+        let inner = self.inner.lock().unwrap();
+        inner.media_downloads.get(media_id).copied().unwrap_or(0)
+    }
+}
+
+#[derive(Deserialize)]
+struct MediaQuery {
+    access_token: Option<String>,
+    media_id: Option<String>,
+}
+
+/// `GET /cgi-bin/media/get`: the file itself, or WeChat's JSON error.
+async fn media_get(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    Query(q): Query<MediaQuery>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+
+    let media_id = q.media_id.unwrap_or_default();
+    let media = {
+        let mut inner = inner.lock().unwrap();
+        *inner.media_downloads.entry(media_id.clone()).or_default() += 1;
+        let token = TokenQuery {
+            access_token: q.access_token,
+        };
+        if let Some(err) = check_token(&inner, &token) {
+            return Json(err).into_response();
+        }
+        match inner.media.get(&media_id) {
+            Some(media) => media.clone(),
+            None => {
+                return Json(json!({"errcode": 40007, "errmsg": "invalid media_id"}))
+                    .into_response();
+            }
+        }
+    };
+    let extension = media.content_type.rsplit('/').next().unwrap_or("bin");
+    let disposition = format!("attachment; filename=\"{media_id}.{extension}\"");
+    let headers = [
+        (axum::http::header::CONTENT_TYPE, media.content_type.clone()),
+        (axum::http::header::CONTENT_DISPOSITION, disposition),
+    ];
+    if !media.chunked {
+        return (headers, media.bytes.to_vec()).into_response();
+    }
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = media
+        .bytes
+        .chunks(64 * 1024)
+        .map(|c| Ok(c.to_vec()))
+        .collect();
+    let body = axum::body::Body::from_stream(futures::stream::iter(chunks));
+    (headers, body).into_response()
 }

@@ -14,6 +14,7 @@ pub mod log_capture;
 pub mod redis_cluster;
 pub mod redis_server;
 pub mod staged_jobs;
+pub mod wechat_push;
 pub mod worker_process;
 
 /// The `ferry` binary the process-level tests run (built before the tests by

@@ -11,6 +11,8 @@ use axum::response::Response;
 use ferry_common::alerts::AlertEvaluator;
 use ferry_common::metrics as names;
 
+use crate::wechat::hold::HeldFor;
+
 /// The route whose responses the alert rules judge.
 pub const ALERTED_ROUTE: &str = "/wechat";
 
@@ -33,7 +35,13 @@ pub async fn track(
     let elapsed = started.elapsed();
     let status = response.status();
     if route == ALERTED_ROUTE {
-        alerts.observe(elapsed, status.is_server_error());
+        // A push held for its passive answer: the wait is the AI's, and
+        // the 503 after WeChat gave up on a try is how WeChat is made to
+        // try again. The rules judge Ferry's own part.
+        match response.extensions().get::<HeldFor>() {
+            Some(HeldFor(held)) => alerts.observe(elapsed.saturating_sub(*held), false),
+            None => alerts.observe(elapsed, status.is_server_error()),
+        }
     }
     metrics::counter!(
         names::HTTP_REQUESTS,

@@ -1,12 +1,14 @@
 //! What a push asks of Ferry. Only text (and voice that WeChat already
-//! turned into text) needs an AI, so only it becomes a job; the rest is
-//! answered at once in the response, or only acknowledged.
+//! turned into text) and photos a vision model can see need an AI, so only
+//! they become jobs; the rest is answered at once in the response, or only
+//! acknowledged.
 //!
 //! | push | action |
 //! | --- | --- |
 //! | text; voice with `Recognition` | enqueue a `wechat.reply` job, deduplicated by `MsgId` |
 //! | voice without `Recognition` | fixed passive reply (`FERRY_WECHAT_VOICE_UNRECOGNIZED_REPLY`) |
-//! | image, video, location, link, ... | fixed passive reply (`FERRY_WECHAT_UNSUPPORTED_REPLY`) |
+//! | image with `MediaId`, when a provider has a vision model (`<NAME>_VISION_MODEL`) | enqueue a `wechat.reply` job with `media_id` and empty `content`, deduplicated by `MsgId` (the worker downloads the picture) |
+//! | image without vision or `MediaId`; video, location, link, ... | fixed passive reply (`FERRY_WECHAT_UNSUPPORTED_REPLY`) |
 //! | event `subscribe` | welcome as a passive reply (`FERRY_WECHAT_WELCOME`) |
 //! | event `unsubscribe` | forget what Ferry keeps about the user |
 //! | any other event | acknowledge |
@@ -35,11 +37,17 @@ pub fn dispatch(message: &Incoming, ingress: &WeChatIngress) -> Action {
     let texts = &ingress.texts;
     match &message.kind {
         IncomingKind::Text { content, .. } if content.trim().is_empty() => Action::Acknowledge,
-        IncomingKind::Text { content, .. } => answer(message, content, ingress.dedup_ttl),
+        IncomingKind::Text { content, .. } => answer(message, content, None, ingress.dedup_ttl),
         IncomingKind::Voice {
             recognition: Some(heard),
             ..
-        } if !heard.trim().is_empty() => answer(message, heard, ingress.dedup_ttl),
+        } if !heard.trim().is_empty() => answer(message, heard, None, ingress.dedup_ttl),
+        IncomingKind::Image {
+            media_id: Some(media_id),
+            ..
+        } if ingress.vision && !media_id.trim().is_empty() => {
+            answer(message, "", Some(media_id), ingress.dedup_ttl)
+        }
         IncomingKind::Voice { .. } => Action::Reply(texts.voice_unrecognized.clone()),
         IncomingKind::Image { .. } | IncomingKind::Other { .. } => {
             Action::Reply(texts.unsupported.clone())
@@ -56,14 +64,21 @@ pub fn dispatch(message: &Incoming, ingress: &WeChatIngress) -> Action {
     }
 }
 
-fn answer(message: &Incoming, content: &str, dedup_ttl: Duration) -> Action {
+/// A `wechat.reply` job for `content`, or for the photo `media_id` (with
+/// empty `content`).
+fn answer(
+    message: &Incoming,
+    content: &str,
+    media_id: Option<&str>,
+    dedup_ttl: Duration,
+) -> Action {
     let payload = WeChatReply {
         openid: message.from_user.clone(),
         account: message.to_user.clone(),
         content: content.to_owned(),
         msg_id: message.msg_id(),
         create_time: message.create_time,
-        media_id: None,
+        media_id: media_id.map(str::to_owned),
         passive: false,
     };
     Action::Answer(NewJob {
@@ -87,6 +102,11 @@ mod tests {
     use ferry_common::Secret;
 
     fn ingress() -> WeChatIngress {
+        ingress_seeing(false)
+    }
+
+    /// An ingress whose providers can see photos when `vision`.
+    fn ingress_seeing(vision: bool) -> WeChatIngress {
         WeChatIngress {
             credentials: CredentialStore::new(WeChatCredentials {
                 token: Secret::new("t"),
@@ -95,6 +115,7 @@ mod tests {
             dedup_ttl: Duration::from_secs(300),
             ack_budget: Duration::from_millis(1500),
             max_skew: Duration::from_secs(300),
+            vision,
             texts: ReplyTexts {
                 welcome: "welcome".into(),
                 unsupported: "text only".into(),
@@ -167,19 +188,68 @@ mod tests {
         );
     }
 
-    #[test]
-    fn images_and_other_types_get_the_unsupported_answer() {
-        let image = push(IncomingKind::Image {
-            pic_url: None,
-            media_id: None,
+    fn image(media_id: Option<&str>) -> Incoming {
+        push(IncomingKind::Image {
+            pic_url: Some("http://mmbiz.qpic.cn/x".into()),
+            media_id: media_id.map(str::to_owned),
             msg_id: 1,
-        });
+        })
+    }
+
+    #[test]
+    fn without_vision_images_and_other_types_get_the_unsupported_answer() {
         let video = push(IncomingKind::Other {
             msg_type: "video".into(),
             msg_id: Some(2),
         });
-        assert_eq!(replied(dispatch(&image, &ingress())), "text only");
+        assert_eq!(
+            replied(dispatch(&image(Some("m1")), &ingress())),
+            "text only"
+        );
+        assert_eq!(replied(dispatch(&image(None), &ingress())), "text only");
         assert_eq!(replied(dispatch(&video, &ingress())), "text only");
+    }
+
+    #[test]
+    fn with_vision_a_photo_becomes_a_reply_job_with_its_media_id_deduplicated_by_msg_id() {
+        let seeing = ingress_seeing(true);
+        let job = match dispatch(&image(Some("MEDIA_1")), &seeing) {
+            Action::Answer(job) => job,
+            other => panic!("expected a job, got {other:?}"),
+        };
+        let payload: WeChatReply = serde_json::from_value(job.payload).unwrap();
+        assert_eq!(payload.media_id.as_deref(), Some("MEDIA_1"));
+        assert_eq!(payload.content, "");
+        assert_eq!(
+            (payload.openid.as_str(), payload.msg_id),
+            ("o_user", Some(1))
+        );
+        assert_eq!(job.kind, kinds::WECHAT_REPLY);
+        assert_eq!(job.idempotency.unwrap().key, "msg:1");
+    }
+
+    #[test]
+    fn with_vision_an_image_without_media_id_still_gets_the_unsupported_answer() {
+        let seeing = ingress_seeing(true);
+        assert_eq!(replied(dispatch(&image(None), &seeing)), "text only");
+        assert_eq!(replied(dispatch(&image(Some(" ")), &seeing)), "text only");
+        let video = push(IncomingKind::Other {
+            msg_type: "video".into(),
+            msg_id: Some(2),
+        });
+        assert_eq!(replied(dispatch(&video, &seeing)), "text only");
+    }
+
+    #[test]
+    fn text_jobs_carry_no_media_id() {
+        let text = push(IncomingKind::Text {
+            content: "你好".into(),
+            msg_id: 42,
+        });
+        let Action::Answer(job) = dispatch(&text, &ingress_seeing(true)) else {
+            panic!("expected a job");
+        };
+        assert!(job.payload.get("media_id").is_none(), "{}", job.payload);
     }
 
     #[test]

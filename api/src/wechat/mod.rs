@@ -8,10 +8,12 @@
 //! the same atomic call, so a WeChat retry arriving while the first request
 //! still runs never makes a second job, or to the spool when Redis does not
 //! take it in time ([`crate::handoff`]). The answer is `success`, or a
-//! passive reply ([`passive`]) for what needs no AI.
+//! passive reply ([`passive`]) for what needs no AI; in passive mode the
+//! push is then held for its AI answer ([`hold`]).
 
 pub mod credentials;
 pub mod dispatch;
+pub mod hold;
 pub mod passive;
 pub mod verify;
 
@@ -20,7 +22,10 @@ use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, body::Bytes};
 
+use ferry_common::job::kinds::WeChatReply;
+
 use self::dispatch::{Action, dispatch};
+use self::hold::{Held, HeldFor};
 use self::verify::{Caller, SignedQuery};
 use crate::client_ip::ClientIp;
 use crate::error::ApiError;
@@ -58,6 +63,7 @@ pub async fn receive(
     client: Option<Extension<ClientIp>>,
     request: Request,
 ) -> Result<Response, ApiError> {
+    let arrived = tokio::time::Instant::now();
     let caller = caller(&state, client);
     let ingress = &state.wechat;
     let candidates = ingress.credentials.candidates();
@@ -74,9 +80,29 @@ pub async fn receive(
     })?;
     let message = verify::open(&signed, &body, &caller)?;
     match dispatch(&message, ingress) {
-        Action::Answer(job) => {
+        Action::Answer(mut job) => {
+            let passive = state.passive.is_on();
+            if passive {
+                job.payload["passive"] = true.into();
+            }
+            let push = passive
+                .then(|| serde_json::from_value::<WeChatReply>(job.payload.clone()).ok())
+                .flatten();
             handoff::enqueue(&state, job).await?;
-            Ok(passive::success())
+            let Some(push) = push else {
+                return Ok(passive::success());
+            };
+            let held = state
+                .passive
+                .hold(&push.openid, &push.push_key(), push.create_time, arrived)
+                .await;
+            let mut response = match held {
+                Held::Reply(text) => passive::text_reply(&message, &signed, &text, now),
+                // WeChat stopped listening to this try and sends another.
+                Held::NotYet => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+            };
+            response.extensions_mut().insert(HeldFor(arrived.elapsed()));
+            Ok(response)
         }
         Action::Reply(text) => Ok(passive::text_reply(&message, &signed, &text, now)),
         Action::Forget { openid } => {

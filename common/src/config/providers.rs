@@ -24,6 +24,9 @@ pub struct ProviderConfig {
     pub base_url: String,
     pub api_key: Option<Secret>,
     pub model: String,
+    /// The model asked when a message carries a picture (`None`: this
+    /// provider answers text only, and the router skips it for pictures).
+    pub vision_model: Option<String>,
     pub temperature: Option<f32>,
     pub max_tokens: Option<u32>,
 }
@@ -37,6 +40,7 @@ impl ProviderConfig {
             base_url: String::new(),
             api_key: None,
             model: "echo".into(),
+            vision_model: None,
             temperature: None,
             max_tokens: None,
         }
@@ -50,6 +54,9 @@ pub(super) struct KnownProvider {
     base_url: &'static str,
     /// `None`: the model must be configured (Doubao's endpoint ids).
     model: Option<&'static str>,
+    /// The default vision model (`None`: text only unless one is
+    /// configured).
+    vision_model: Option<&'static str>,
 }
 
 /// The known providers, in the default fallback order.
@@ -59,36 +66,43 @@ pub(super) const KNOWN_PROVIDERS: &[KnownProvider] = &[
         kind: ProviderKind::OpenAi,
         base_url: "https://api.deepseek.com",
         model: Some("deepseek-chat"),
+        vision_model: None,
     },
     KnownProvider {
         name: "qwen",
         kind: ProviderKind::OpenAi,
         base_url: "https://dashscope.aliyuncs.com/compatible-mode/v1",
         model: Some("qwen-plus"),
+        vision_model: Some("qwen-vl-max"),
     },
     KnownProvider {
         name: "chatgpt",
         kind: ProviderKind::OpenAi,
         base_url: "https://api.openai.com/v1",
         model: Some("gpt-4o-mini"),
+        vision_model: Some("gpt-4o-mini"),
     },
     KnownProvider {
         name: "gemini",
         kind: ProviderKind::Gemini,
         base_url: "https://generativelanguage.googleapis.com/v1beta",
         model: Some("gemini-2.0-flash"),
+        vision_model: Some("gemini-2.0-flash"),
     },
     KnownProvider {
         name: "zhipu",
         kind: ProviderKind::OpenAi,
         base_url: "https://open.bigmodel.cn/api/paas/v4",
         model: Some("glm-4-flash"),
+        vision_model: Some("glm-4v-flash"),
     },
     KnownProvider {
         name: "doubao",
         kind: ProviderKind::OpenAi,
         base_url: "https://ark.cn-beijing.volces.com/api/v3",
         model: None,
+        // Doubao's models are endpoint ids: a vision one must be configured.
+        vision_model: None,
     },
 ];
 
@@ -210,6 +224,7 @@ pub(super) fn provider(s: &Sources, name: &str) -> Result<ProviderConfig, Config
             ));
         }
     };
+    let vision_model = vision_model(s, name, known, file);
     let api_key = api_key(s, name);
     if api_key.is_none() {
         return Err(ConfigError::new(
@@ -253,9 +268,36 @@ pub(super) fn provider(s: &Sources, name: &str) -> Result<ProviderConfig, Config
         base_url,
         api_key,
         model,
+        vision_model,
         temperature,
         max_tokens,
     })
+}
+
+/// `<NAME>_VISION_MODEL` (environment, secrets file, ferry.toml), else the
+/// table's `vision_model`, else the known provider's default. Set but empty
+/// turns pictures off for this provider.
+fn vision_model(
+    s: &Sources,
+    name: &str,
+    known: Option<&KnownProvider>,
+    file: Option<&toml::Table>,
+) -> Option<String> {
+    let var = provider_var(name, "VISION_MODEL");
+    let text = |v: Option<&toml::Value>| v.and_then(|v| v.as_str()).map(str::to_owned);
+    // `Sources::get` reads an empty value as unset; here empty means off,
+    // so the places an empty value can be set are asked directly.
+    let set = s
+        .env
+        .get(&var)
+        .cloned()
+        .or_else(|| s.get(&var))
+        .or_else(|| text(s.file.get(&var)))
+        .or_else(|| text(file.and_then(|t| t.get("vision_model"))));
+    match set {
+        Some(v) => Some(v.trim().to_owned()).filter(|v| !v.is_empty()),
+        None => known.and_then(|k| k.vision_model).map(str::to_owned),
+    }
 }
 
 /// One provider's fleet limits and breaker: `<NAME>_RPM`, `_RPM_BURST`,

@@ -101,6 +101,88 @@ fn explicit_chain_with_overrides() {
 }
 
 #[test]
+fn vision_models_have_defaults_are_configurable_and_an_empty_value_turns_them_off() {
+    let keys = [
+        ("DEEPSEEK_API_KEY", "k"),
+        ("QWEN_API_KEY", "k"),
+        ("OPENAI_API_KEY", "k"),
+        ("GEMINI_API_KEY", "k"),
+        ("ZHIPU_API_KEY", "k"),
+        ("DOUBAO_API_KEY", "k"),
+        ("DOUBAO_MODEL", "ep-text"),
+    ];
+    let vision = |c: &Config| -> Vec<(String, Option<String>)> {
+        c.providers
+            .iter()
+            .map(|p| (p.name.clone(), p.vision_model.clone()))
+            .collect()
+    };
+    let named = |pairs: &[(&str, Option<&str>)]| -> Vec<(String, Option<String>)> {
+        pairs
+            .iter()
+            .map(|(n, m)| (n.to_string(), m.map(str::to_owned)))
+            .collect()
+    };
+    let c = load(&keys).unwrap();
+    assert_eq!(
+        vision(&c),
+        named(&[
+            ("deepseek", None),
+            ("qwen", Some("qwen-vl-max")),
+            ("chatgpt", Some("gpt-4o-mini")),
+            ("gemini", Some("gemini-2.0-flash")),
+            ("zhipu", Some("glm-4v-flash")),
+            ("doubao", None),
+        ])
+    );
+    assert_eq!(ProviderConfig::echo().vision_model, None);
+
+    let mut vars = keys.to_vec();
+    vars.extend([
+        ("DOUBAO_VISION_MODEL", "ep-vision"),
+        ("QWEN_VISION_MODEL", " qwen-vl-plus "),
+        ("GEMINI_VISION_MODEL", ""),
+    ]);
+    let c = load(&vars).unwrap();
+    let by_name = |name: &str| {
+        let p = c.providers.iter().find(|p| p.name == name).unwrap();
+        p.vision_model.clone()
+    };
+    assert_eq!(by_name("doubao").as_deref(), Some("ep-vision"));
+    assert_eq!(by_name("qwen").as_deref(), Some("qwen-vl-plus"));
+    assert_eq!(by_name("gemini"), None, "an empty value turns pictures off");
+
+    let dir = tempfile_dir();
+    let path = dir.join("vision.toml");
+    std::fs::write(
+        &path,
+        "[providers.local]\nbase_url = \"http://127.0.0.1:8000/v1\"\nmodel = \"llama\"\nvision_model = \"llava\"\n[providers.zhipu]\nvision_model = \"\"\n",
+    )
+    .unwrap();
+    let p = path.to_str().unwrap();
+    let c = load(&[
+        ("FERRY_CONFIG", p),
+        ("FERRY_PROVIDERS", "local,zhipu"),
+        ("LOCAL_API_KEY", "x"),
+        ("ZHIPU_API_KEY", "z"),
+    ])
+    .unwrap();
+    assert_eq!(
+        vision(&c),
+        named(&[("local", Some("llava")), ("zhipu", None)])
+    );
+    let c = load(&[
+        ("FERRY_CONFIG", p),
+        ("FERRY_PROVIDERS", "local"),
+        ("LOCAL_API_KEY", "x"),
+        ("LOCAL_VISION_MODEL", "llava-13b"),
+    ])
+    .unwrap();
+    assert_eq!(c.providers[0].vision_model.as_deref(), Some("llava-13b"));
+    assert!(vars::is_known("QWEN_VISION_MODEL"));
+}
+
+#[test]
 fn gate_settings_come_from_the_environment_over_the_file() {
     let dir = tempfile_dir();
     let path = dir.join("gates.toml");

@@ -194,6 +194,7 @@ const PROVIDER_SUFFIXES: &[&str] = &[
     "_API_KEY",
     "_BASE_URL",
     "_MODEL",
+    "_VISION_MODEL",
     "_TEMPERATURE",
     "_MAX_TOKENS",
     "_RPM",

@@ -60,6 +60,17 @@ pub struct WeChatReply {
     pub passive: bool,
 }
 
+impl WeChatReply {
+    /// Names the push among the user's (its `MsgId`): the passive reply
+    /// slot of the push is keyed by it, for the api and the worker alike.
+    pub fn push_key(&self) -> String {
+        match self.msg_id {
+            Some(id) => id.to_string(),
+            None => format!("t{}", self.create_time),
+        }
+    }
+}
+
 /// Payload of [`CHAT_COMPLETION`]: what a jobs API request or a batch line
 /// asks (validated by [`crate::batch::line`] before it is enqueued).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

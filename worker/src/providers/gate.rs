@@ -108,10 +108,12 @@ fn health(failure: &Failure) -> CallResult {
 }
 
 /// A rough token count for the reservation (corrected after the call):
-/// about two characters a token across Chinese and English, plus the answer.
+/// about two characters a token across Chinese and English, plus the answer,
+/// plus about a thousand for a picture (vision models bill it in tiles).
 pub(super) fn estimate_tokens(req: &ChatRequest, max_tokens: Option<u32>) -> u32 {
     let chars: usize = req.messages.iter().map(|m| m.content.chars().count()).sum();
-    (chars / 2) as u32 + max_tokens.unwrap_or(512)
+    let picture = if req.image.is_some() { 1024 } else { 0 };
+    (chars / 2) as u32 + max_tokens.unwrap_or(512) + picture
 }
 
 #[cfg(test)]

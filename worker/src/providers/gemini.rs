@@ -4,7 +4,8 @@
 //! path, the key in `x-goog-api-key`, the assistant is `model`, system
 //! messages go to `systemInstruction`, a refusal is a `finishReason` or a
 //! `promptFeedback.blockReason` instead of an error, and the retry hint is in
-//! the error body (handled by `failure`).
+//! the error body (handled by `failure`). A picture is one more part of
+//! its user turn, `inline_data` in base64 (PROVIDERS.md, "Gemini").
 
 use ferry_common::KeyRing;
 use ferry_common::config::ProviderConfig;
@@ -59,8 +60,17 @@ struct SystemInstruction<'a> {
 }
 
 #[derive(Serialize)]
-struct Part<'a> {
-    text: &'a str,
+#[serde(untagged)]
+enum Part<'a> {
+    Text { text: &'a str },
+    InlineData { inline_data: InlineData<'a> },
+}
+
+#[derive(Serialize)]
+struct InlineData<'a> {
+    mime_type: &'a str,
+    /// The bytes in base64.
+    data: String,
 }
 
 #[derive(Serialize)]
@@ -160,14 +170,28 @@ impl Gemini {
 fn request_body<'a>(config: &ProviderConfig, req: &'a ChatRequest) -> RequestBody<'a> {
     let mut system = Vec::new();
     let mut contents = Vec::new();
-    for m in &req.messages {
-        let part = Part { text: &m.content };
+    let image = req.image_at();
+    for (i, m) in req.messages.iter().enumerate() {
+        let part = Part::Text { text: &m.content };
         match m.role {
             Role::System => system.push(part),
-            Role::User => contents.push(Content {
-                role: "user",
-                parts: vec![part],
-            }),
+            Role::User => {
+                let mut parts = vec![part];
+                if let Some((at, image)) = image
+                    && at == i
+                {
+                    parts.push(Part::InlineData {
+                        inline_data: InlineData {
+                            mime_type: &image.mime_type,
+                            data: image.base64(),
+                        },
+                    });
+                }
+                contents.push(Content {
+                    role: "user",
+                    parts,
+                });
+            }
             Role::Assistant => contents.push(Content {
                 role: "model",
                 parts: vec![part],
@@ -262,7 +286,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::providers::ChatMessage;
+    use crate::providers::{ChatMessage, Image};
 
     fn config(temperature: Option<f32>, max_tokens: Option<u32>) -> ProviderConfig {
         ProviderConfig {
@@ -271,6 +295,7 @@ mod tests {
             base_url: "http://x/v1beta".into(),
             api_key: None,
             model: "gemini-2.0-flash".into(),
+            vision_model: Some("gemini-2.0-flash".into()),
             temperature,
             max_tokens,
         }
@@ -294,6 +319,27 @@ mod tests {
             "systemInstruction": {"parts": [{"text": "be brief"}]},
             "generationConfig": {"temperature": 0.5, "maxOutputTokens": 64},
         });
+        assert_eq!(json, expected);
+    }
+
+    #[test]
+    fn a_picture_is_one_more_inline_data_part_of_the_newest_user_turn() {
+        let req = ChatRequest::new(vec![
+            ChatMessage::system("be brief"),
+            ChatMessage::user("earlier"),
+            ChatMessage::assistant("ok"),
+            ChatMessage::user("what is this?"),
+        ])
+        .with_image(Image::new("image/jpeg", b"\xff\xd8\xff\xe0".to_vec()));
+        let json = serde_json::to_string(&request_body(&config(None, None), &req)).unwrap();
+        let expected = concat!(
+            r#"{"contents":["#,
+            r#"{"role":"user","parts":[{"text":"earlier"}]},"#,
+            r#"{"role":"model","parts":[{"text":"ok"}]},"#,
+            r#"{"role":"user","parts":[{"text":"what is this?"},"#,
+            r#"{"inline_data":{"mime_type":"image/jpeg","data":"/9j/4A=="}}]}"#,
+            r#"],"systemInstruction":{"parts":[{"text":"be brief"}]}}"#,
+        );
         assert_eq!(json, expected);
     }
 

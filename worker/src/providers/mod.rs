@@ -8,6 +8,10 @@
 //! failover along the configured chain from that class. The built-in echo
 //! provider answers instantly with the user's own words, so `ferry dev` and
 //! tests run with no key and no network.
+//!
+//! A request may carry one picture ([`Image`], a WeChat photo) with its
+//! newest user message: each wire format sends it inline (base64), and the
+//! router asks only providers with a vision model for it.
 
 mod failure;
 mod gate;
@@ -16,7 +20,11 @@ mod http;
 mod openai;
 mod router;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 
 use ferry_common::config::{ProviderConfig, ProviderKind};
 use serde::{Deserialize, Serialize};
@@ -72,6 +80,54 @@ pub struct ChatRequest {
     /// (jobs API and batch lines); empty for WeChat replies.
     #[serde(default)]
     pub overrides: Overrides,
+    /// A picture that belongs to the newest user message. Never serialized:
+    /// a request is never stored with its picture.
+    #[serde(skip)]
+    pub image: Option<Image>,
+}
+
+/// A picture sent to a vision model: its mime type (`image/jpeg`, ...) and
+/// its bytes. Cheap to clone (the bytes are shared); its Debug output shows
+/// only the size, so the picture never reaches a log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Image {
+    pub mime_type: String,
+    bytes: Arc<[u8]>,
+}
+
+impl Image {
+    pub fn new(mime_type: impl Into<String>, bytes: impl Into<Arc<[u8]>>) -> Self {
+        Self {
+            mime_type: mime_type.into(),
+            bytes: bytes.into(),
+        }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// The bytes in standard base64 (what both wire formats carry).
+    pub(crate) fn base64(&self) -> String {
+        BASE64.encode(&self.bytes)
+    }
+}
+
+impl std::fmt::Debug for Image {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Image")
+            .field("mime_type", &self.mime_type)
+            .field("bytes", &format_args!("<{} bytes>", self.bytes.len()))
+            .finish()
+    }
 }
 
 /// A request's own model and sampling parameters; each `None` keeps the
@@ -88,6 +144,7 @@ impl ChatRequest {
         Self {
             messages,
             overrides: Overrides::default(),
+            image: None,
         }
     }
 
@@ -96,13 +153,27 @@ impl ChatRequest {
         self
     }
 
+    /// Attaches a picture to the newest user message.
+    pub fn with_image(mut self, image: Image) -> Self {
+        self.image = Some(image);
+        self
+    }
+
     /// The newest user message, if any.
     pub fn last_user_message(&self) -> Option<&str> {
-        self.messages
-            .iter()
-            .rev()
-            .find(|m| m.role == Role::User)
-            .map(|m| m.content.as_str())
+        self.last_user_index()
+            .map(|i| self.messages[i].content.as_str())
+    }
+
+    /// Where the newest user message is (the one a picture belongs to).
+    fn last_user_index(&self) -> Option<usize> {
+        self.messages.iter().rposition(|m| m.role == Role::User)
+    }
+
+    /// The picture and the index of the message it belongs to.
+    pub(crate) fn image_at(&self) -> Option<(usize, &Image)> {
+        let image = self.image.as_ref()?;
+        Some((self.last_user_index()?, image))
     }
 }
 
@@ -179,6 +250,11 @@ impl Provider {
         &self.config().model
     }
 
+    /// The model asked about pictures (`None`: this provider is text only).
+    pub fn vision_model(&self) -> Option<&str> {
+        self.config().vision_model.as_deref()
+    }
+
     pub fn kind(&self) -> ProviderKind {
         self.config().kind
     }
@@ -192,6 +268,14 @@ impl Provider {
     pub async fn chat(&self, req: &ChatRequest) -> Result<Answer, ProviderError> {
         if req.messages.is_empty() {
             let msg = "the conversation has no messages";
+            return Err(ProviderError::new(
+                self.name(),
+                FailureClass::BadRequest,
+                msg,
+            ));
+        }
+        if req.image.is_some() && req.last_user_index().is_none() {
+            let msg = "the picture has no user message to belong to";
             return Err(ProviderError::new(
                 self.name(),
                 FailureClass::BadRequest,
@@ -239,6 +323,7 @@ mod tests {
             base_url: String::new(),
             api_key: None,
             model: "echo".into(),
+            vision_model: None,
             temperature: None,
             max_tokens: None,
         };
@@ -265,6 +350,27 @@ mod tests {
             (answer.provider.as_str(), answer.model.as_str()),
             ("echo", "echo")
         );
+    }
+
+    #[test]
+    fn a_picture_shows_only_its_size_and_is_never_serialized() {
+        let image = Image::new("image/png", vec![7u8; 2048]);
+        let req = ChatRequest::new(vec![ChatMessage::user("look")]).with_image(image);
+        assert_eq!(
+            format!("{:?}", req.image.as_ref().unwrap()),
+            r#"Image { mime_type: "image/png", bytes: <2048 bytes> }"#
+        );
+        let json = serde_json::to_value(&req).unwrap();
+        assert_eq!(json.get("image"), None, "{json}");
+        assert_eq!(req.image_at().map(|(i, _)| i), Some(0));
+    }
+
+    #[tokio::test]
+    async fn a_picture_without_a_user_message_is_a_bad_request() {
+        let image = Image::new("image/png", vec![1u8]);
+        let req = ChatRequest::new(vec![ChatMessage::system("s")]).with_image(image);
+        let err = echo().chat(&req).await.unwrap_err();
+        assert_eq!(err.class, FailureClass::BadRequest);
     }
 
     #[tokio::test]

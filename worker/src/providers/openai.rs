@@ -4,7 +4,9 @@
 //! endpoint added from configuration alone, so this one file serves five
 //! providers and more. It tolerates what they do differently: DeepSeek's
 //! blank lines before the JSON, a 200 that carries an error object, and
-//! Zhipu's `sensitive` finish reason.
+//! Zhipu's `sensitive` finish reason. A picture goes with its user message
+//! as a `data:` URL part (PROVIDERS.md, "Pictures"): WeChat's own image
+//! URLs are neither reachable by the providers nor lasting.
 
 use ferry_common::KeyRing;
 use ferry_common::config::ProviderConfig;
@@ -14,7 +16,7 @@ use serde_json::Value;
 
 use super::failure::{FailureClass, ProviderError};
 use super::http::{auth_header, next_key, post_json};
-use super::{ChatMessage, ChatRequest, Completion, Usage};
+use super::{ChatRequest, Completion, Role, Usage};
 
 /// A provider speaking the OpenAI chat-completions shape.
 #[derive(Debug, Clone)]
@@ -28,12 +30,66 @@ pub struct OpenAiCompatible {
 #[derive(Serialize)]
 struct RequestBody<'a> {
     model: &'a str,
-    messages: &'a [ChatMessage],
+    messages: Vec<WireMessage<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_tokens: Option<u32>,
     stream: bool,
+}
+
+#[derive(Serialize)]
+struct WireMessage<'a> {
+    role: Role,
+    content: Content<'a>,
+}
+
+/// A plain string, or (the user message a picture belongs to) its parts.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Content<'a> {
+    Text(&'a str),
+    Parts(Vec<ContentPart<'a>>),
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ContentPart<'a> {
+    Text { text: &'a str },
+    ImageUrl { image_url: ImageUrl },
+}
+
+#[derive(Serialize)]
+struct ImageUrl {
+    /// `data:<mime>;base64,<BASE64>`.
+    url: String,
+}
+
+/// The conversation as the wire carries it: every message a plain string,
+/// but the one the picture belongs to, which becomes text and image parts.
+fn wire_messages(req: &ChatRequest) -> Vec<WireMessage<'_>> {
+    let image = req.image_at();
+    req.messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let content = match image {
+                Some((at, image)) if at == i => Content::Parts(vec![
+                    ContentPart::Text { text: &m.content },
+                    ContentPart::ImageUrl {
+                        image_url: ImageUrl {
+                            url: format!("data:{};base64,{}", image.mime_type, image.base64()),
+                        },
+                    },
+                ]),
+                _ => Content::Text(&m.content),
+            };
+            WireMessage {
+                role: m.role,
+                content,
+            }
+        })
+        .collect()
 }
 
 #[derive(Deserialize)]
@@ -91,7 +147,7 @@ impl OpenAiCompatible {
         let auth = auth_header(name, AUTHORIZATION, &format!("Bearer {}", key.expose()))?;
         let body = RequestBody {
             model: req.overrides.model.as_deref().unwrap_or(&self.config.model),
-            messages: &req.messages,
+            messages: wire_messages(req),
             temperature: req.overrides.temperature.or(self.config.temperature),
             max_tokens: req.overrides.max_tokens.or(self.config.max_tokens),
             stream: false,
@@ -174,12 +230,14 @@ mod tests {
         "choices":[{"index":0,"message":{"role":"assistant","content":"你好"},"finish_reason":"stop"}],
         "usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}"#;
 
+    use crate::providers::{ChatMessage, Image};
+
     #[test]
     fn the_request_body_is_the_openai_shape() {
-        let messages = [ChatMessage::system("s"), ChatMessage::user("u")];
+        let req = ChatRequest::new(vec![ChatMessage::system("s"), ChatMessage::user("u")]);
         let body = RequestBody {
             model: "m",
-            messages: &messages,
+            messages: wire_messages(&req),
             temperature: Some(0.5),
             max_tokens: None,
             stream: false,
@@ -191,6 +249,35 @@ mod tests {
             "temperature": 0.5,
             "stream": false,
         });
+        assert_eq!(json, expected);
+    }
+
+    #[test]
+    fn a_picture_becomes_a_data_url_part_of_the_newest_user_message_only() {
+        let req = ChatRequest::new(vec![
+            ChatMessage::system("s"),
+            ChatMessage::user("earlier"),
+            ChatMessage::assistant("a"),
+            ChatMessage::user("what is this?"),
+        ])
+        .with_image(Image::new("image/png", b"\x89PNG\r\n".to_vec()));
+        let body = RequestBody {
+            model: "qwen-vl-max",
+            messages: wire_messages(&req),
+            temperature: None,
+            max_tokens: Some(100),
+            stream: false,
+        };
+        let json = serde_json::to_string(&body).unwrap();
+        let expected = concat!(
+            r#"{"model":"qwen-vl-max","messages":["#,
+            r#"{"role":"system","content":"s"},"#,
+            r#"{"role":"user","content":"earlier"},"#,
+            r#"{"role":"assistant","content":"a"},"#,
+            r#"{"role":"user","content":[{"type":"text","text":"what is this?"},"#,
+            r#"{"type":"image_url","image_url":{"url":"data:image/png;base64,iVBORw0K"}}]}"#,
+            r#"],"max_tokens":100,"stream":false}"#,
+        );
         assert_eq!(json, expected);
     }
 

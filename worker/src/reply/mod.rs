@@ -8,11 +8,13 @@
 pub mod console;
 pub mod counters;
 pub mod customer_service;
+pub mod media;
 pub mod split;
 
 pub use console::ConsoleSink;
 pub use counters::{ReplyCounters, ReplyCountersSnapshot};
 pub use customer_service::{CustomerService, SendError};
+pub use media::{MediaError, WeChatMedia};
 
 /// Where replies go.
 #[derive(Clone)]

@@ -2,7 +2,9 @@
 //! not ask the model again and send different text), noted, and the turn
 //! remembered right after, so exactly once. When the AI fails for good, the
 //! user gets one short apology instead of silence (`FERRY_APOLOGY_TEXT`),
-//! noted so a take-over never sends a second one.
+//! noted so a take-over never sends a second one. A photo (`media_id`) is
+//! downloaded and shown to a vision model with `FERRY_IMAGE_PROMPT`
+//! (`photo.rs`).
 
 use std::time::Duration;
 
@@ -13,6 +15,7 @@ use ferry_common::job::Delivery;
 use ferry_common::job::kinds::WeChatReply;
 
 use super::budget::{AfterFailure, after_failure, allowance, budget_left};
+use super::photo::{Photo, remembered_question};
 use super::{NOTE_ANSWER, NOTE_ANSWERED_BY, NOTE_APOLOGY_SENT, Notes, WeChatReplyHandler};
 use crate::handler::{HandlerError, JobNotes};
 use crate::providers::{Answer, Usage};
@@ -80,11 +83,38 @@ impl WeChatReplyHandler {
             );
             return Err(self.apologise(job, book, msg, notes, spent).await);
         }
-        let prompt = self
+        // A photo: its picture, and the question asked about it instead of
+        // the (empty) text.
+        let (question, image) = match &msg.media_id {
+            None => (msg.content.as_str(), None),
+            Some(media_id) => {
+                let Some(photos) = &self.photos else {
+                    let reason =
+                        "a photo, and this worker cannot download photos (no WeChat credentials)";
+                    return Err(self.apologise(job, book, msg, notes, reason.into()).await);
+                };
+                match self.photo(photos, job, book, media_id).await? {
+                    Photo::Picture(image) => (photos.prompt.as_str(), Some(image)),
+                    Photo::Unreadable(text, by) => return Ok((text, by)),
+                    Photo::Retry(e) => {
+                        let e = format!("the photo was not downloaded: {e}");
+                        let left = budget_left(self.total_budget, job.created_at, Utc::now());
+                        if job.attempt < job.max_attempts && !left.is_zero() {
+                            return Err(HandlerError::retry(e));
+                        }
+                        return Err(self.apologise(job, book, msg, notes, e).await);
+                    }
+                }
+            }
+        };
+        let mut prompt = self
             .memory
-            .prompt(&msg.openid, self.system_prompt.as_deref(), &msg.content)
+            .prompt(&msg.openid, self.system_prompt.as_deref(), question)
             .await
             .map_err(|e| HandlerError::retry(e.to_string()))?;
+        prompt.image = image;
+        // What is left after the photo's download, if any.
+        let left = budget_left(self.total_budget, job.created_at, Utc::now());
         let allowance = allowance(self.router.policy().max_attempts_per_provider, job, left);
         // The indicator goes while the provider works; both are awaited, so
         // it never reaches WeChat after the answer.
@@ -102,12 +132,13 @@ impl WeChatReplyHandler {
                     .await?;
                 // Noted: a retry reuses this answer and never gets here, so
                 // the turn is remembered once. Losing it is better than
-                // failing a reply that is ready.
-                if let Err(e) = self
-                    .memory
-                    .remember(&msg.openid, &msg.content, &a.text)
-                    .await
-                {
+                // failing a reply that is ready. Text only: the picture is
+                // never stored.
+                let asked = match prompt.image {
+                    Some(_) => remembered_question(question),
+                    None => msg.content.clone(),
+                };
+                if let Err(e) = self.memory.remember(&msg.openid, &asked, &a.text).await {
                     tracing::warn!(job = %job.id, error = %e, "the turn was not remembered");
                 }
                 Ok((a.text, by))
@@ -141,7 +172,7 @@ impl WeChatReplyHandler {
         if notes.contains_key(NOTE_APOLOGY_SENT) {
             return HandlerError::Permanent(reason);
         }
-        match self.sink.send_text(&msg.openid, &self.apology).await {
+        match self.send_notice(job, msg, &self.apology).await {
             Ok(()) => {
                 self.counters.apology();
                 if let Err(lost) = book.write(&[(NOTE_APOLOGY_SENT, "1")]).await {

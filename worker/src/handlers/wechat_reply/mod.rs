@@ -19,7 +19,11 @@
 
 mod answer;
 mod budget;
+mod kept;
 mod parts;
+mod passive;
+pub mod photo;
+mod rules;
 mod user_limit;
 
 use std::collections::HashMap;
@@ -34,11 +38,15 @@ use ferry_common::queue::JobQueue;
 use crate::handler::{Handler, HandlerError, JobNotes};
 use crate::memory::ConversationMemory;
 use crate::providers::Router;
-use crate::reply::split::{MAX_PART_BYTES, split};
-use crate::reply::{ReplyCounters, ReplySink};
+use crate::reply::{ReplyCounters, ReplySink, SendError};
+use ferry_common::config::ReplyMode;
+use ferry_common::fleet::Delivered;
+use ferry_common::fleet::cs_quota::AFTER_MESSAGE;
+use kept::Continued;
 
 pub use answer::AnsweredBy;
 pub use budget::budget_left;
+pub use rules::ReplyRules;
 pub use user_limit::UserLimit;
 
 /// The answer's text.
@@ -49,6 +57,12 @@ const NOTE_PARTS_SENT: &str = "parts_sent";
 /// `allowed` or `limited`: the per-user limit's verdict on this message.
 const NOTE_USER_LIMIT: &str = "user_limit";
 const NOTE_APOLOGY_SENT: &str = "apology_sent";
+/// Messages WeChat's allowance granted this answer (taken once).
+const NOTE_ALLOWANCE: &str = "allowance";
+/// Bytes of the answer kept for 继续 (written once, before any part).
+const NOTE_KEPT: &str = "kept";
+/// Passive mode: `replied` (in the push's reply slot) or `kept`.
+const NOTE_PASSIVE: &str = "passive";
 
 /// What earlier attempts noted, by note name.
 type Notes = HashMap<String, String>;
@@ -72,6 +86,11 @@ pub struct WeChatReplyHandler {
     pub user_limit: Option<UserLimit>,
     /// Sends, errcodes, token refreshes, apologies, limit notices.
     pub counters: ReplyCounters,
+    /// WeChat's allowance, 继续 and passive replies.
+    pub rules: ReplyRules,
+    /// Downloads photos for the vision model (`None`: no WeChat
+    /// credentials, as in `ferry dev`'s console mode).
+    pub photos: Option<photo::Photos>,
 }
 
 impl Handler for WeChatReplyHandler {
@@ -95,19 +114,95 @@ impl WeChatReplyHandler {
         let notes = book.read().await.map_err(redis_error)?;
         let (answer, answered_by) = match answer::noted(&notes) {
             Some(noted) => noted,
-            None => {
-                if let Some(limited) = self.over_limit(job, book, &msg, &notes).await? {
-                    return Ok(limited);
+            None => match self.continue_kept(job, book, &msg).await? {
+                Continued::Answer(text, by) => (text, by),
+                Continued::Busy => return Ok(serde_json::json!({"continued": "busy"})),
+                Continued::Ask => {
+                    if msg.passive {
+                        self.hand_over_unseen(job, &msg).await;
+                    }
+                    if let Some(limited) = self.over_limit(job, book, &msg, &notes).await? {
+                        return Ok(limited);
+                    }
+                    self.answer(job, book, &msg, &notes).await?
                 }
-                self.answer(job, book, &msg, &notes).await?
-            }
+            },
         };
-        let parts = split(&answer, MAX_PART_BYTES);
-        self.send_parts(book, &msg, &parts, &notes).await?;
         let mut result = serde_json::to_value(&answered_by).expect("AnsweredBy serializes");
-        result["parts"] = parts.len().into();
+        if msg.passive {
+            let delivered = self
+                .reply_passively(job, book, &msg, &answer, &notes)
+                .await?;
+            result["delivered"] = match delivered {
+                Delivered::Replied => "passive",
+                Delivered::Kept => "kept",
+            }
+            .into();
+        } else {
+            let sent = self.send_answer(job, book, &msg, &answer, &notes).await?;
+            result["parts"] = sent.parts.into();
+            result["kept"] = sent.kept.into();
+        }
         Ok(result)
     }
+}
+
+impl WeChatReplyHandler {
+    /// Sends one short text of Ferry's own (an apology, a notice, the
+    /// polite answer to an unreadable photo) to the user of `msg`: through
+    /// the customer-service API, counted in WeChat's allowance (none left:
+    /// not sent, as WeChat would refuse it with 45047), or as the push's
+    /// passive reply.
+    pub(super) async fn send_notice(
+        &self,
+        job: &Delivery,
+        msg: &WeChatReply,
+        text: &str,
+    ) -> Result<(), SendError> {
+        if msg.passive {
+            return self
+                .deliver_passively(job, msg, text)
+                .await
+                .map(|_| ())
+                .map_err(|e| SendError::Retry(e.to_string()));
+        }
+        let granted = self
+            .rules
+            .quota
+            .take(&msg.openid, action_ms(job), AFTER_MESSAGE, 1)
+            .await
+            .map_err(|e| SendError::Retry(e.to_string()))?;
+        if granted == 0 {
+            return Err(SendError::Permanent {
+                errcode: 45047,
+                reason: "WeChat's allowance for this user message is used up (counted by Ferry): not sent".into(),
+            });
+        }
+        let sent = self.sink.send_text(&msg.openid, text).await;
+        if let Err(SendError::Permanent {
+            errcode: 48001,
+            reason,
+        }) = &sent
+            && self.rules.mode == ReplyMode::Auto
+        {
+            self.switch_to_passive(reason).await;
+        }
+        sent
+    }
+}
+
+/// When the user acted, as far as WeChat's allowance and what is kept go:
+/// when the push reached Redis (Redis's clock, in ms, like the allowance's
+/// record of messages sent; a spooled push counts from its replay, which
+/// only makes the count stricter). WeChat's `CreateTime` has whole seconds
+/// only, too coarse for two messages in one second.
+fn action_ms(job: &Delivery) -> i64 {
+    job.created_at.timestamp_millis()
+}
+
+/// A Redis failure of the reply path's own state: worth a retry.
+fn store_error(e: ferry_common::store::RedisError) -> HandlerError {
+    HandlerError::retry(format!("Redis: {e}"))
 }
 
 fn redis_error(e: ferry_common::queue::QueueError) -> HandlerError {

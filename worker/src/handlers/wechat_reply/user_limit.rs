@@ -86,7 +86,7 @@ impl WeChatReplyHandler {
                 return false;
             }
         }
-        match self.sink.send_text(&msg.openid, &user_limit.notice).await {
+        match self.send_notice(job, msg, &user_limit.notice).await {
             Ok(()) => {
                 self.counters.limit_notice();
                 true

@@ -31,6 +31,7 @@ impl RouterError {
 
 fn describe(tried: &[String], last: &Option<ProviderError>) -> String {
     match last {
+        Some(last) if tried.is_empty() => format!("no provider was called: {last}"),
         Some(last) => format!(
             "no provider answered (tried {}); last error: {last}",
             tried.join(", ")

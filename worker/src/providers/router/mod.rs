@@ -9,7 +9,9 @@
 //! it, and each attempt is cut at the budget's end ([`attempt`]; a request
 //! cut short may still run, and be billed, upstream). Every attempt passes
 //! its provider's fleet gate, when it has one ([`super::gate`];
-//! ARCHITECTURE.md, "The provider gate").
+//! ARCHITECTURE.md, "The provider gate"). A request with a picture goes
+//! only to the chain's providers that have a vision model, in chain order,
+//! and asks that model (unless the request names its own).
 
 mod attempt;
 mod error;
@@ -18,13 +20,14 @@ mod retry;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use ferry_common::config::ProviderConfig;
 use ferry_common::fleet::ProviderGate;
 use tracing::warn;
 
-use super::{Answer, ChatRequest, Provider};
+use super::{Answer, ChatRequest, FailureClass, Provider, ProviderError};
 
 pub(super) use attempt::Failure;
 pub use error::RouterError;
@@ -99,6 +102,13 @@ impl Router {
         &self.policy
     }
 
+    /// Whether any provider of the chain can be asked about a picture.
+    pub fn has_vision(&self) -> bool {
+        self.chain
+            .iter()
+            .any(|link| link.provider.vision_model().is_some())
+    }
+
     /// Answers `req` from the first provider that can, within the smaller of
     /// `budget_left` (what the job has left) and the policy's total budget,
     /// with the policy's attempts on each provider.
@@ -129,9 +139,15 @@ impl Router {
         let deadline = Instant::now()
             .checked_add(budget)
             .unwrap_or_else(far_future);
+        if req.image.is_some() && !self.has_vision() {
+            return Err(no_vision(&self.chain));
+        }
         let mut tried = Vec::new();
         let mut last = None;
         for link in &self.chain {
+            let Some(req) = asked_of(link, req) else {
+                continue;
+            };
             let name = link.provider.name();
             if Instant::now() >= deadline {
                 warn!(
@@ -141,7 +157,7 @@ impl Router {
                 break;
             }
             tried.push(name.to_owned());
-            match self.call_with_retries(link, req, deadline, attempts).await {
+            match self.call_with_retries(link, &req, deadline, attempts).await {
                 Ok(answer) => return Ok(answer),
                 Err(err) => {
                     let fails_over = err.class.fails_over();
@@ -166,6 +182,38 @@ impl Router {
             }
         }
         Err(RouterError { tried, last })
+    }
+}
+
+/// What `link` is asked: `req` itself, or for a picture the same request
+/// to the provider's vision model (unless the request names its model);
+/// `None` when the provider cannot see pictures. Cheap: the picture's
+/// bytes are shared, not copied.
+fn asked_of<'r>(link: &Link, req: &'r ChatRequest) -> Option<Cow<'r, ChatRequest>> {
+    if req.image.is_none() || req.overrides.model.is_some() {
+        return (req.image.is_none() || link.provider.vision_model().is_some())
+            .then_some(Cow::Borrowed(req));
+    }
+    let model = link.provider.vision_model()?;
+    let mut asked = req.clone();
+    asked.overrides.model = Some(model.to_owned());
+    Some(Cow::Owned(asked))
+}
+
+/// A picture, and no provider of the chain to show it to.
+fn no_vision(chain: &[Link]) -> RouterError {
+    let names: Vec<&str> = chain.iter().map(|l| l.provider.name()).collect();
+    let message = format!(
+        "the message carries a picture, but no provider of the chain ({}) has a vision model: set <NAME>_VISION_MODEL",
+        names.join(", ")
+    );
+    RouterError {
+        tried: Vec::new(),
+        last: Some(ProviderError::new(
+            "router",
+            FailureClass::BadRequest,
+            message,
+        )),
     }
 }
 

@@ -1,4 +1,5 @@
 //! The chain, end to end against the echo provider and a dead address.
+//! (Echo reports the model it was asked, so the tests see which one.)
 
 use std::time::Duration;
 
@@ -6,7 +7,7 @@ use ferry_common::Secret;
 use ferry_common::config::{ProviderConfig, ProviderKind};
 
 use super::*;
-use crate::providers::{ChatMessage, FailureClass};
+use crate::providers::{ChatMessage, FailureClass, Image, Overrides};
 
 fn config(name: &str, kind: ProviderKind, base_url: &str, key: Option<&str>) -> ProviderConfig {
     ProviderConfig {
@@ -15,9 +16,26 @@ fn config(name: &str, kind: ProviderKind, base_url: &str, key: Option<&str>) -> 
         base_url: base_url.into(),
         api_key: key.map(Secret::from),
         model: "m".into(),
+        vision_model: None,
         temperature: None,
         max_tokens: None,
     }
+}
+
+/// `config` with a vision model.
+fn seeing(config: ProviderConfig, vision_model: &str) -> ProviderConfig {
+    ProviderConfig {
+        vision_model: Some(vision_model.into()),
+        ..config
+    }
+}
+
+fn echo(name: &str) -> ProviderConfig {
+    config(name, ProviderKind::Echo, "", None)
+}
+
+fn photo() -> ChatRequest {
+    hello().with_image(Image::new("image/jpeg", vec![0xff, 0xd8, 0xff]))
 }
 
 fn router(configs: &[ProviderConfig], max_attempts: u32) -> Router {
@@ -103,4 +121,87 @@ fn the_call_can_run_on_any_worker_thread() {
     let r = router(&[], 1);
     let req = hello();
     assert_send(&r.chat(&req, Duration::ZERO));
+}
+
+#[tokio::test]
+async fn a_picture_skips_text_only_providers_and_asks_the_vision_model() {
+    let r = router(&[echo("text"), seeing(echo("eyes"), "eyes-vl")], 1);
+    assert!(r.has_vision());
+
+    let answer = r.chat(&photo(), Duration::from_secs(30)).await.unwrap();
+    assert_eq!(
+        (answer.provider.as_str(), answer.model.as_str()),
+        ("eyes", "eyes-vl")
+    );
+    let text = r.chat(&hello(), Duration::from_secs(30)).await.unwrap();
+    assert_eq!(
+        (text.provider.as_str(), text.model.as_str()),
+        ("text", "m"),
+        "text still goes to the chain's first provider and its text model"
+    );
+}
+
+#[tokio::test]
+async fn a_picture_fails_over_only_along_the_vision_providers_in_chain_order() {
+    let r = router(
+        &[
+            seeing(
+                config("dead", ProviderKind::OpenAi, DEAD, Some("k")),
+                "dead-vl",
+            ),
+            echo("text"),
+            seeing(echo("eyes"), "eyes-vl"),
+        ],
+        1,
+    );
+    let answer = r.chat(&photo(), Duration::from_secs(30)).await.unwrap();
+    assert_eq!(answer.provider, "eyes");
+
+    let gone = router(
+        &[
+            echo("text"),
+            seeing(
+                config("dead", ProviderKind::OpenAi, DEAD, Some("k")),
+                "dead-vl",
+            ),
+        ],
+        1,
+    );
+    let err = gone
+        .chat(&photo(), Duration::from_secs(30))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.tried,
+        ["dead"],
+        "the text-only provider is never called"
+    );
+}
+
+#[tokio::test]
+async fn a_picture_with_its_own_model_keeps_it() {
+    let r = router(&[echo("text"), seeing(echo("eyes"), "eyes-vl")], 1);
+    let req = photo().with_overrides(Overrides {
+        model: Some("custom-vl".into()),
+        ..Overrides::default()
+    });
+    let answer = r.chat(&req, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(
+        (answer.provider.as_str(), answer.model.as_str()),
+        ("eyes", "custom-vl")
+    );
+}
+
+#[tokio::test]
+async fn a_picture_without_any_vision_provider_is_a_bad_request_naming_why() {
+    let r = router(&[echo("text"), echo("more")], 1);
+    assert!(!r.has_vision());
+    let err = r.chat(&photo(), Duration::from_secs(30)).await.unwrap_err();
+    assert!(err.tried.is_empty());
+    assert_eq!(err.class(), FailureClass::BadRequest);
+    assert!(
+        err.to_string()
+            .contains("no provider of the chain (text, more) has a vision model"),
+        "{err}"
+    );
 }
