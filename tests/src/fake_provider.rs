@@ -235,6 +235,8 @@ struct Inner {
     /// The answer when the script is empty (`None`: echo).
     default: Option<Reply>,
     received: Vec<Received>,
+    /// Requests whose answer (after any stall) was sent.
+    answered: usize,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -259,6 +261,7 @@ impl FakeProvider {
             script: VecDeque::new(),
             default: None,
             received: Vec::new(),
+            answered: 0,
         }));
         let app = Router::new().fallback(handle).with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -321,6 +324,11 @@ impl FakeProvider {
     pub fn count(&self) -> usize {
         self.inner.lock().unwrap().received.len()
     }
+
+    /// How many requests were answered (their stall over).
+    pub fn answered(&self) -> usize {
+        self.inner.lock().unwrap().answered
+    }
 }
 
 async fn handle(
@@ -348,6 +356,7 @@ async fn handle(
     if !reply.stall.is_zero() {
         tokio::time::sleep(reply.stall).await;
     }
+    inner.lock().unwrap().answered += 1;
     let mut builder = Response::builder()
         .status(status)
         .header("content-type", "application/json");

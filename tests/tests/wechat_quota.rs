@@ -11,7 +11,7 @@ use std::time::Duration;
 use ferry_tests::fake_provider::{FakeKind, FakeProvider, Reply};
 use ferry_tests::ferry::TEST_WECHAT_TOKEN;
 use ferry_tests::wechat_push::WeChatPusher;
-use ferry_tests::{FakeWeChat, Parts, RedisServer, TestFerry, eventually};
+use ferry_tests::{Backend, FakeWeChat, Parts, TestFerry, eventually};
 
 const APP_ID: &str = "wx_quota_app";
 const APP_SECRET: &str = "quota-app-secret";
@@ -19,16 +19,15 @@ const KEY: &str = "sk-quota";
 const MODEL: &str = "deepseek-chat";
 const NOTICE: &str = "（回复「继续」查看后续）";
 
-struct World {
-    redis: RedisServer,
+struct World<'a> {
+    redis: &'a Backend,
     wechat: FakeWeChat,
     provider: FakeProvider,
     ferry: TestFerry,
     pusher: WeChatPusher,
 }
 
-async fn world(extra: &[(&str, &str)]) -> World {
-    let redis = RedisServer::start();
+async fn world<'a>(redis: &'a Backend, extra: &[(&str, &str)]) -> World<'a> {
     let wechat = FakeWeChat::start(APP_ID, APP_SECRET).await;
     let provider = FakeProvider::start(FakeKind::OpenAi, KEY, MODEL).await;
     let (wechat_base, provider_base) = (wechat.base_url(), provider.base_url());
@@ -44,7 +43,7 @@ async fn world(extra: &[(&str, &str)]) -> World {
     ];
     vars.extend_from_slice(extra);
     let ferry = TestFerry::start(
-        &redis,
+        redis,
         &vars,
         Parts {
             api: true,
@@ -85,18 +84,19 @@ fn squeezed(s: &str) -> String {
     s.chars().filter(|c| !c.is_whitespace()).collect()
 }
 
-fn kept_for(redis: &RedisServer, openid: &str) -> bool {
-    let key =
-        ferry_common::Keys::new("ferry").user(ferry_common::keys::UserKey::Continuation, openid);
+fn kept_for(redis: &Backend, openid: &str) -> bool {
+    let key = redis
+        .keys()
+        .user(ferry_common::keys::UserKey::Continuation, openid);
     redis::cmd("EXISTS")
         .arg(key)
-        .query::<bool>(&mut redis.conn())
+        .query::<bool>(&mut *redis.conn())
         .unwrap()
 }
 
 /// Waits until `n` messages were accepted for `openid` and the worker is
 /// done with the message (nothing more arrives), and returns them.
-async fn sent_settled(w: &World, openid: &str, n: usize) -> Vec<String> {
+async fn sent_settled(w: &World<'_>, openid: &str, n: usize) -> Vec<String> {
     eventually("messages sent", Duration::from_secs(20), async || {
         w.wechat.sent_to(openid).len() >= n
     })
@@ -105,9 +105,16 @@ async fn sent_settled(w: &World, openid: &str, n: usize) -> Vec<String> {
     w.wechat.sent_to(openid)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_long_answer_goes_out_five_parts_at_a_time_and_continue_brings_the_rest_in_order() {
-    let w = world(&[]).await;
+// On a cluster too: the allowance, the kept rest and the conversation live
+// on the user's shard.
+ferry_tests::on_one_redis_and_a_cluster!(
+    a_long_answer_goes_out_five_parts_at_a_time_and_continue_brings_the_rest_in_order
+);
+
+async fn a_long_answer_goes_out_five_parts_at_a_time_and_continue_brings_the_rest_in_order(
+    backend: &Backend,
+) {
+    let w = world(backend, &[]).await;
     let answer = long_answer();
     w.provider.push(Reply::text(answer.clone()));
     let user = "o_long";
@@ -153,12 +160,12 @@ async fn a_long_answer_goes_out_five_parts_at_a_time_and_continue_brings_the_res
     );
     // 继续 asked nothing of the AI and is not remembered as a question.
     assert_eq!(w.provider.count(), 1);
-    let conversation = ferry_common::Keys::new("ferry").conversation(user);
+    let conversation = w.redis.keys().conversation(user);
     let turns: Vec<String> = redis::cmd("LRANGE")
         .arg(&conversation)
         .arg(0)
         .arg(-1)
-        .query(&mut w.redis.conn())
+        .query(&mut *w.redis.conn())
         .unwrap();
     assert_eq!(turns.len(), 2, "one question and its answer: {turns:?}");
     assert!(turns.iter().all(|t| !t.contains("继续")));
@@ -167,7 +174,8 @@ async fn a_long_answer_goes_out_five_parts_at_a_time_and_continue_brings_the_res
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_question_replaces_what_was_kept_and_unsubscribing_forgets_it() {
-    let w = world(&[]).await;
+    let redis = Backend::single();
+    let w = world(&redis, &[]).await;
     let user = "o_replaced";
     w.provider.push(Reply::text(long_answer()));
     w.provider.push(Reply::text("短的回答。"));
@@ -209,7 +217,8 @@ async fn an_apology_never_goes_over_the_allowance_the_parts_used() {
     // One job at a time: the long answer is sent before the failing
     // question's apology is tried, and both count against the allowance of
     // the newer message (the allowance does not add up).
-    let w = world(&[("FERRY_WORKER_CONCURRENCY", "1")]).await;
+    let redis = Backend::single();
+    let w = world(&redis, &[("FERRY_WORKER_CONCURRENCY", "1")]).await;
     let user = "o_apology";
     w.provider
         .push(Reply::text(long_answer()).stall(Duration::from_millis(500)));
@@ -245,10 +254,14 @@ async fn an_apology_never_goes_over_the_allowance_the_parts_used() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_limit_notice_counts_against_the_allowance_too() {
-    let w = world(&[
-        ("FERRY_USER_MESSAGES_PER_MINUTE", "1"),
-        ("FERRY_USER_BURST", "1"),
-    ])
+    let redis = Backend::single();
+    let w = world(
+        &redis,
+        &[
+            ("FERRY_USER_MESSAGES_PER_MINUTE", "1"),
+            ("FERRY_USER_BURST", "1"),
+        ],
+    )
     .await;
     let user = "o_limited";
     w.provider

@@ -119,7 +119,7 @@ impl WeChatReplyHandler {
         // The indicator goes while the provider works; both are awaited, so
         // it never reaches WeChat after the answer.
         let typing = async {
-            if self.typing_indicator {
+            if self.typing_indicator && !msg.passive {
                 let _ = tokio::time::timeout(TYPING_WAIT, self.sink.typing(&msg.openid)).await;
             }
         };
