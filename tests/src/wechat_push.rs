@@ -103,6 +103,23 @@ impl WeChatPusher {
         Pushed { msg_id, tries }
     }
 
+    /// The user `openid` triggers `event` (`CLICK` with a key, `SCAN`,
+    /// `subscribe`): one try, as an event needs no retry here. A click, a
+    /// scan or a follow resets the fake's allowance to 3 within a minute.
+    pub async fn event(&self, openid: &str, event: &str, key: &str) -> TryEnd {
+        let xml = format!(
+            "<xml><ToUserName><![CDATA[{}]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName><CreateTime>{}</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[{event}]]></Event><EventKey><![CDATA[{key}]]></EventKey></xml>",
+            self.account,
+            chrono::Utc::now().timestamp()
+        );
+        if let Some(fake) = &self.fake
+            && ["CLICK", "SCAN", "subscribe"].contains(&event)
+        {
+            fake.user_clicked(openid);
+        }
+        self.try_once(&xml).await
+    }
+
     async fn try_once(&self, xml: &str) -> TryEnd {
         let (ts, nonce) = (
             chrono::Utc::now().timestamp().to_string(),

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use ferry_common::job::kinds;
 use ferry_common::job::{JobId, JobRecord, JobState};
 use ferry_tests::eventually;
 use ferry_tests::fake_provider::{FakeImage, FakeKind, FakeProvider, Reply};
@@ -118,7 +119,11 @@ impl World {
 
     /// The job of the push `msg_id` once it has finished.
     async fn finished(&self, msg_id: i64) -> JobRecord {
-        let idem = format!("{{ferry:wechat}}:idem:msg:{msg_id}");
+        let (keys, dedup) = (self.ferry.queue.keys(), format!("msg:{msg_id}"));
+        let partition = keys
+            .partitions()
+            .place(kinds::queue_of(kinds::WECHAT_REPLY), &dedup);
+        let idem = keys.partition(&partition).idempotency(&dedup);
         let mut record = None;
         eventually("the photo's job to finish", WAIT, async || {
             let id: Option<String> = redis::cmd("GET")

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ferry_tests::fake_provider::{FakeKind, FakeProvider, Reply};
 use ferry_tests::ferry::TEST_WECHAT_TOKEN;
-use ferry_tests::wechat_push::WeChatPusher;
+use ferry_tests::wechat_push::{TryEnd, WeChatPusher};
 use ferry_tests::{Backend, FakeWeChat, Parts, TestFerry, eventually};
 
 const APP_ID: &str = "wx_quota_app";
@@ -124,7 +124,7 @@ async fn a_long_answer_goes_out_five_parts_at_a_time_and_continue_brings_the_res
     assert_eq!(first.len(), 5, "five messages for one user message");
     assert!(first[4].ends_with(NOTICE), "the fifth says more is kept");
     assert!(first[..4].iter().all(|p| !p.contains(NOTICE)));
-    assert!(kept_for(&w.redis, user));
+    assert!(kept_for(w.redis, user));
 
     w.pusher.text(user, "继续").await;
     let second = sent_settled(&w, user, 10).await;
@@ -134,7 +134,7 @@ async fn a_long_answer_goes_out_five_parts_at_a_time_and_continue_brings_the_res
     w.pusher.text(user, " 继续 ").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     eventually("nothing kept", Duration::from_secs(20), async || {
-        !kept_for(&w.redis, user)
+        !kept_for(w.redis, user)
     })
     .await;
     let all = sent_settled(&w, user, 11).await;
@@ -182,13 +182,13 @@ async fn a_new_question_replaces_what_was_kept_and_unsubscribing_forgets_it() {
 
     w.pusher.text(user, "长问题").await;
     sent_settled(&w, user, 5).await;
-    assert!(kept_for(&w.redis, user));
+    assert!(kept_for(w.redis, user));
 
     w.pusher.text(user, "换个问题").await;
     let sent = sent_settled(&w, user, 6).await;
     assert_eq!(sent[5], "短的回答。");
     eventually("nothing kept", Duration::from_secs(10), async || {
-        !kept_for(&w.redis, user)
+        !kept_for(w.redis, user)
     })
     .await;
 
@@ -202,13 +202,13 @@ async fn a_new_question_replaces_what_was_kept_and_unsubscribing_forgets_it() {
     w.provider.push(Reply::text(long_answer()));
     w.pusher.text(user, "再来一个长的").await;
     sent_settled(&w, user, 12).await;
-    assert!(kept_for(&w.redis, user));
+    assert!(kept_for(w.redis, user));
     let unsubscribe = format!(
         "<xml><ToUserName><![CDATA[gh_account]]></ToUserName><FromUserName><![CDATA[{user}]]></FromUserName><CreateTime>{}</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[unsubscribe]]></Event></xml>",
         chrono::Utc::now().timestamp()
     );
     assert_eq!(w.ferry.post_wechat(&unsubscribe).await.0, 200);
-    assert!(!kept_for(&w.redis, user));
+    assert!(!kept_for(w.redis, user));
     w.ferry.stop().await;
 }
 
@@ -278,6 +278,31 @@ async fn a_limit_notice_counts_against_the_allowance_too() {
             .send_attempts_to(user)
             .iter()
             .all(|a| a.errcode == 0)
+    );
+    w.ferry.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_menu_click_leaves_three_messages_for_an_answer_still_on_its_way() {
+    let redis = Backend::single();
+    let w = world(&redis, &[]).await;
+    let user = "o_clicker";
+    w.provider
+        .push(Reply::text(long_answer()).stall(Duration::from_millis(800)));
+    w.pusher.text(user, "长问题").await;
+    // While the answer is asked: a menu click (WeChat: 3 within a minute).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let clicked = w.pusher.event(user, "CLICK", "MENU_HELP").await;
+    assert!(matches!(clicked, TryEnd::Acknowledged), "{clicked:?}");
+    let sent = sent_settled(&w, user, 3).await;
+    assert_eq!(sent.len(), 3, "three after the click: {sent:?}");
+    assert!(sent[2].ends_with(NOTICE));
+    assert!(
+        w.wechat
+            .send_attempts_to(user)
+            .iter()
+            .all(|a| a.errcode == 0),
+        "no 45047"
     );
     w.ferry.stop().await;
 }

@@ -22,7 +22,9 @@ use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, body::Bytes};
 
+use ferry_common::fleet::{CsQuota, cs_quota};
 use ferry_common::job::kinds::WeChatReply;
+use ferry_common::wechat::{Incoming, IncomingKind};
 
 use self::dispatch::{Action, dispatch};
 use self::hold::{Held, HeldFor};
@@ -57,6 +59,38 @@ pub async fn verify_url(
     Ok(([(header::CONTENT_TYPE, "text/plain")], echostr).into_response())
 }
 
+/// Events after which WeChat allows 3 customer-service messages within a
+/// minute (a menu click, a follow, a QR-code scan), resetting what the
+/// user's last message allowed (WECHAT.md).
+fn resets_allowance(message: &Incoming) -> bool {
+    const EVENTS: &[&str] = &[
+        "subscribe",
+        "SCAN",
+        "CLICK",
+        "scancode_push",
+        "scancode_waitmsg",
+    ];
+    matches!(&message.kind, IncomingKind::Event { event, .. }
+        if EVENTS.iter().any(|e| e.eq_ignore_ascii_case(event)))
+}
+
+/// Records the event as the user's newest action for the allowance, best
+/// effort within the acknowledgement budget: without it, an answer still
+/// on its way could be sent as if the message's 5 were still allowed, and
+/// WeChat would refuse the 4th with 45047 (not retried).
+async fn record_action(state: &AppState, openid: &str) {
+    let quota = CsQuota::new(state.queue.store().clone());
+    let now = chrono::Utc::now().timestamp_millis();
+    let recorded = tokio::time::timeout(
+        state.wechat.ack_budget,
+        quota.take(openid, now, cs_quota::AFTER_EVENT, 0),
+    )
+    .await;
+    if !matches!(recorded, Ok(Ok(_))) {
+        tracing::debug!("a menu click, follow or scan was not recorded for the allowance");
+    }
+}
+
 /// A pushed message or event.
 pub async fn receive(
     State(state): State<AppState>,
@@ -79,6 +113,9 @@ pub async fn receive(
         }
     })?;
     let message = verify::open(&signed, &body, &caller)?;
+    if resets_allowance(&message) {
+        record_action(&state, &message.from_user).await;
+    }
     match dispatch(&message, ingress) {
         Action::Answer(mut job) => {
             let passive = state.passive.is_on();

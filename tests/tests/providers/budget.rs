@@ -104,7 +104,7 @@ async fn the_job_result_names_the_provider_model_tokens_and_latency_of_the_answe
             "prompt_tokens": 30,
             "completion_tokens": 7,
             "total_tokens": 37,
-            "parts": 1,
+            "parts": 1, "kept": false,
         })
     );
     ferry.stop().await;
