@@ -89,11 +89,14 @@ local function kept_claim(keys, args)
   return {c[1], c[2], c[3] or '0'}
 end
 
--- KEYS: reply:<msg>, continuation
+-- KEYS: reply:<msg>, continuation, tries:<msg>
 -- ARGV: 1 message time (ms), 2 the reply (one passive reply's worth),
 --       3 the rest ('': none), 4 the whole answer, 5 reply ttl (ms),
---       6 continuation ttl (ms), 7 fresh (1: WeChat may still be trying
---       this push), 8 channel the api processes listen on
+--       6 continuation ttl (ms), 7 fresh (1: the push is young enough for
+--       WeChat to be trying it), 8 channel the api processes listen on
+-- A push is held only if an api counted its tries (tries:<msg>): one that
+-- reached Redis through the spool, while Redis was away, was answered
+-- with the pending notice without a slot to say so.
 -- -> 'replied': the reply waits for WeChat's try (and the rest for 继续);
 --    'kept': the push was answered already (the pending notice) or is too
 --    old, so the whole answer waits, unseen, for the user's next message
@@ -103,7 +106,7 @@ local function passive_answer(keys, args)
     -- This answer's own reply (a retry of the job that put it there).
     return 'replied'
   end
-  if args[7] == '1' and not slot then
+  if args[7] == '1' and not slot and redis.call('EXISTS', keys[3]) == 1 then
     redis.call('SET', keys[1], args[2], 'PX', args[5])
     keep({keys[2]}, {args[1], args[3], '0', args[6]})
     redis.call('PUBLISH', args[8], keys[1])
@@ -113,14 +116,17 @@ local function passive_answer(keys, args)
   return 'kept'
 end
 
--- KEYS: reply:<msg>, continuation
+-- KEYS: reply:<msg>, continuation, tries:<msg>
 -- ARGV: 1 the kept answer's time (ms, as read), 2 the reply, 3 the rest
---       ('': none), 4 reply ttl (ms), 5 channel
+--       ('': none), 4 reply ttl (ms), 5 channel, 6 fresh (as above)
 -- -> 1 when the unseen answer became this push's reply, else 0 (it changed
---    meanwhile, or the push is answered already)
+--    meanwhile, the push is answered already, or nobody holds it)
 local function passive_hand_over(keys, args)
   local c = redis.call('HMGET', keys[2], 'at', 'unseen')
   if c[1] ~= args[1] or c[2] ~= '1' or redis.call('EXISTS', keys[1]) == 1 then
+    return 0
+  end
+  if args[6] ~= '1' or redis.call('EXISTS', keys[3]) == 0 then
     return 0
   end
   redis.call('SET', keys[1], args[2], 'PX', args[4])

@@ -179,6 +179,7 @@ pub fn api_state(
             config.wechat.reply_mode,
             config.wechat.passive_wait,
             config.reply.passive_pending_text.clone(),
+            ingress.ack_budget,
         )),
     }))
 }

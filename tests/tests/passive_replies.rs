@@ -215,3 +215,43 @@ async fn auto_mode_switches_the_fleet_to_passive_replies_after_a_48001() {
     assert_eq!(switches, 1, "one log line for the switch");
     w.ferry.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_away_a_passive_push_is_spooled_and_its_answer_waits_for_the_next_message() {
+    let mut redis = RedisServer::start_with_aof();
+    let w = world(&redis, "passive").await;
+    w.provider.push(Reply::text("Redis 回来后的回答"));
+    let user = "o_outage";
+    redis.kill();
+    // Spooled within the acknowledgement budget; WeChat's tries run out
+    // and the last one gets the pending notice without Redis.
+    let first = pusher(&w).text(user, "问题").await;
+    assert_eq!(
+        first.tries,
+        vec![TryEnd::TimedOut, TryEnd::TimedOut, reply(PENDING)]
+    );
+    redis.restart();
+    // Replayed once (the three tries' copies share the MsgId), answered,
+    // and kept: no try was counted, so nobody holds the push.
+    let kept =
+        ferry_common::Keys::new("ferry").user(ferry_common::keys::UserKey::Continuation, user);
+    eventually("the answer kept", Duration::from_secs(30), async || {
+        redis::cmd("EXISTS")
+            .arg(&kept)
+            .query::<bool>(&mut redis.conn())
+            .unwrap_or(false)
+    })
+    .await;
+    let next = pusher(&w).text(user, "在吗").await;
+    assert_eq!(next.tries, vec![reply("Redis 回来后的回答")]);
+    // The next message is asked in turn (its answer kept for the one after).
+    eventually(
+        "the next message asked",
+        Duration::from_secs(10),
+        async || w.provider.count() == 2,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(w.provider.count(), 2, "asked once per message");
+    w.ferry.stop().await;
+}

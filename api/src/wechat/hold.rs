@@ -14,14 +14,18 @@
 //!   5 s, so WeChat gives up on it and tries again (an early `success`
 //!   would end WeChat's tries with nothing shown). If the answer comes
 //!   meanwhile it is still sent.
-//! - The last try (the third, or a push older than 9 s when Redis cannot
-//!   count tries) after `FERRY_PASSIVE_WAIT_MS`: the slot is filled with
+//! - The last try (the third by the count, or a push older than 9 s: a
+//!   try Redis did not count) after `FERRY_PASSIVE_WAIT_MS`: the slot is
+//!   filled with
 //!   `FERRY_PASSIVE_PENDING_TEXT` unless the answer won the race, and that
 //!   is the reply; the answer, when it comes, is kept for the user's next
 //!   message.
 //!
-//! The push was handed to Redis or the spool before any of this, within
-//! the acknowledgement budget, deduplicated by MsgId: holding changes when
+//! Each try is counted first (so the worker knows someone holds the push:
+//! a push that reached Redis only through the spool, its tries answered
+//! without Redis, has no count, and its answer is kept for the next
+//! message), then the push is handed to Redis or the spool within the
+//! acknowledgement budget, deduplicated by MsgId: holding changes when
 //! WeChat hears back, never whether the message is kept.
 
 use std::collections::HashMap;
@@ -44,8 +48,7 @@ use ferry_common::store::Store;
 /// this long, past that, so WeChat tries again.
 const PAST_WECHATS_TIMEOUT: Duration = Duration::from_secs(6);
 
-/// Without Redis to count tries: a push this old is on its last try
-/// (tries start about 0, 5 and 10 s after `CreateTime`).
+/// A push this old is on its last try, whatever the count says.
 const LAST_TRY_AGE: i64 = 9;
 
 /// How often `auto` mode reads whether the fleet switched.
@@ -71,6 +74,9 @@ pub struct PassiveIngress {
     /// How long the last try waits before the pending notice.
     wait: Duration,
     pending_text: String,
+    /// How long counting a try may take (the acknowledgement budget): the
+    /// push is handed off after it, within WeChat's patience.
+    count_within: Duration,
     replies: PassiveReplies,
     store: Store,
     waiters: Waiters,
@@ -79,11 +85,18 @@ pub struct PassiveIngress {
 }
 
 impl PassiveIngress {
-    pub fn new(store: Store, mode: ReplyMode, wait: Duration, pending_text: String) -> Self {
+    pub fn new(
+        store: Store,
+        mode: ReplyMode,
+        wait: Duration,
+        pending_text: String,
+        count_within: Duration,
+    ) -> Self {
         Self {
             mode,
             wait,
             pending_text,
+            count_within,
             replies: PassiveReplies::new(store.clone()),
             store,
             waiters: Waiters::default(),
@@ -101,25 +114,43 @@ impl PassiveIngress {
     }
 
     /// Holds one try of the push `push` of `openid` (WeChat's `CreateTime`
-    /// `created`), which arrived at `arrived`, for its answer.
-    pub async fn hold(&self, openid: &str, push: &str, created: i64, arrived: Instant) -> Held {
+    /// `created`), which arrived at `arrived`, for its answer. The try is
+    /// counted before `hand_off` (the push's enqueue or spool) runs, so a
+    /// worker answering at once finds the push held; a try that finds the
+    /// answer ready hands nothing off (the push is in Redis already).
+    pub async fn hold<E>(
+        &self,
+        openid: &str,
+        push: &str,
+        created: i64,
+        arrived: Instant,
+        hand_off: impl Future<Output = Result<(), E>>,
+    ) -> Result<Held, E> {
         let slot = self.store.keys().passive_reply(openid, push);
         let watch = self.waiters.watch(&slot);
         let mut notified = std::pin::pin!(watch.notify.notified());
         notified.as_mut().enable();
-        let (tries, ready) = match self.replies.arrive(openid, push).await {
-            Ok(arrival) => arrival,
-            Err(e) => {
+        let counting = tokio::time::timeout(self.count_within, self.replies.arrive(openid, push));
+        let (counted, ready) = match counting.await {
+            Ok(Ok(arrival)) => arrival,
+            Ok(Err(e)) => {
                 tracing::warn!(error = %e, "passive reply: Redis cannot count WeChat's tries");
-                let age = chrono::Utc::now().timestamp() - created;
-                let tries = if age >= LAST_TRY_AGE { WECHAT_TRIES } else { 1 };
-                (tries, None)
+                (0, None)
+            }
+            Err(_) => {
+                tracing::warn!("passive reply: Redis did not count WeChat's try in time");
+                (0, None)
             }
         };
         if let Some(reply) = ready {
-            return Held::Reply(reply);
+            return Ok(Held::Reply(reply));
         }
-        let last = tries >= WECHAT_TRIES;
+        hand_off.await?;
+        // By the count, or by the push's age when a try went uncounted
+        // (tries start about 0, 5 and 10 s after CreateTime).
+        let age = chrono::Utc::now().timestamp() - created;
+        let by_age = if age >= LAST_TRY_AGE { WECHAT_TRIES } else { 1 };
+        let last = counted.max(by_age) >= WECHAT_TRIES;
         let until = arrived
             + if last {
                 self.wait
@@ -137,21 +168,23 @@ impl PassiveIngress {
             notified.set(watch.notify.notified());
             notified.as_mut().enable();
             match self.replies.reply(openid, push).await {
-                Ok(Some(reply)) => return Held::Reply(reply),
+                Ok(Some(reply)) => return Ok(Held::Reply(reply)),
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "passive reply: cannot read the answer"),
             }
         }
         if !last {
-            return Held::NotYet;
+            return Ok(Held::NotYet);
         }
-        match self.replies.give_up(openid, push, &self.pending_text).await {
-            Ok(reply) => Held::Reply(reply),
-            Err(e) => {
-                tracing::warn!(error = %e, "passive reply: answering WeChat's last try with the pending notice");
-                Held::Reply(self.pending_text.clone())
-            }
-        }
+        Ok(
+            match self.replies.give_up(openid, push, &self.pending_text).await {
+                Ok(reply) => Held::Reply(reply),
+                Err(e) => {
+                    tracing::warn!(error = %e, "passive reply: answering WeChat's last try with the pending notice");
+                    Held::Reply(self.pending_text.clone())
+                }
+            },
+        )
     }
 }
 

@@ -118,21 +118,27 @@ pub async fn receive(
     }
     match dispatch(&message, ingress) {
         Action::Answer(mut job) => {
-            let passive = state.passive.is_on();
-            if passive {
-                job.payload["passive"] = true.into();
-            }
-            let push = passive
+            let push = state
+                .passive
+                .is_on()
                 .then(|| serde_json::from_value::<WeChatReply>(job.payload.clone()).ok())
                 .flatten();
-            handoff::enqueue(&state, job).await?;
             let Some(push) = push else {
+                handoff::enqueue(&state, job).await?;
                 return Ok(passive::success());
             };
+            job.payload["passive"] = true.into();
+            let hand_off = async { handoff::enqueue(&state, job).await.map(|_| ()) };
             let held = state
                 .passive
-                .hold(&push.openid, &push.push_key(), push.create_time, arrived)
-                .await;
+                .hold(
+                    &push.openid,
+                    &push.push_key(),
+                    push.create_time,
+                    arrived,
+                    hand_off,
+                )
+                .await?;
             let mut response = match held {
                 Held::Reply(text) => passive::text_reply(&message, &signed, &text, now),
                 // WeChat stopped listening to this try and sends another.

@@ -56,7 +56,8 @@ impl PassiveReplies {
     /// The worker's side: delivers the answer to the push `msg` (at
     /// `at_ms`): `reply` (what one passive reply holds), `rest` (kept for
     /// 继续) and `whole` (kept instead when the push cannot take it).
-    /// `fresh`: WeChat may still be trying the push.
+    /// `fresh`: the push is young enough for WeChat to be trying it; it is
+    /// held only if an api also counted its tries ([`Self::arrive`]).
     #[allow(clippy::too_many_arguments)]
     pub async fn answer(
         &self,
@@ -71,8 +72,9 @@ impl PassiveReplies {
         let keys = self.store.keys();
         let slot = keys.passive_reply(openid, msg);
         let kept = keys.user(UserKey::Continuation, openid);
+        let tries = keys.passive_tries(openid, msg);
         let mut pipe = Pipeline::new();
-        fcall(&mut pipe, "ferry_passive_answer", &[&slot, &kept])
+        fcall(&mut pipe, "ferry_passive_answer", &[&slot, &kept, &tries])
             .arg(at_ms)
             .arg(reply)
             .arg(rest)
@@ -92,7 +94,8 @@ impl PassiveReplies {
 
     /// The worker's side: makes the kept, unseen answer of the message at
     /// `kept_at_ms` the reply to the push `msg` (`reply`, with `rest` kept
-    /// for 继续). False when it changed meanwhile or the push has a reply.
+    /// for 继续). False when it changed meanwhile, the push has a reply, or
+    /// nobody holds the push (`fresh` as for [`Self::answer`]).
     pub async fn hand_over(
         &self,
         openid: &str,
@@ -100,24 +103,33 @@ impl PassiveReplies {
         kept_at_ms: i64,
         reply: &str,
         rest: &str,
+        fresh: bool,
     ) -> Result<bool, RedisError> {
         let keys = self.store.keys();
         let slot = keys.passive_reply(openid, msg);
         let kept = keys.user(UserKey::Continuation, openid);
+        let tries = keys.passive_tries(openid, msg);
         let mut pipe = Pipeline::new();
-        fcall(&mut pipe, "ferry_passive_hand_over", &[&slot, &kept])
-            .arg(kept_at_ms)
-            .arg(reply)
-            .arg(rest)
-            .arg(millis(REPLY_SLOT_FOR))
-            .arg(keys.passive_channel());
+        fcall(
+            &mut pipe,
+            "ferry_passive_hand_over",
+            &[&slot, &kept, &tries],
+        )
+        .arg(kept_at_ms)
+        .arg(reply)
+        .arg(rest)
+        .arg(millis(REPLY_SLOT_FOR))
+        .arg(keys.passive_channel())
+        .arg(u8::from(fresh));
         let mut conn = self.store.conn().await?;
         let (handed,): (u8,) = run(&mut conn, &pipe).await?;
         Ok(handed == 1)
     }
 
-    /// The api's side, as a try of the push `msg` arrives: counts it and
-    /// reads the slot. Returns (which try this is, the reply if ready).
+    /// The api's side, as a try of the push `msg` arrives (before the push
+    /// is handed over, so a worker quick to answer finds it counted):
+    /// counts it and reads the slot. Returns (which try this is, by the
+    /// count, and the reply if ready).
     pub async fn arrive(
         &self,
         openid: &str,

@@ -16,7 +16,7 @@ use ferry_common::job::Delivery;
 use ferry_common::job::kinds::WeChatReply;
 
 use super::answer::AnsweredBy;
-use super::passive::fit_one_reply;
+use super::passive::{fit_one_reply, still_tried};
 use super::{NOTE_ANSWER, NOTE_ANSWERED_BY, WeChatReplyHandler, store_error};
 use crate::handler::{HandlerError, JobNotes};
 
@@ -86,7 +86,14 @@ impl WeChatReplyHandler {
         match self
             .rules
             .passive
-            .hand_over(&msg.openid, &msg.push_key(), kept.at_ms, &reply, &rest)
+            .hand_over(
+                &msg.openid,
+                &msg.push_key(),
+                kept.at_ms,
+                &reply,
+                &rest,
+                still_tried(msg),
+            )
             .await
         {
             Ok(true) => {
