@@ -1,21 +1,30 @@
 //! `wechat.reply`: answer a user's message with an AI reply, exactly as the
 //! user should see it.
 //!
-//! 1. The user's limit (`user_limit.rs`): a user over it gets at most one
+//! 1. 继续 (`kept.rs`): a message equal to `FERRY_CONTINUE_KEYWORD` takes
+//!    what an earlier answer left (and, with nothing left, is a question
+//!    like any other). In passive mode an answer kept unseen becomes this
+//!    push's reply at once.
+//! 2. The user's limit (`user_limit.rs`): a user over it gets at most one
 //!    notice per window and no AI answer (ARCHITECTURE.md, "Per-user
 //!    message limit").
-//! 2. The answer (`answer.rs`): reused from the job's notes if an earlier
-//!    attempt got one, otherwise asked of the provider chain within what is
-//!    left of the message's budget (`budget.rs`; ARCHITECTURE.md, "One AI
-//!    budget per message"), noted, and the turn remembered. When the AI
-//!    fails for good, the user gets one apology instead of silence.
-//! 3. The parts (`parts.rs`): the answer split under WeChat's size limit and
-//!    sent in order, each accepted part noted before the next goes
-//!    (ARCHITECTURE.md, "The duplicate window").
+//! 3. The answer (`answer.rs`, `photo.rs` for a picture): reused from the
+//!    job's notes if an earlier attempt got one, otherwise asked of the
+//!    provider chain within what is left of the message's budget
+//!    (`budget.rs`; ARCHITECTURE.md, "One AI budget per message"), noted,
+//!    and the turn remembered. When the AI fails for good, the user gets
+//!    one apology instead of silence.
+//! 4. The delivery: through the customer-service API (`parts.rs`: fitted
+//!    into what WeChat still allows for the user's message, the rest kept
+//!    for 继续, each accepted part noted before the next goes;
+//!    ARCHITECTURE.md, "The duplicate window"), or into the push's reply
+//!    slot in passive mode (`passive.rs`). ARCHITECTURE.md, "WeChat's
+//!    allowance, 继续 and passive replies".
 //!
 //! Every side effect is noted on the job the moment it happened
 //! ([`JobNotes`]), so a retried or taken-over job never redoes it. The job's
-//! result says who answered ([`AnsweredBy`]) and how many parts were sent.
+//! result says who answered ([`AnsweredBy`]) and how the answer went out
+//! (parts sent and whether some is kept; or `delivered`: `passive`/`kept`).
 
 mod answer;
 mod budget;
