@@ -38,18 +38,17 @@ end
 local function enqueue(keys, args)
   local idem = keys[3]
   if idem then
-    local existing = redis.call('GET', idem)
+    -- Claims the key and reads a claim already there in one command.
+    local existing = redis.call('SET', idem, args[1], 'NX', 'GET', 'EX', args[6])
     if existing then
       return {existing, 0}
     end
   end
-  local now = now_ms()
+  -- The smallest record a queued job needs: `attempts` (0) and
+  -- `updated_ms` (the creation) are implied until the job first runs.
   redis.call('HSET', keys[2], 'id', args[1], 'kind', args[2], 'queue', args[3],
-    'payload', args[4], 'state', 'queued', 'attempts', 0, 'max_attempts', args[5],
-    'created_ms', now, 'updated_ms', now)
-  if idem then
-    redis.call('SET', idem, args[1], 'EX', args[6])
-  end
+    'payload', args[4], 'state', 'queued', 'max_attempts', args[5],
+    'created_ms', now_ms())
   redis.call('XADD', keys[1], '*', 'job', args[1])
   return {args[1], 1}
 end

@@ -37,7 +37,7 @@ const QUEUE_DEPTH: usize = 8192;
 const BATCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct Waiting {
-    job: NewJob,
+    job: Arc<NewJob>,
     done: oneshot::Sender<Result<Enqueued, String>>,
 }
 
@@ -74,7 +74,8 @@ impl EnqueueBatcher {
 
     /// Enqueues `job` with whatever else is waiting; the error is Redis's,
     /// as text (the caller spools the job).
-    pub async fn enqueue(&self, job: NewJob) -> Result<Enqueued, String> {
+    /// The job is shared, not copied: the caller keeps it to spool.
+    pub async fn enqueue(&self, job: Arc<NewJob>) -> Result<Enqueued, String> {
         self.start_once();
         let (done, answer) = oneshot::channel();
         self.tx
@@ -146,7 +147,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Enqueues a batch and answers each push; with `durable`, only once one
 /// replica has the batch (else each push fails, and is spooled).
 async fn send(queue: &JobQueue, batch: Vec<Waiting>, durable: Option<(&OwnConnection, Duration)>) {
-    let (jobs, done): (Vec<NewJob>, Vec<_>) = batch.into_iter().map(|w| (w.job, w.done)).unzip();
+    let (jobs, done): (Vec<Arc<NewJob>>, Vec<_>) =
+        batch.into_iter().map(|w| (w.job, w.done)).unzip();
     let attempt = async {
         let Some((own, wait)) = durable else {
             return queue.enqueue_many(&jobs).await.map_err(|e| e.to_string());

@@ -35,7 +35,8 @@ pub enum Handed {
 /// Enqueues `job` (batched with concurrent pushes) within the budget, else
 /// spools it.
 pub async fn enqueue(state: &AppState, job: NewJob) -> Result<Handed, ApiError> {
-    let attempt = state.batcher.enqueue(job.clone());
+    let job = Arc::new(job);
+    let attempt = state.batcher.enqueue(Arc::clone(&job));
     let reason = match tokio::time::timeout(state.wechat.ack_budget, attempt).await {
         Ok(Ok(enqueued)) => {
             if enqueued.created {

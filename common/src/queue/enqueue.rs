@@ -1,6 +1,8 @@
 //! Adding jobs: one `ferry_enqueue` call writes the record, the stream entry
 //! and (optionally) the idempotency key together.
 
+use std::borrow::Borrow;
+
 use redis::Pipeline;
 use redis::aio::ConnectionLike;
 
@@ -29,7 +31,10 @@ impl JobQueue {
 
     /// Enqueues many jobs in one pipeline (one round trip); each answer in
     /// the order of `jobs`.
-    pub async fn enqueue_many(&self, jobs: &[NewJob]) -> Result<Vec<Enqueued>, QueueError> {
+    pub async fn enqueue_many<J: Borrow<NewJob>>(
+        &self,
+        jobs: &[J],
+    ) -> Result<Vec<Enqueued>, QueueError> {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
@@ -39,17 +44,17 @@ impl JobQueue {
 
     /// [`enqueue_many`](Self::enqueue_many) on a connection the caller
     /// holds (to `WAIT` for replicas on it afterwards).
-    pub async fn enqueue_many_on<C: ConnectionLike>(
+    pub async fn enqueue_many_on<C: ConnectionLike, J: Borrow<NewJob>>(
         &self,
         conn: &mut C,
-        jobs: &[NewJob],
+        jobs: &[J],
     ) -> Result<Vec<Enqueued>, QueueError> {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
         let mut pipe = Pipeline::new();
         for job in jobs {
-            self.add_enqueue(&mut pipe, job)?;
+            self.add_enqueue(&mut pipe, job.borrow())?;
         }
         let replies: Vec<(String, i32)> = run(conn, &pipe).await?;
         replies

@@ -357,7 +357,10 @@ fn parse_record(id: &JobId, f: &HashMap<String, String>) -> Result<JobRecord, Qu
         attempts: num("attempts").unwrap_or(0) as u32,
         max_attempts: num("max_attempts").unwrap_or(0) as u32,
         created_at: time("created_ms").unwrap_or_default(),
-        updated_at: time("updated_ms").unwrap_or_default(),
+        // A queued job's record has no `updated_ms` yet: its creation.
+        updated_at: time("updated_ms")
+            .or_else(|| time("created_ms"))
+            .unwrap_or_default(),
         started_at: time("started_ms"),
         finished_at: time("finished_ms"),
         due_at: time("due_ms"),
