@@ -25,7 +25,10 @@ Batch hash (batch_key): id, status (validating|in_progress|cancelling|
 completed|cancelled|failed), owner, total, written, reserved, succeeded,
 failed, cancelled, created_ms, committed_ms, cancel_requested_ms,
 finished_ms, retention, running_key, jobs_key, owner_key, webhook_url,
-webhook_job, webhook_job_key, webhook_max_attempts, skipped, error.
+webhook_job, webhook_job_key, webhook_max_attempts, skipped, error; an
+OpenAI Batch API batch also openai_input_file, openai_endpoint,
+openai_window, openai_metadata, openai_errors (written by create, read by
+the api only).
 `cancelled` is a final job state here (ferry_queue knows only succeeded and
 dead): no function of this library ever re-runs a cancelled job, and no
 cancelled job is left on a stream or in the delayed set.
@@ -140,7 +143,9 @@ end
 -- KEYS: batch, owner in-flight counter
 -- ARGV: id, owner, jobs (n), in-flight limit (0: none), retention (s),
 --       running key, jobs key, skipped lines, webhook url ('' none),
---       webhook job id, webhook job record key, webhook max attempts
+--       webhook job id, webhook job record key, webhook max attempts,
+--       then (schema 8) field, value pairs kept on the batch as they are
+--       (an OpenAI Batch API batch's openai_* fields)
 -- -> {1, created ms} or {0, in flight} when the owner is over the limit.
 local function create(keys, args)
   local n, limit = tonumber(args[3]), tonumber(args[4])
@@ -157,6 +162,9 @@ local function create(keys, args)
   if args[9] ~= '' then
     redis.call('HSET', keys[1], 'webhook_url', args[9], 'webhook_job', args[10],
       'webhook_job_key', args[11], 'webhook_max_attempts', args[12])
+  end
+  for i = 13, #args - 1, 2 do
+    redis.call('HSET', keys[1], args[i], args[i + 1])
   end
   return {1, now}
 end

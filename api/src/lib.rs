@@ -30,6 +30,7 @@ pub mod handoff;
 pub mod health;
 pub mod limiter;
 pub mod metrics;
+pub mod openai;
 pub mod ops;
 pub mod security;
 pub mod spool;
@@ -70,6 +71,7 @@ pub fn router(state: AppState) -> Router {
     let mut app = Router::new()
         .merge(wechat)
         .merge(v1::router(state.clone()))
+        .merge(openai::router(state.clone()))
         .merge(admin::router());
     if state.dev_outbox {
         app = app.route("/dev/replies/{openid}", get(dev::replies));

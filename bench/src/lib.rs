@@ -1,5 +1,7 @@
 //! Shared pieces of Ferry's benchmark programs.
 
+pub mod floor;
+pub mod push_load;
 pub mod redis_benchmark;
 
 /// Reading one Redis node's own counters and settings (any node: a plain

@@ -189,9 +189,7 @@ pub fn jobs_api(config: &Config, queue: &JobQueue) -> ferry_api::JobsApi {
     let api = &config.jobs_api;
     ferry_api::JobsApi {
         batches: batches(config, queue),
-        rules: ferry_common::batch::line::Rules {
-            providers: config.providers.iter().map(|p| p.name.clone()).collect(),
-        },
+        rules: ferry_common::batch::line::Rules::new(&config.providers),
         config: api.clone(),
         submissions: api.submissions_per_minute.map(|per_minute| {
             RateLimit::new(queue.store().clone(), per_minute, api.submissions_burst)

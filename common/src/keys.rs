@@ -211,6 +211,21 @@ impl Keys {
         self.tagged(&format!("api_key:{name}"), "limit")
     }
 
+    /// Sorted set of one API key's uploaded files (OpenAI Batch API), all
+    /// scored 0 with members `<ULID> <file id>`, so their order is the
+    /// files' creation order; capped, and ids of expired files are dropped
+    /// as it is read. Under the key's own tag: its files may live in
+    /// several partitions.
+    pub fn api_key_files(&self, name: &str) -> String {
+        self.tagged(&format!("api_key:{name}"), "openai_files")
+    }
+
+    /// Sorted set of one API key's OpenAI Batch API batches, like
+    /// [`Self::api_key_files`].
+    pub fn api_key_batches(&self, name: &str) -> String {
+        self.tagged(&format!("api_key:{name}"), "openai_batches")
+    }
+
     /// Set (with expiry) while a WeChat user over the per-user limit has
     /// had their one notice, so further messages in the window get none.
     pub fn limit_notice(&self, openid: &str) -> String {
@@ -425,6 +440,17 @@ impl QueueKeys {
     pub fn owner_in_flight(&self, owner: &str) -> String {
         format!("{}:owner:{}:in_flight", self.tag, owner)
     }
+
+    /// Hash describing one uploaded file (OpenAI Batch API): owner, name,
+    /// purpose, size, lines, times. Expires with the file.
+    pub fn file(&self, file_id: &str) -> String {
+        format!("{}:file:{}", self.tag, file_id)
+    }
+
+    /// List of one uploaded file's content, in chunks, in order.
+    pub fn file_content(&self, file_id: &str) -> String {
+        format!("{}:file:{}:content", self.tag, file_id)
+    }
 }
 
 #[cfg(test)]
@@ -445,6 +471,8 @@ mod tests {
             q.batch_running("b"),
             q.recent_batches(),
             q.owner_in_flight("o"),
+            q.file("file-1"),
+            q.file_content("file-1"),
         ] {
             assert!(key.starts_with("{ferry:wechat}:"), "{key}");
         }
@@ -474,6 +502,11 @@ mod tests {
             vec![keys.schema(), keys.migrate_lock(), keys.partitions_seen()],
             keys.provider("deepseek").all().to_vec(),
             vec![keys.wechat_token(), keys.wechat_token_lock()],
+            vec![
+                keys.api_key_limit("ci"),
+                keys.api_key_files("ci"),
+                keys.api_key_batches("ci"),
+            ],
         ];
         for group in groups {
             assert!(
@@ -486,6 +519,7 @@ mod tests {
             keys.user(UserKey::Conversation, "o1"),
             keys.user(UserKey::Conversation, "o2"),
             keys.api_key_limit("ci"),
+            keys.api_key_files("other"),
             keys.admin_session("h"),
             keys.wechat_token(),
             keys.alerts(),

@@ -479,7 +479,17 @@ fn check_openai(
     let body = received.body.as_object().cloned().unwrap_or_default();
     only_keys(
         &body,
-        &["model", "messages", "temperature", "max_tokens", "stream"],
+        &[
+            "model",
+            "messages",
+            "temperature",
+            "max_tokens",
+            "top_p",
+            "stop",
+            "frequency_penalty",
+            "presence_penalty",
+            "stream",
+        ],
     )?;
     received.model = body.get("model").and_then(Value::as_str).map(str::to_owned);
     if !received.model.as_deref().is_some_and(|m| inner.accepts(m)) {
@@ -569,7 +579,10 @@ fn check_gemini(
         let config = config
             .as_object()
             .ok_or("generationConfig must be an object")?;
-        only_keys(config, &["temperature", "maxOutputTokens"])?;
+        only_keys(
+            config,
+            &["temperature", "maxOutputTokens", "topP", "stopSequences"],
+        )?;
         optional_number(config, "temperature")?;
         optional_count(config, "maxOutputTokens")?;
     }

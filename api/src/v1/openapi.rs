@@ -49,5 +49,8 @@ impl Modify for BearerAuth {
 /// `GET /v1/openapi.json` (no token needed: it documents, it reveals
 /// nothing about a deployment).
 pub async fn document() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+    let mut doc = ApiDoc::openapi();
+    // `/openai/v1`, OpenAI's Batch API, in the same document.
+    doc.merge(crate::openai::openapi::OpenAiDoc::openapi());
+    Json(doc)
 }

@@ -28,25 +28,15 @@
 //!
 //!     target/release/ingress_load --durable-ack-compare --messages 100000 --mode plaintext
 
-use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use clap::Parser;
 use ferry_bench::node;
-use ferry_common::config::Config;
+use ferry_bench::push_load::{ACCOUNT, FerryApi, Mode, build_pushes, content, cpu_of, drive, now};
+use ferry_common::Keys;
 use ferry_common::embedded_redis::RedisProcess;
-use ferry_common::wechat::{self, MessageCrypt};
-use ferry_common::{Keys, schema};
 use ferry_tests::redis_cluster::RedisCluster;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
-
-const TOKEN: &str = "bench-token";
-const APP_ID: &str = "wx_bench_app";
-const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
-const ACCOUNT: &str = "gh_bench";
 
 #[derive(Parser)]
 #[command(about = "Load generator for Ferry's WeChat ingress")]
@@ -85,21 +75,6 @@ struct Args {
     /// the single Redis and every cluster node alike.
     #[arg(long)]
     aof: bool,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Plaintext,
-    Safe,
-}
-
-impl Mode {
-    fn name(self) -> &'static str {
-        match self {
-            Mode::Plaintext => "plaintext",
-            Mode::Safe => "safe mode (AES)",
-        }
-    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -322,38 +297,8 @@ fn run_setup(
     client_rt: &tokio::runtime::Runtime,
     next_msg_id: &mut i64,
 ) -> anyhow::Result<Vec<(Mode, Summary)>> {
-    let spool_dir = tempfile::Builder::new()
-        .prefix("ferry-bench-spool-")
-        .tempdir()?;
-    let mut all: Vec<(&str, String)> = vars;
-    all.extend([
-        ("WECHAT_TOKEN", TOKEN.into()),
-        ("WECHAT_APP_ID", APP_ID.into()),
-        ("WECHAT_ENCODING_AES_KEY", AES_KEY.into()),
-        ("FERRY_SPOOL_DIR", spool_dir.path().display().to_string()),
-        ("FERRY_IP_RATE_ALLOW", "127.0.0.1".into()),
-    ]);
-    let config = Config::from_vars(all)?;
-    let keys = ferry_cli::app::keys(&config);
-
-    // The api: the same parts `ferry api` builds, on a runtime of its own.
-    let api_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.api_threads)
-        .thread_name("api")
-        .enable_all()
-        .build()?;
-    let shutdown = CancellationToken::new();
-    let (addr, state, api) = api_rt.block_on(async {
-        let queue = ferry_cli::app::job_queue(&config, 64)?;
-        let mut conn = queue.store().conn().await?;
-        schema::migrate(&mut conn, queue.keys(), "bench").await?;
-        ferry_cli::app::require_schema(&queue, &config).await?;
-        let state = ferry_cli::app::api_state(&config, queue, false)?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let api = tokio::spawn(ferry_api::serve(listener, state.clone(), shutdown.clone()));
-        anyhow::Ok((addr, state, api))
-    })?;
+    let api = FerryApi::start(vars, args.api_threads, "api")?;
+    let (addr, state, keys) = (api.addr, &api.state, &api.keys);
 
     let primary_pids: Vec<u32> = under
         .primaries()
@@ -368,13 +313,25 @@ fn run_setup(
     let mut out = Vec::new();
     for &mode in modes {
         under.flush()?;
-        let warmup = build_pushes(mode, addr, args.warmup, args.connections, next_msg_id);
+        let warmup = build_pushes(
+            mode,
+            &addr.to_string(),
+            args.warmup,
+            args.connections,
+            next_msg_id,
+        );
         client_rt.block_on(drive(addr, warmup))?;
-        let pushes = build_pushes(mode, addr, args.messages, args.connections, next_msg_id);
+        let pushes = build_pushes(
+            mode,
+            &addr.to_string(),
+            args.messages,
+            args.connections,
+            next_msg_id,
+        );
         let cpu_before = CpuTimes::read(&primary_pids, &replica_pids)?;
         let run = client_rt.block_on(drive(addr, pushes))?;
         let cpu = CpuTimes::read(&primary_pids, &replica_pids)?.since(&cpu_before);
-        let enqueued = under.stream_len(&keys)?;
+        let enqueued = under.stream_len(keys)?;
         let expected = (args.warmup + args.messages) as u64;
         ensure!(
             enqueued == expected,
@@ -407,12 +364,7 @@ fn run_setup(
         ));
     }
 
-    shutdown.cancel();
-    api_rt.block_on(async {
-        let _ = tokio::time::timeout(Duration::from_secs(10), api).await;
-    });
-    drop(state);
-    api_rt.shutdown_timeout(Duration::from_secs(5));
+    api.stop();
     Ok(out)
 }
 
@@ -466,173 +418,6 @@ fn single_redis_benchmark(
         );
     }
     Ok(())
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
-/// What a user might write: about 40 bytes of UTF-8.
-fn content(n: i64) -> String {
-    format!("你好，请问第 {n} 个问题的答案是什么？")
-}
-
-/// The raw HTTP requests, dealt round-robin to `connections` lists.
-fn build_pushes(
-    mode: Mode,
-    addr: SocketAddr,
-    count: usize,
-    connections: usize,
-    next_msg_id: &mut i64,
-) -> Vec<Vec<Vec<u8>>> {
-    let crypt = MessageCrypt::new(AES_KEY, APP_ID).expect("bench key");
-    let mut lists: Vec<Vec<Vec<u8>>> = (0..connections)
-        .map(|_| Vec::with_capacity(count / connections + 1))
-        .collect();
-    let timestamp = now().to_string();
-    for i in 0..count {
-        let msg_id = *next_msg_id;
-        *next_msg_id += 1;
-        let openid = format!("o_bench_user_{:015}", msg_id % 10_000);
-        let xml = wechat::text_message_xml(ACCOUNT, &openid, now(), &content(msg_id), msg_id);
-        let nonce = format!("{}", 100_000_000 + msg_id);
-        let signature = wechat::sign(&[TOKEN, &timestamp, &nonce]);
-        let mut query =
-            format!("signature={signature}&timestamp={timestamp}&nonce={nonce}&openid={openid}");
-        let body = match mode {
-            Mode::Plaintext => xml,
-            Mode::Safe => {
-                let encrypt = crypt.encrypt(&xml).expect("encrypt");
-                let msg_signature = wechat::sign(&[TOKEN, &timestamp, &nonce, &encrypt]);
-                query.push_str(&format!("&encrypt_type=aes&msg_signature={msg_signature}"));
-                format!(
-                    "<xml><ToUserName><![CDATA[{ACCOUNT}]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
-                )
-            }
-        };
-        let request = format!(
-            "POST /wechat?{query} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: Mozilla/4.0\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        lists[i % connections].push(request.into_bytes());
-    }
-    lists
-}
-
-struct Run {
-    acknowledged: usize,
-    elapsed: Duration,
-    /// Microseconds, sorted.
-    latencies: Vec<u32>,
-}
-
-impl Run {
-    /// The `p` quantile of the latencies (0..=1), in milliseconds.
-    fn percentile(&self, p: f64) -> f64 {
-        let i = ((self.latencies.len() as f64 * p).ceil() as usize).clamp(1, self.latencies.len());
-        f64::from(self.latencies[i - 1]) / 1000.0
-    }
-
-    /// Prints the run and returns its rate (acknowledged pushes per second).
-    fn report(&self, name: &str) -> f64 {
-        let rate = self.acknowledged as f64 / self.elapsed.as_secs_f64();
-        let pct = |p: f64| self.percentile(p);
-        println!(
-            "{name}: {} acknowledged in {:.2} s = {rate:.0} msgs/s; latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
-            self.acknowledged,
-            self.elapsed.as_secs_f64(),
-            pct(0.50),
-            pct(0.99),
-            pct(0.999),
-            pct(1.0),
-        );
-        rate
-    }
-}
-
-/// Sends every list over its own keep-alive connection, all at once.
-async fn drive(addr: SocketAddr, lists: Vec<Vec<Vec<u8>>>) -> anyhow::Result<Run> {
-    let mut streams = Vec::with_capacity(lists.len());
-    for _ in 0..lists.len() {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        streams.push(stream);
-    }
-    let started = Instant::now();
-    let tasks: Vec<_> = streams
-        .into_iter()
-        .zip(lists)
-        .map(|(stream, list)| tokio::spawn(connection(stream, list)))
-        .collect();
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await??);
-    }
-    let elapsed = started.elapsed();
-    latencies.sort_unstable();
-    Ok(Run {
-        acknowledged: latencies.len(),
-        elapsed,
-        latencies,
-    })
-}
-
-/// One keep-alive connection: a request, its answer, the next request.
-async fn connection(mut stream: TcpStream, requests: Vec<Vec<u8>>) -> anyhow::Result<Vec<u32>> {
-    let mut latencies = Vec::with_capacity(requests.len());
-    let mut buf = Vec::with_capacity(1024);
-    for request in &requests {
-        let sent = Instant::now();
-        stream.write_all(request).await?;
-        let (status, body) = read_response(&mut stream, &mut buf).await?;
-        let micros = sent.elapsed().as_micros();
-        ensure!(
-            status == 200 && body == b"success",
-            "push not acknowledged: HTTP {status} {:?}",
-            String::from_utf8_lossy(&body)
-        );
-        latencies.push(u32::try_from(micros).unwrap_or(u32::MAX));
-    }
-    Ok(latencies)
-}
-
-/// Reads one HTTP/1.1 response with a Content-Length body.
-async fn read_response(
-    stream: &mut TcpStream,
-    buf: &mut Vec<u8>,
-) -> anyhow::Result<(u16, Vec<u8>)> {
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = std::str::from_utf8(&buf[..end])?;
-            let status: u16 = head
-                .split(' ')
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .context("unreadable status line")?;
-            let length: usize = head
-                .lines()
-                .find_map(|line| {
-                    let (name, value) = line.split_once(':')?;
-                    name.eq_ignore_ascii_case("content-length")
-                        .then(|| value.trim().parse().ok())?
-                })
-                .context("response without Content-Length")?;
-            let total = end + 4 + length;
-            while buf.len() < total {
-                if stream.read_buf(buf).await? == 0 {
-                    bail!("connection closed mid-response");
-                }
-            }
-            let body = buf[end + 4..total].to_vec();
-            buf.drain(..total);
-            return Ok((status, body));
-        }
-        if stream.read_buf(buf).await? == 0 {
-            bail!("connection closed by the api");
-        }
-    }
 }
 
 /// CPU time (user + system) used by the api's threads, the generator's
@@ -712,21 +497,6 @@ impl CpuTimes {
             cores * 1e6 / total
         );
     }
-}
-
-/// A thread's or process's name and CPU time from its `stat` file.
-fn cpu_of(stat: &str) -> anyhow::Result<(String, Duration)> {
-    let text = std::fs::read_to_string(stat)?;
-    let (open, close) = (
-        text.find('(').context("stat")?,
-        text.rfind(')').context("stat")?,
-    );
-    let name = text[open + 1..close].to_owned();
-    // After the name: state is field 3; utime and stime are fields 14, 15.
-    let fields: Vec<&str> = text[close + 2..].split(' ').collect();
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-    // USER_HZ is 100 on Linux.
-    Ok((name, Duration::from_millis(ticks * 10)))
 }
 
 /// Runs `redis-benchmark` on the bench's Redis; prints and returns calls/s.

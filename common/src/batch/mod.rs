@@ -11,8 +11,10 @@
 //! line; a submission cut short is aborted ([`Batches::abort`]) and its
 //! written jobs are cancelled when a worker meets them ([`Batches::begin`]).
 
+pub mod files;
 mod lifecycle;
 pub mod line;
+pub mod openai;
 pub mod signature;
 mod status;
 mod submission;
@@ -132,6 +134,13 @@ pub struct BatchInfo {
     /// Why a failed batch failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What a batch of OpenAI's Batch API (`/openai/v1`) keeps besides;
+    /// `None` for a batch of `/v1`.
+    #[serde(skip)]
+    pub openai: Option<openai::OpenAiBatch>,
+    /// How long it is kept once finished.
+    #[serde(skip)]
+    pub retention: Option<Duration>,
 }
 
 /// How many of a batch's jobs are where.
@@ -163,6 +172,8 @@ pub struct JobOutcome {
     pub state: String,
     pub result: Option<serde_json::Value>,
     pub error: Option<String>,
+    /// When it finished (succeeded, failed or cancelled).
+    pub finished_at: Option<DateTime<Utc>>,
 }
 
 /// Batches and API jobs of one deployment.
@@ -176,6 +187,17 @@ pub struct Batches {
 impl Batches {
     pub fn new(store: Store, retention: Duration) -> Self {
         Self { store, retention }
+    }
+
+    /// How long finished batches and their jobs are kept.
+    pub fn retention(&self) -> Duration {
+        self.retention
+    }
+
+    /// The files uploaded for OpenAI's Batch API, kept as long as
+    /// finished batches.
+    pub fn files(&self) -> files::Files {
+        files::Files::new(self.store.clone(), self.retention)
     }
 
     /// The partition an API key's jobs and batches live in: one per key,

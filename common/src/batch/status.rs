@@ -97,6 +97,34 @@ impl Batches {
         Ok(found)
     }
 
+    /// Lists an OpenAI Batch API batch in its owner's index, for
+    /// `GET /openai/v1/batches` (newest first; capped, expired ids dropped
+    /// as it is read).
+    pub async fn list_as_openai(&self, owner: &str, batch_id: &str) -> Result<(), QueueError> {
+        let mut conn = self.conn().await?;
+        super::files::Index::batches(&self.store, owner)
+            .add(&mut conn, batch_id)
+            .await
+    }
+
+    /// `owner`'s OpenAI Batch API batches after `after` (a batch id),
+    /// newest first, at most `limit`; and whether more follow.
+    pub async fn openai_batches(
+        &self,
+        owner: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<BatchInfo>, bool), super::files::ListError> {
+        if after.is_some_and(|a| !super::is_batch_id(a)) {
+            return Err(super::files::ListError::BadCursor);
+        }
+        super::files::Index::batches(&self.store, owner)
+            .page(&self.store, after, limit, true, |id| async move {
+                self.get(&id).await
+            })
+            .await
+    }
+
     /// Up to `count` of a batch's jobs from position `start`, in line order.
     pub async fn outcomes(
         &self,
@@ -122,26 +150,31 @@ impl Batches {
                 .arg("custom_id")
                 .arg("state")
                 .arg("result")
-                .arg("last_error");
+                .arg("last_error")
+                .arg("finished_ms");
         }
         type Fields = (
             Option<String>,
             Option<String>,
             Option<String>,
             Option<String>,
+            Option<i64>,
         );
         let records: Vec<Fields> = pipe.query_async(&mut conn).await?;
         Ok(ids
             .into_iter()
             .zip(records)
-            .map(|(job_id, (custom_id, state, result, error))| JobOutcome {
-                job_id,
-                custom_id: custom_id.unwrap_or_default(),
-                state: state.unwrap_or_else(|| "expired".into()),
-                result: result
-                    .map(|r| serde_json::from_str(&r).unwrap_or(serde_json::Value::String(r))),
-                error,
-            })
+            .map(
+                |(job_id, (custom_id, state, result, error, finished))| JobOutcome {
+                    job_id,
+                    custom_id: custom_id.unwrap_or_default(),
+                    state: state.unwrap_or_else(|| "expired".into()),
+                    result: result
+                        .map(|r| serde_json::from_str(&r).unwrap_or(serde_json::Value::String(r))),
+                    error,
+                    finished_at: finished.map(from_millis),
+                },
+            )
             .collect())
     }
 
@@ -200,6 +233,8 @@ fn parse_batch(f: &HashMap<String, String>, running: u64) -> BatchInfo {
         finished_at: time("finished_ms"),
         webhook: f.contains_key("webhook_url"),
         error: f.get("error").cloned(),
+        openai: super::openai::OpenAiBatch::from_fields(f),
+        retention: num("retention").map(std::time::Duration::from_secs),
     }
 }
 

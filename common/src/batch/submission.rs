@@ -64,6 +64,17 @@ impl Batches {
     /// Opens a batch in `validating`, reserving its jobs against the
     /// owner's in-flight limit in the same call.
     pub async fn create(&self, batch: &NewBatch) -> Result<Result<(), OverQuota>, QueueError> {
+        self.create_with(batch, &[]).await
+    }
+
+    /// [`Self::create`], keeping `fields` on the batch's hash in the same
+    /// call (an OpenAI Batch API batch's input file, metadata, errors:
+    /// [`super::openai::OpenAiBatch::fields`]).
+    pub async fn create_with(
+        &self,
+        batch: &NewBatch,
+        fields: &[(&str, String)],
+    ) -> Result<Result<(), OverQuota>, QueueError> {
         let q = self.q_of(&batch.id);
         let webhook_job =
             JobId::new_in(&batch_partition(&batch.id).unwrap_or_else(|| Partition::first(BATCH)))
@@ -86,6 +97,9 @@ impl Batches {
         .arg(&webhook_job)
         .arg(q.job(&webhook_job))
         .arg(max_attempts_of(BATCH_WEBHOOK));
+        for (name, value) in fields {
+            pipe.arg(*name).arg(value);
+        }
         let mut conn = self.conn().await?;
         let ((opened, in_flight),): ((i64, u64),) = run(&mut conn, &pipe).await?;
         if opened != 1 {

@@ -106,6 +106,19 @@ pub struct ChatParameters {
     pub temperature: Option<f32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u32>,
+    /// Nucleus sampling (0 to 1): OpenAI's `top_p`, Gemini's `topP`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    /// Up to 4 sequences that end the answer: OpenAI's `stop`, Gemini's
+    /// `stopSequences`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<Vec<String>>,
+    /// -2 to 2; the OpenAI-compatible wire format only (Gemini has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frequency_penalty: Option<f32>,
+    /// -2 to 2; the OpenAI-compatible wire format only (Gemini has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence_penalty: Option<f32>,
 }
 
 /// Payload of [`BATCH_WEBHOOK`].

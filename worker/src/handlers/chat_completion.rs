@@ -24,7 +24,8 @@ pub struct ChatCompletionHandler {
     pub router: Router,
 }
 
-/// The job's result: what `GET /v1/jobs/{id}` and a batch's results show.
+/// The job's result: what `GET /v1/jobs/{id}` and a batch's results show
+/// (and what an OpenAI Batch API output line is made of).
 #[derive(Debug, Serialize)]
 struct Completed<'a> {
     answer: &'a str,
@@ -32,6 +33,12 @@ struct Completed<'a> {
     model: &'a str,
     usage: Usage,
     latency_ms: u64,
+    /// `stop`, `length`, ... when the provider said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finish_reason: Option<&'a str>,
+    /// The provider's id of its answer, when it gave one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_id: Option<&'a str>,
 }
 
 impl Handler for ChatCompletionHandler {
@@ -112,6 +119,10 @@ fn to_chat_request(request: ChatCompletion) -> Result<ChatRequest, HandlerError>
         model: request.model,
         temperature: request.parameters.temperature,
         max_tokens: request.parameters.max_tokens,
+        top_p: request.parameters.top_p,
+        stop: request.parameters.stop,
+        frequency_penalty: request.parameters.frequency_penalty,
+        presence_penalty: request.parameters.presence_penalty,
     }))
 }
 
@@ -122,6 +133,8 @@ fn result(answer: &Answer) -> serde_json::Value {
         model: &answer.model,
         usage: answer.usage,
         latency_ms: u64::try_from(answer.latency.as_millis()).unwrap_or(u64::MAX),
+        finish_reason: answer.finish_reason.as_deref(),
+        response_id: answer.response_id.as_deref(),
     })
     .expect("a completion serializes")
 }

@@ -45,7 +45,7 @@ struct RequestBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     system_instruction: Option<SystemInstruction<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    generation_config: Option<GenerationConfig>,
+    generation_config: Option<GenerationConfig<'a>>,
 }
 
 #[derive(Serialize)]
@@ -75,11 +75,15 @@ struct InlineData<'a> {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct GenerationConfig {
+struct GenerationConfig<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_output_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_sequences: Option<&'a [String]>,
 }
 
 #[derive(Deserialize)]
@@ -90,6 +94,7 @@ struct ResponseBody {
     prompt_feedback: Option<PromptFeedback>,
     usage_metadata: Option<UsageMetadata>,
     model_version: Option<String>,
+    response_id: Option<String>,
     error: Option<Value>,
 }
 
@@ -200,11 +205,18 @@ fn request_body<'a>(config: &ProviderConfig, req: &'a ChatRequest) -> RequestBod
     }
     let temperature = req.overrides.temperature.or(config.temperature);
     let max_output_tokens = req.overrides.max_tokens.or(config.max_tokens);
-    let generation_config =
-        (temperature.is_some() || max_output_tokens.is_some()).then_some(GenerationConfig {
-            temperature,
-            max_output_tokens,
-        });
+    let top_p = req.overrides.top_p;
+    let stop_sequences = req.overrides.stop.as_deref();
+    let generation_config = (temperature.is_some()
+        || max_output_tokens.is_some()
+        || top_p.is_some()
+        || stop_sequences.is_some())
+    .then_some(GenerationConfig {
+        temperature,
+        max_output_tokens,
+        top_p,
+        stop_sequences,
+    });
     RequestBody {
         contents,
         system_instruction: (!system.is_empty()).then_some(SystemInstruction { parts: system }),
@@ -277,7 +289,20 @@ fn parse_response(provider: &str, body: &str) -> Result<Completion, ProviderErro
         model: parsed.model_version.filter(|m| !m.is_empty()),
         text,
         usage,
+        finish_reason: openai_finish_reason(&finish),
+        response_id: parsed.response_id.filter(|id| !id.is_empty()),
     })
+}
+
+/// Gemini's `finishReason` in OpenAI's words (`STOP` is `stop`,
+/// `MAX_TOKENS` is `length`; safety reasons never get here).
+fn openai_finish_reason(finish: &str) -> Option<String> {
+    match finish {
+        "" | "FINISH_REASON_UNSPECIFIED" => None,
+        "STOP" => Some("stop".into()),
+        "MAX_TOKENS" => Some("length".into()),
+        other => Some(other.to_ascii_lowercase()),
+    }
 }
 
 #[cfg(test)]
@@ -344,6 +369,18 @@ mod tests {
     }
 
     #[test]
+    fn top_p_and_stop_become_top_p_and_stop_sequences() {
+        let mut req = ChatRequest::new(vec![ChatMessage::user("hi")]);
+        req.overrides.top_p = Some(0.5);
+        req.overrides.stop = Some(vec!["END".into()]);
+        let json = serde_json::to_value(request_body(&config(None, None), &req)).unwrap();
+        assert_eq!(
+            json["generationConfig"],
+            json!({"topP": 0.5, "stopSequences": ["END"]})
+        );
+    }
+
+    #[test]
     fn without_settings_there_is_no_generation_config() {
         let req = ChatRequest::new(vec![ChatMessage::user("hi")]);
         let json = serde_json::to_value(request_body(&config(None, None), &req)).unwrap();
@@ -362,6 +399,7 @@ mod tests {
         let c = parse_response("gemini", body).unwrap();
         assert_eq!(c.text, "Hello, world");
         assert_eq!(c.model.as_deref(), Some("gemini-2.0-flash-001"));
+        assert_eq!(c.finish_reason.as_deref(), Some("stop"));
         let usage = Usage {
             prompt_tokens: 4,
             completion_tokens: 7,

@@ -53,6 +53,9 @@ pub enum HttpSetupError {
     Build(#[from] reqwest::Error),
 }
 
+/// Idle connections kept per provider host.
+const MAX_IDLE_PER_HOST: usize = 32;
+
 /// Builds the shared provider client.
 pub fn build_client(settings: &HttpSettings) -> Result<reqwest::Client, HttpSetupError> {
     let mut builder = reqwest::Client::builder()
@@ -61,6 +64,11 @@ pub fn build_client(settings: &HttpSettings) -> Result<reqwest::Client, HttpSetu
         .timeout(settings.request_timeout)
         .tcp_keepalive(Duration::from_secs(30))
         .pool_idle_timeout(Duration::from_secs(60))
+        // A burst of slow calls opens a connection per call (HTTP/1.1); once
+        // answered, keep a few for the next calls and close the rest, not
+        // a thousand idle ones with their buffers (bench/RESULTS.md, "Speed
+        // near the floor": worker memory).
+        .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
         .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")));
     if let Some(path) = &settings.extra_ca_pem {
         for cert in read_ca_bundle(path)? {

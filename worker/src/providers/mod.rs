@@ -137,6 +137,14 @@ pub struct Overrides {
     pub model: Option<String>,
     pub temperature: Option<f32>,
     pub max_tokens: Option<u32>,
+    /// The following are sent only when set (no configured default):
+    /// OpenAI's `top_p`, Gemini's `topP`.
+    pub top_p: Option<f32>,
+    /// OpenAI's `stop`, Gemini's `stopSequences`.
+    pub stop: Option<Vec<String>>,
+    /// OpenAI-compatible providers only (checked before a job is enqueued).
+    pub frequency_penalty: Option<f32>,
+    pub presence_penalty: Option<f32>,
 }
 
 impl ChatRequest {
@@ -197,6 +205,12 @@ pub struct Answer {
     pub usage: Usage,
     /// From sending the request to having parsed the answer.
     pub latency: Duration,
+    /// Why the answer ended, in OpenAI's words (`stop`, `length`, ...),
+    /// when the provider said.
+    pub finish_reason: Option<String>,
+    /// The provider's id of its answer (OpenAI's `id`, Gemini's
+    /// `responseId`), when it gave one.
+    pub response_id: Option<String>,
 }
 
 /// What a wire format extracts from a successful answer.
@@ -205,6 +219,8 @@ struct Completion {
     model: Option<String>,
     text: String,
     usage: Usage,
+    finish_reason: Option<String>,
+    response_id: Option<String>,
 }
 
 /// One provider of the chain, speaking its own wire format.
@@ -290,6 +306,8 @@ impl Provider {
                 model: None,
                 text: req.last_user_message().unwrap_or_default().to_owned(),
                 usage: Usage::default(),
+                finish_reason: Some("stop".into()),
+                response_id: None,
             },
         };
         Ok(Answer {
@@ -303,6 +321,8 @@ impl Provider {
             text: completion.text,
             usage: completion.usage,
             latency: started.elapsed(),
+            finish_reason: completion.finish_reason,
+            response_id: completion.response_id,
         })
     }
 }

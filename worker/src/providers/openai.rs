@@ -35,6 +35,14 @@ struct RequestBody<'a> {
     temperature: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frequency_penalty: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    presence_penalty: Option<f32>,
     stream: bool,
 }
 
@@ -94,6 +102,7 @@ fn wire_messages(req: &ChatRequest) -> Vec<WireMessage<'_>> {
 
 #[derive(Deserialize)]
 struct ResponseBody {
+    id: Option<String>,
     model: Option<String>,
     #[serde(default)]
     choices: Vec<Choice>,
@@ -150,6 +159,10 @@ impl OpenAiCompatible {
             messages: wire_messages(req),
             temperature: req.overrides.temperature.or(self.config.temperature),
             max_tokens: req.overrides.max_tokens.or(self.config.max_tokens),
+            top_p: req.overrides.top_p,
+            stop: req.overrides.stop.as_deref(),
+            frequency_penalty: req.overrides.frequency_penalty,
+            presence_penalty: req.overrides.presence_penalty,
             stream: false,
         };
         let url = format!("{}/chat/completions", self.config.base_url);
@@ -219,6 +232,8 @@ fn parse_response(provider: &str, body: &str) -> Result<Completion, ProviderErro
         model: parsed.model.filter(|m| !m.is_empty()),
         text: content,
         usage,
+        finish_reason: (!finish.is_empty()).then_some(finish),
+        response_id: parsed.id.filter(|id| !id.is_empty()),
     })
 }
 
@@ -240,6 +255,10 @@ mod tests {
             messages: wire_messages(&req),
             temperature: Some(0.5),
             max_tokens: None,
+            top_p: None,
+            stop: None,
+            frequency_penalty: None,
+            presence_penalty: None,
             stream: false,
         };
         let json = serde_json::to_value(&body).unwrap();
@@ -266,6 +285,10 @@ mod tests {
             messages: wire_messages(&req),
             temperature: None,
             max_tokens: Some(100),
+            top_p: None,
+            stop: None,
+            frequency_penalty: None,
+            presence_penalty: None,
             stream: false,
         };
         let json = serde_json::to_string(&body).unwrap();
@@ -282,10 +305,34 @@ mod tests {
     }
 
     #[test]
+    fn sampling_parameters_go_out_only_when_set() {
+        let req = ChatRequest::new(vec![ChatMessage::user("u")]);
+        let stop = vec!["END".to_owned()];
+        let body = RequestBody {
+            model: "m",
+            messages: wire_messages(&req),
+            temperature: None,
+            max_tokens: None,
+            top_p: Some(0.5),
+            stop: Some(&stop),
+            frequency_penalty: Some(0.25),
+            presence_penalty: None,
+            stream: false,
+        };
+        let json = serde_json::to_string(&body).unwrap();
+        assert_eq!(
+            json,
+            r#"{"model":"m","messages":[{"role":"user","content":"u"}],"top_p":0.5,"stop":["END"],"frequency_penalty":0.25,"stream":false}"#
+        );
+    }
+
+    #[test]
     fn an_answer_gives_text_model_and_usage() {
         let c = parse_response("deepseek", OK).unwrap();
         assert_eq!(c.text, "你好");
         assert_eq!(c.model.as_deref(), Some("deepseek-chat"));
+        assert_eq!(c.finish_reason.as_deref(), Some("stop"));
+        assert_eq!(c.response_id.as_deref(), Some("c1"));
         let usage = Usage {
             prompt_tokens: 12,
             completion_tokens: 3,

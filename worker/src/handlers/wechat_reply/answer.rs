@@ -203,6 +203,8 @@ mod tests {
                 total_tokens: 15,
             },
             latency: Duration::from_millis(1234),
+            finish_reason: None,
+            response_id: None,
         };
         let json = serde_json::to_value(AnsweredBy::from(&answer)).unwrap();
         assert_eq!(
