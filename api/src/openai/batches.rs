@@ -326,7 +326,10 @@ pub async fn create(
     };
     if let Err(e) = written {
         tracing::warn!(batch = %batch.id, error = %e, "OpenAI batch submission cut short; aborting it");
-        tokio::spawn(abort_until_done(batches.clone(), batch.id.clone()));
+        tokio::spawn(crate::v1::batches::submit::abort_until_done(
+            batches.clone(),
+            batch.id.clone(),
+        ));
         return Err(OpenAiError::unavailable());
     }
     tracing::info!(batch = %batch.id, owner = %who.name, jobs = batch.jobs, failed, "OpenAI batch submitted");
@@ -393,26 +396,6 @@ async fn enqueue(
     }
     batches.commit(&batch.id).await.map_err(|e| e.to_string())?;
     Ok(())
-}
-
-/// Aborts a batch whose submission was cut short, trying for a while if
-/// Redis is still down (past that, reading the batch fails it).
-async fn abort_until_done(batches: Batches, id: String) {
-    let mut wait = std::time::Duration::from_millis(200);
-    for _ in 0..10 {
-        match batches
-            .abort(&id, "the submission was cut short; resubmit")
-            .await
-        {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::warn!(batch = %id, error = %e, "could not abort the batch yet");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(std::time::Duration::from_secs(30));
-            }
-        }
-    }
-    tracing::error!(batch = %id, "could not abort the batch; it fails when next read");
 }
 
 /// A batch.

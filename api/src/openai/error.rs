@@ -6,7 +6,7 @@
 //! caller and never carry a secret, a stack, or whether a token exists.
 
 use axum::Json;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use ferry_common::batch::files::ListError;
 use ferry_common::queue::QueueError;
@@ -175,18 +175,9 @@ impl IntoResponse for OpenAiError {
                 code: self.code,
             },
         };
-        let mut response = (self.status, Json(body)).into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
-        }
-        if let Some(secs) = self.retry_after_secs {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, secs.into());
-        }
-        response
+        crate::v1::error::with_refusal_headers(
+            (self.status, Json(body)).into_response(),
+            self.retry_after_secs,
+        )
     }
 }

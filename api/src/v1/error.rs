@@ -123,18 +123,29 @@ impl IntoResponse for V1Error {
                 lines: self.lines,
             },
         };
-        let mut response = (self.status, Json(body)).into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
-        }
-        if let Some(secs) = self.retry_after_secs {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, secs.into());
-        }
-        response
+        with_refusal_headers(
+            (self.status, Json(body)).into_response(),
+            self.retry_after_secs,
+        )
     }
+}
+
+/// What a refusal says besides its body, for both JSON APIs (`/v1`,
+/// `/openai/v1`): a 401 names the scheme, a limit says when to come back.
+pub(crate) fn with_refusal_headers(
+    mut response: Response,
+    retry_after_secs: Option<u64>,
+) -> Response {
+    if response.status() == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+    }
+    if let Some(secs) = retry_after_secs {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, secs.into());
+    }
+    response
 }

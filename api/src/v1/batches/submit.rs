@@ -146,7 +146,7 @@ pub async fn submit(
 /// Aborts a batch whose submission was cut short, trying for a while if
 /// Redis is still down (past that, reading the batch fails it, see
 /// `ferry_common::batch::ABANDONED_AFTER`).
-async fn abort_until_done(batches: ferry_common::batch::Batches, id: String) {
+pub(crate) async fn abort_until_done(batches: ferry_common::batch::Batches, id: String) {
     let mut wait = std::time::Duration::from_millis(200);
     for _ in 0..10 {
         match batches
