@@ -6,7 +6,8 @@ dead-letter entry never disagree, whatever crashes in between.
 
 Job records are hashes: id, kind, queue, payload, state, attempts,
 max_attempts, created_ms, updated_ms, started_ms, finished_ms, due_ms,
-last_error, result, worker. Times are Redis server time in milliseconds (TIME),
+last_error, result, worker (a queued job's record has no attempts, 0, nor
+updated_ms, its creation, until it first runs). Times are Redis server time in milliseconds (TIME),
 so the fleet agrees on one clock. All keys of a call share one hash tag.
 
 States: queued -> running -> succeeded | retrying | dead; retrying -> running.
