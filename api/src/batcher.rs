@@ -1,29 +1,37 @@
 //! Concurrent pushes share Redis round trips.
 //!
-//! Every push needs one `ferry_enqueue` call. Sent one by one, each costs a
-//! pool checkout (whose health check is itself a round trip) and a round
-//! trip of its own, and Redis reads and answers each call separately. Here
-//! the pushes that arrive while earlier ones are on the wire wait in a
-//! channel and leave together, as one pipeline of `ferry_enqueue` calls
-//! (`JobQueue::enqueue_many`), so Redis and the api pay the round trip once
-//! per batch. Under light load a batch is a single push: nothing waits for
-//! company. Each call in a batch stays atomic on its own, dedup key included;
-//! a failed batch fails each of its pushes, which are then spooled (and the
-//! replay of any that did land finds its dedup key).
+//! Every push needs one `ferry_enqueue` call. Sent one by one over pooled
+//! connections, each costs a pool checkout (whose health check is itself a
+//! round trip) and a round trip of its own.
+//!
+//! With the default acknowledgement (the primary has it), each push sends
+//! its call from its own request task on one multiplexed connection: the
+//! calls of concurrent pushes leave in one socket write and Redis reads and
+//! answers them together, so the round trip is shared without any hand-off
+//! between tasks. (An earlier design queued pushes for a batching task that
+//! sent them as one pipeline: two task hand-offs per push, which perf
+//! showed as 12% of the api's time in the scheduler and futexes.) Each call
+//! stays atomic on its own, dedup key included; a failed call is spooled
+//! (and the replay of one that did land finds its dedup key).
 //!
 //! With a durable acknowledgement (`FERRY_DURABLE_ACK=replica`) a batch is
 //! answered only once one replica has it too: `WAIT 1` after the pipeline,
-//! on the same connection (WAIT counts that connection's writes). Each of
-//! the batches on the wire has a connection of its own for that, so a WAIT
-//! never holds up the process's other commands.
+//! on the same connection (WAIT counts that connection's writes). Here the
+//! pushes that arrive while earlier ones are on the wire wait in a channel
+//! and leave together, as one pipeline of `ferry_enqueue` calls, and each of
+//! the batches on the wire has a connection of its own for its WAIT, so a
+//! WAIT never holds up the process's other commands.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferry_common::connection::OwnConnection;
 use ferry_common::job::NewJob;
-use ferry_common::queue::JobQueue;
 use ferry_common::queue::enqueue::Enqueued;
+use ferry_common::queue::{JobQueue, QueueError};
+use ferry_common::store::RedisError;
+use redis::ErrorKind;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// Most pushes in one pipeline.
@@ -54,9 +62,26 @@ pub enum Durability {
 /// first enqueue (on that caller's runtime) and ends when the batcher is
 /// dropped.
 pub struct EnqueueBatcher {
-    tx: mpsc::Sender<Waiting>,
-    /// Taken by the first enqueue, which starts the batching task.
-    idle: Mutex<Option<(mpsc::Receiver<Waiting>, JobQueue, Durability)>>,
+    how: How,
+}
+
+enum How {
+    /// Each push's call on the shared multiplexed connection.
+    Direct {
+        queue: JobQueue,
+        conn: OwnConnection,
+        /// A call went unanswered (its push ran out of budget first): the
+        /// connection may be silently dead, so the next push makes a new
+        /// one. (A pool checked each connection on checkout; this is the
+        /// multiplexed connection's equivalent.)
+        suspect: AtomicBool,
+    },
+    /// Through the batching task (pipelines followed by `WAIT`).
+    Batched {
+        tx: mpsc::Sender<Waiting>,
+        /// Taken by the first enqueue, which starts the batching task.
+        idle: Mutex<Option<(mpsc::Receiver<Waiting>, JobQueue, Durability)>>,
+    },
 }
 
 impl EnqueueBatcher {
@@ -65,37 +90,109 @@ impl EnqueueBatcher {
     }
 
     pub fn with_durability(queue: JobQueue, durability: Durability) -> Self {
-        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        Self {
-            tx,
-            idle: Mutex::new(Some((rx, queue, durability))),
-        }
+        let how = match durability {
+            Durability::Primary => How::Direct {
+                conn: OwnConnection::new(queue.store().target().clone()),
+                queue,
+                suspect: AtomicBool::new(false),
+            },
+            Durability::Replica { .. } => {
+                let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+                How::Batched {
+                    tx,
+                    idle: Mutex::new(Some((rx, queue, durability))),
+                }
+            }
+        };
+        Self { how }
     }
 
-    /// Enqueues `job` with whatever else is waiting; the error is Redis's,
-    /// as text (the caller spools the job).
+    /// Enqueues `job` with whatever else is on the wire; the error is
+    /// Redis's, as text (the caller spools the job).
     /// The job is shared, not copied: the caller keeps it to spool.
     pub async fn enqueue(&self, job: Arc<NewJob>) -> Result<Enqueued, String> {
-        self.start_once();
-        let (done, answer) = oneshot::channel();
-        self.tx
-            .send(Waiting { job, done })
-            .await
-            .map_err(|_| "the enqueue batcher stopped".to_owned())?;
-        answer
-            .await
-            .map_err(|_| "the enqueue batcher dropped the push".to_owned())?
-    }
-
-    fn start_once(&self) {
-        let idle = self
-            .idle
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        if let Some((rx, queue, durability)) = idle {
-            tokio::spawn(run(rx, queue, durability));
+        match &self.how {
+            How::Direct {
+                queue,
+                conn,
+                suspect,
+            } => {
+                match tokio::time::timeout(BATCH_TIMEOUT, direct(queue, conn, suspect, &job)).await
+                {
+                    Ok(answer) => answer,
+                    Err(_) => Err("Redis did not answer the push in time".to_owned()),
+                }
+            }
+            How::Batched { tx, idle } => {
+                start_once(idle);
+                let (done, answer) = oneshot::channel();
+                tx.send(Waiting { job, done })
+                    .await
+                    .map_err(|_| "the enqueue batcher stopped".to_owned())?;
+                answer
+                    .await
+                    .map_err(|_| "the enqueue batcher dropped the push".to_owned())?
+            }
         }
+    }
+}
+
+/// One push's call on the shared multiplexed connection, which is made again
+/// after it broke or after a call went unanswered.
+async fn direct(
+    queue: &JobQueue,
+    own: &OwnConnection,
+    suspect: &AtomicBool,
+    job: &NewJob,
+) -> Result<Enqueued, String> {
+    if suspect.swap(false, Ordering::Relaxed) {
+        own.reset().await;
+    }
+    let mut conn = own.get().await.map_err(|e| e.to_string())?;
+    let unanswered = Unanswered(Some(suspect));
+    let answer = queue
+        .enqueue_many_on(&mut conn, std::slice::from_ref(job))
+        .await;
+    unanswered.answered();
+    match answer {
+        Ok(mut answers) if answers.len() == 1 => Ok(answers.pop().expect("one answer")),
+        Ok(answers) => Err(format!("{} answers for 1 enqueue", answers.len())),
+        Err(e) => {
+            // A broken multiplexed connection stays broken: the next push
+            // connects again. A refusal (a script error, OOM) keeps it.
+            let refused = matches!(
+                &e,
+                QueueError::Redis(RedisError::Command(c)) if matches!(c.kind(), ErrorKind::Server(_))
+            );
+            if !refused {
+                own.reset().await;
+            }
+            Err(e.to_string())
+        }
+    }
+}
+
+/// Marks the connection suspect when dropped before [`Self::answered`]: the
+/// push's future was dropped mid-call (its budget ran out) or timed out.
+struct Unanswered<'a>(Option<&'a AtomicBool>);
+
+impl Unanswered<'_> {
+    fn answered(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if let Some(suspect) = self.0 {
+            suspect.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+fn start_once(idle: &Mutex<Option<(mpsc::Receiver<Waiting>, JobQueue, Durability)>>) {
+    if let Some((rx, queue, durability)) = lock(idle).take() {
+        tokio::spawn(run(rx, queue, durability));
     }
 }
 

@@ -4,6 +4,13 @@
 use clap::{Parser, Subcommand};
 use ferry_cli::commands;
 
+/// jemalloc, with its background purging thread: memory freed after a
+/// burst (a worker's 1,000 open provider calls) goes back to the system
+/// within its decay time (10 s), where glibc's malloc kept the peak
+/// resident (bench/RESULTS.md, "Worker memory").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "ferry",

@@ -719,6 +719,11 @@ async fn pushes_while_redis_is_down_are_acknowledged_and_each_enqueued_exactly_o
         .collect();
     expected.sort();
     assert_eq!(contents, expected, "each message enqueued exactly once");
+    // The connection that broke with the kill is made again: a push after
+    // the restart goes straight to Redis.
+    assert_success(&post(&ferry, &Push::plain(&text("o_outage", "恢复后", 200))).await);
+    assert_eq!(api(&ferry).spool.stats().spooled, 26, "not spooled");
+    assert!(enqueued(&redis).contains(&"恢复后".to_owned()));
     ferry.stop().await;
 }
 
@@ -751,6 +756,12 @@ async fn a_redis_that_does_not_answer_within_the_budget_does_not_hold_up_the_ack
     })
     .await;
     assert_eq!(enqueued(&redis), ["慢"]);
+    // The unanswered call left its connection suspect: the next push goes
+    // straight to Redis again (on a new connection), not to the spool.
+    let answer = post(&ferry, &Push::plain(&text("o_slow", "快", 201))).await;
+    assert_success(&answer);
+    assert_eq!(api(&ferry).spool.stats().spooled, 1, "not spooled");
+    assert_eq!(enqueued(&redis), ["慢", "快"]);
     ferry.stop().await;
 }
 
