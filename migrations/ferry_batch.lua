@@ -332,8 +332,10 @@ local function retry(keys, args)
   end
   local now = now_ms()
   local due = now + tonumber(args[3])
-  local id = redis.call('HGET', keys[2], 'id')
-  redis.call('HSET', keys[2], 'state', 'retrying', 'last_error', args[4], 'due_ms', due, 'updated_ms', now)
+  local r = redis.call('HMGET', keys[2], 'id', 'attempts')
+  local id = r[1]
+  redis.call('HSET', keys[2], 'state', 'retrying', 'last_error', args[4], 'due_ms', due, 'updated_ms', now,
+    'retry:' .. (r[2] or '0'), now .. ' ' .. due .. ' ' .. args[4])
   redis.call('ZADD', keys[3], due, id)
   account(keys[1], keys[2], nil, now) -- batch accounting
   return 1

@@ -10,8 +10,20 @@ last_error, result, worker (a queued job's record has no attempts, 0, nor
 updated_ms, its creation, until it first runs). Times are Redis server time in milliseconds (TIME),
 so the fleet agrees on one clock. All keys of a call share one hash tag.
 
+The attempt log, for people (`ferry jobs show`, the dashboard's job page;
+the engine never reads it): `attempt:<n>` = '<started_ms> <worker>' for
+each of the first ATTEMPTS_LOGGED starts (written in the start's own HSET),
+`retry:<n>` = '<ms> <due_ms> <error>' when attempt n was retried (in the
+retry's own HSET), `replayed_ms` when a dead job was replayed (attempts
+restart at 1, so older log fields are from before it). A handed-back
+attempt is not counted, and the next start overwrites its field.
+
 States: queued -> running -> succeeded | retrying | dead; retrying -> running.
 ]]
+
+-- Starts logged per job (`attempt:<n>`): a job is started at most about
+-- max_attempts times FERRY_MAX_DELIVERIES, so this is a bound, not a cut.
+local ATTEMPTS_LOGGED = 32
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -74,7 +86,13 @@ local function start_one(key, worker, now, out, n)
   -- (the record is only ever changed inside these functions, so the read
   -- above is still current).
   local attempts = (tonumber(r[4]) or 0) + 1
-  redis.call('HSET', key, 'state', 'running', 'attempts', attempts, 'started_ms', now, 'updated_ms', now, 'worker', worker)
+  if attempts <= ATTEMPTS_LOGGED then
+    -- The attempt log's entry rides on the same HSET: no extra command.
+    redis.call('HSET', key, 'state', 'running', 'attempts', attempts, 'started_ms', now, 'updated_ms', now, 'worker', worker,
+      'attempt:' .. attempts, now .. ' ' .. worker)
+  else
+    redis.call('HSET', key, 'state', 'running', 'attempts', attempts, 'started_ms', now, 'updated_ms', now, 'worker', worker)
+  end
   out[n + 1] = 'run'
   out[n + 2] = r[2]
   out[n + 3] = r[3]
@@ -165,8 +183,12 @@ local function retry(keys, args)
   end
   local now = now_ms()
   local due = now + tonumber(args[3])
-  local id = redis.call('HGET', keys[2], 'id')
-  redis.call('HSET', keys[2], 'state', 'retrying', 'last_error', args[4], 'due_ms', due, 'updated_ms', now)
+  local r = redis.call('HMGET', keys[2], 'id', 'attempts')
+  local id = r[1]
+  -- The attempt log's `retry:<n>` rides on the same HSET (n < max_attempts,
+  -- or the job would be dead: bounded).
+  redis.call('HSET', keys[2], 'state', 'retrying', 'last_error', args[4], 'due_ms', due, 'updated_ms', now,
+    'retry:' .. (r[2] or '0'), now .. ' ' .. due .. ' ' .. args[4])
   redis.call('ZADD', keys[3], due, id)
   return 1
 end
@@ -214,7 +236,7 @@ local function replay(keys, args)
   end
   local now = now_ms()
   redis.call('PERSIST', keys[3])
-  redis.call('HSET', keys[3], 'state', 'queued', 'attempts', 0, 'updated_ms', now)
+  redis.call('HSET', keys[3], 'state', 'queued', 'attempts', 0, 'updated_ms', now, 'replayed_ms', now)
   redis.call('HDEL', keys[3], 'finished_ms', 'due_ms')
   redis.call('XADD', keys[2], '*', 'job', id)
   return 1

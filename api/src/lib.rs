@@ -76,6 +76,9 @@ pub fn router(state: AppState) -> Router {
     if state.dev_outbox {
         app = app.route("/dev/replies/{openid}", get(dev::replies));
     }
+    if state.dev_sign_in.is_some() {
+        app = app.route("/admin/dev-sign-in", get(dev::sign_in));
+    }
     let metrics =
         ops::metrics_router(Arc::clone(&state.ops)).route_layer(middleware::from_fn_with_state(
             auth::Guard::new(state.clone(), auth::Scope::Read),

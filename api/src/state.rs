@@ -72,6 +72,9 @@ pub struct SharedState {
     pub max_body_bytes: usize,
     /// Serve `/dev/replies` (only `ferry dev`, with the console reply sink).
     pub dev_outbox: bool,
+    /// `ferry dev`'s one-time dashboard sign-in link; `None` (and no such
+    /// route) everywhere else.
+    pub dev_sign_in: Option<Arc<crate::dev::DevSignIn>>,
     /// Where pushes go when Redis does not take them in time.
     pub spool: Arc<Spool>,
     /// Who a request comes from (peer, or the client a trusted proxy names).

@@ -117,6 +117,18 @@ pub fn api_state(
     queue: JobQueue,
     dev_outbox: bool,
 ) -> anyhow::Result<ferry_api::AppState> {
+    Ok(ferry_api::AppState::new(shared_state(
+        config, queue, dev_outbox,
+    )?))
+}
+
+/// What [`api_state`] shares, before it is shared: `ferry dev` adds its
+/// one-time sign-in here (nothing else ever does).
+pub fn shared_state(
+    config: &Config,
+    queue: JobQueue,
+    dev_outbox: bool,
+) -> anyhow::Result<ferry_api::SharedState> {
     let credentials = wechat_credentials(config)?;
     let ingress = &config.ingress;
     let spool =
@@ -130,7 +142,7 @@ pub fn api_state(
     let jobs = Arc::new(jobs_api(config, &queue));
     let queue_for_ops = queue.clone();
     let queue_for_passive = queue.store().clone();
-    Ok(ferry_api::AppState::new(ferry_api::SharedState {
+    Ok(ferry_api::SharedState {
         batcher: Arc::new(ferry_api::EnqueueBatcher::with_durability(
             queue.clone(),
             match ingress.durable_ack {
@@ -181,7 +193,8 @@ pub fn api_state(
             config.reply.passive_pending_text.clone(),
             ingress.ack_budget,
         )),
-    }))
+        dev_sign_in: None,
+    })
 }
 
 /// The jobs and batches API's part of the api state.

@@ -43,6 +43,8 @@ enum Command {
     Status(commands::status::Args),
     /// Inspect and act on the dead-letter streams.
     Dlq(commands::dlq::Args),
+    /// Look up one job by its id: record, notes, timeline (`show ID`).
+    Jobs(commands::jobs::Args),
     /// The AI provider chain and its settings (keys redacted); `check` makes
     /// one tiny call to each provider and reports.
     Providers(commands::providers::Args),
@@ -81,6 +83,7 @@ fn main() -> std::process::ExitCode {
             Command::Queues(args) => commands::queues::run(args).await,
             Command::Status(args) => commands::status::run(args).await,
             Command::Dlq(args) => commands::dlq::run(args).await,
+            Command::Jobs(args) => commands::jobs::run(args).await,
             Command::Providers(args) => commands::providers::run(args).await,
             Command::Breaker(args) => commands::breaker::run(args).await,
             Command::Secrets(args) => commands::secrets::run(args).await,

@@ -5,10 +5,10 @@
 use axum::http::StatusCode;
 use ferry_common::alerts::RuleStatus;
 use ferry_common::batch::BatchInfo;
-use ferry_common::job::JobRecord;
 use ferry_common::overview::{Overview, PartitionsView};
 use ferry_common::queue::browse::{Held, Waiting};
 use ferry_common::queue::inspect::DeadLetter;
+use ferry_common::queue::lookup::JobLookup;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use super::session::Session;
@@ -159,6 +159,7 @@ pub fn overview(o: &Overview, batches: &[BatchInfo], local: &Local<'_>, s: &Sess
         Some(s),
         html! {
             h1 { "Overview" }
+            (job_lookup_form())
             p { "Live: updated " span #updated { (o.at.format("%H:%M:%S")) } " (every 2 s). Firing: "
                 span #alerts-firing class=(if o.firing.is_empty() { "ok" } else { "firing" }) {
                     @if o.firing.is_empty() { "none" }
@@ -424,24 +425,63 @@ pub fn partitions(queue: &str, view: &PartitionsView, s: &Session) -> Markup {
     )
 }
 
-pub fn job(record: &JobRecord, s: &Session) -> Markup {
+/// One job: its record, its timeline and its handler's notes (texts cut by
+/// the lookup; an openid in a payload is shown to the signed-in operator).
+pub fn job(found: &JobLookup, s: &Session) -> Markup {
+    let record = &found.record;
     let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).unwrap_or_default();
+    let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into())
+    };
     layout(
         "Job",
         Some(s),
         html! {
             h1 { "Job " (record.id) }
+            (job_lookup_form())
             table {
                 tr { th { "kind" } td { (record.kind) } }
                 tr { th { "state" } td #job-state { (record.state.as_str()) } }
                 tr { th { "attempts" } td { (record.attempts) " / " (record.max_attempts) } }
                 tr { th { "created" } td { (record.created_at.to_rfc3339()) } }
                 tr { th { "updated" } td { (record.updated_at.to_rfc3339()) } }
+                @if let Some(due) = record.due_at { tr { th { "due" } td { (due.to_rfc3339()) } } }
                 tr { th { "worker" } td { (record.worker.as_deref().unwrap_or("-")) } }
                 tr { th { "last error" } td { (record.last_error.as_deref().unwrap_or("-")) } }
+            }
+            h2 { "Timeline" }
+            table #timeline {
+                tr { th { "at" } th { "event" } th { "attempt" } th { "detail" } }
+                @for e in &found.timeline {
+                    tr data-event=(e.kind.as_str()) {
+                        td { (time(e.at)) }
+                        td { (e.kind.as_str()) }
+                        td.num { @if let Some(n) = e.attempt { (n) } }
+                        td { (e.detail) }
+                    }
+                }
+            }
+            h2 { "Notes" }
+            @if found.notes.is_empty() { p { "None." } }
+            @else {
+                table #notes {
+                    @for (name, value) in &found.notes { tr { th { (name) } td { (value) } } }
+                }
             }
             h2 { "Payload" } pre { (pretty(&record.payload)) }
             @if let Some(r) = &record.result { h2 { "Result" } pre { (pretty(r)) } }
         },
     )
+}
+
+/// A GET form: paste a job id, see its page (`/admin/jobs?id=...`).
+fn job_lookup_form() -> Markup {
+    html! {
+        form #job-lookup method="get" action="/admin/jobs" {
+            label for="job-id" { "Job id " }
+            input #job-id type="text" name="id" placeholder="wechat:01J..." size="40" required;
+            " "
+            button type="submit" { "Look up" }
+        }
+    }
 }

@@ -49,6 +49,9 @@ pub enum AdminError {
     NotFound(String),
     #[error("{0}")]
     BadRequest(String),
+    /// A sign-in refused with its reason (`ferry dev`'s one-time link).
+    #[error("{0}")]
+    Refused(String),
     #[error("Redis is unavailable, try again")]
     Unavailable,
 }
@@ -72,7 +75,7 @@ impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
         let status = match self {
             AdminError::SignInRequired | AdminError::BadToken => StatusCode::UNAUTHORIZED,
-            AdminError::CsrfRefused => StatusCode::FORBIDDEN,
+            AdminError::CsrfRefused | AdminError::Refused(_) => StatusCode::FORBIDDEN,
             AdminError::NotFound(_) => StatusCode::NOT_FOUND,
             AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AdminError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -99,6 +102,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/retries/{queue}", get(pages::retries))
         .route("/admin/held/{queue}", get(pages::held))
         .route("/admin/queues/{queue}/partitions", get(pages::partitions))
+        .route("/admin/jobs", get(pages::job_lookup))
         .route("/admin/jobs/{id}", get(pages::job))
         .route("/admin/login", post(actions::sign_in))
         .route("/admin/logout", post(actions::sign_out))

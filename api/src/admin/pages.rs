@@ -1,15 +1,16 @@
 //! The dashboard's pages (GET): the overview and its JSON, a queue's
-//! partitions, dead letters, retries and held jobs, one job. Every page needs a session; without one it answers
+//! partitions, dead letters, retries and held jobs, one job looked up by
+//! its id (record, notes, timeline). Every page needs a session; without one it answers
 //! 401 with the sign-in form.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::response::{Html, IntoResponse};
 use ferry_common::batch::BatchInfo;
-use ferry_common::job::JobId;
 use ferry_common::overview::{self, Overview};
 use ferry_common::queue::QUEUES;
-use serde::Serialize;
+use ferry_common::queue::lookup::LookupError;
+use serde::{Deserialize, Serialize};
 
 use super::AdminError;
 use super::html::{self, Local};
@@ -91,21 +92,43 @@ pub async fn dead_letters(
     ))
 }
 
+/// `/admin/jobs/{id}`: one job's record, notes and timeline.
 pub async fn job(
     session: Session,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, AdminError> {
-    let id: JobId = id
-        .parse()
-        .map_err(|_| AdminError::NotFound("no such job".into()))?;
-    known_queue(id.queue())?;
-    let record = state
-        .queue
-        .job(&id)
-        .await?
-        .ok_or_else(|| AdminError::NotFound("no such job (finished jobs expire)".into()))?;
-    Ok(Html(html::job(&record, &session).into_string()))
+    show_job(&state, &session, &id).await
+}
+
+#[derive(Deserialize)]
+pub struct JobQuery {
+    #[serde(default)]
+    id: String,
+}
+
+/// `/admin/jobs?id=...`: the overview's lookup form (a pasted id).
+pub async fn job_lookup(
+    session: Session,
+    State(state): State<AppState>,
+    Query(q): Query<JobQuery>,
+) -> Result<impl IntoResponse, AdminError> {
+    show_job(&state, &session, &q.id).await
+}
+
+/// A garbled id is a 400 and an unknown one a 404, each saying so; a Redis
+/// failure is the usual 503.
+async fn show_job(
+    state: &AppState,
+    session: &Session,
+    id: &str,
+) -> Result<Html<String>, AdminError> {
+    let found = state.queue.lookup(id).await.map_err(|e| match e {
+        LookupError::NotAJobId => AdminError::BadRequest(e.to_string()),
+        LookupError::NoSuchJob(_) => AdminError::NotFound(e.to_string()),
+        LookupError::Queue(e) => e.into(),
+    })?;
+    Ok(Html(html::job(&found, session).into_string()))
 }
 
 pub async fn retries(

@@ -4,7 +4,9 @@
 //! loopback port in a temporary directory (stopped on exit). Without a
 //! provider key it answers with the built-in `echo` provider; without WeChat
 //! credentials it prints replies instead of calling WeChat. It says each of
-//! these at start-up, and prints the command that plays WeChat against it.
+//! these at start-up, and prints the command that plays WeChat against it
+//! and a one-time link that signs in to the dashboard (`ferry dev` only:
+//! `ferry api` has no such route).
 
 use std::time::Duration;
 
@@ -65,7 +67,10 @@ pub async fn run() -> anyhow::Result<()> {
     let console = matches!(replies, app::Replies::Console);
 
     let queue = app::job_queue(&config, 32)?;
-    let state = app::api_state(&config, queue.clone(), console)?;
+    let (sign_in, code) = ferry_api::dev::DevSignIn::new(ferry_api::dev::DEV_SIGN_IN_TTL);
+    let mut shared = app::shared_state(&config, queue.clone(), console)?;
+    shared.dev_sign_in = Some(std::sync::Arc::new(sign_in));
+    let state = ferry_api::AppState::new(shared);
     let worker = app::worker(
         &config,
         queue,
@@ -91,15 +96,12 @@ pub async fn run() -> anyhow::Result<()> {
         config.listen,
         simulate_command(&config, token_is_dev)
     );
-    if config.api_tokens.is_empty() {
-        println!(
-            "dashboard: http://{}/admin needs an admin token: `ferry tokens new admin`, then set {} to the hash it prints\n",
-            config.listen,
-            vars::FERRY_ADMIN_TOKEN
-        );
-    } else {
-        println!("dashboard: http://{}/admin\n", config.listen);
-    }
+    // The dashboard without setup: no admin token to make, no restart.
+    println!(
+        "dashboard: http://{}/admin/dev-sign-in?code={code}\n           (signs you in once, within {} minutes; restart `ferry dev` for another)\n",
+        config.listen,
+        ferry_api::dev::DEV_SIGN_IN_TTL.as_secs() / 60
+    );
     let (api, _) = tokio::join!(api, worker);
     api??;
     Ok(())

@@ -5,6 +5,7 @@ pub mod batch;
 pub mod breaker;
 pub mod dev;
 pub mod dlq;
+pub mod jobs;
 pub mod migrate;
 pub mod providers;
 pub mod queues;

@@ -333,7 +333,10 @@ fn queue_of(partition_name: &str) -> &str {
     partition_name.split(':').next().unwrap_or(partition_name)
 }
 
-fn parse_record(id: &JobId, f: &HashMap<String, String>) -> Result<JobRecord, QueueError> {
+pub(super) fn parse_record(
+    id: &JobId,
+    f: &HashMap<String, String>,
+) -> Result<JobRecord, QueueError> {
     let corrupt = |reason: String| QueueError::Corrupt {
         id: id.to_string(),
         reason,

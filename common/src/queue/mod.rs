@@ -11,6 +11,7 @@ pub mod browse;
 pub mod delivery;
 pub mod enqueue;
 pub mod inspect;
+pub mod lookup;
 pub mod notes;
 pub mod partitions;
 pub mod recovery;
