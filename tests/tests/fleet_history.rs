@@ -55,12 +55,23 @@ async fn two_processes_add_to_one_minute_and_the_p95_is_the_fleets(backend: &Bac
     assert_eq!(s.wechat.error_ratio[i], 0.1);
     // 90 fast, 10 in (5, 10]: the fleet's p95 is halfway into that bucket.
     assert_eq!(s.wechat.p95_secs[i], 7.5);
-    assert_eq!(s.wechat.requests.iter().sum::<u64>(), 100, "other minutes are zeros");
+    assert_eq!(
+        s.wechat.requests.iter().sum::<u64>(),
+        100,
+        "other minutes are zeros"
+    );
     let q = &s.queues["wechat"];
-    assert_eq!((q.jobs_in[i], q.completed[i], q.failures[i], q.dead[i]), (3, 2, 2, 1));
+    assert_eq!(
+        (q.jobs_in[i], q.completed[i], q.failures[i], q.dead[i]),
+        (3, 2, 2, 1)
+    );
     let p = &s.providers["deepseek"];
     assert_eq!(p.outcomes["success"][i] + p.outcomes["rate_limited"][i], 2);
-    assert!(p.p95_secs[i] > 0.5 && p.p95_secs[i] <= 1.0, "{}", p.p95_secs[i]);
+    assert!(
+        p.p95_secs[i] > 0.5 && p.p95_secs[i] <= 1.0,
+        "{}",
+        p.p95_secs[i]
+    );
     assert_eq!(s.alerts["high_error_rate"][i], 1);
 
     let ttl: i64 = redis::cmd("TTL")
@@ -98,9 +109,17 @@ async fn a_flush_while_redis_is_away_keeps_the_counts_for_the_next() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(flushed, Ok(1), "the kept minute is written once Redis is back");
+    assert_eq!(
+        flushed,
+        Ok(1),
+        "the kept minute is written once Redis is back"
+    );
     let s = history::read::read(&store, MINUTE, 1).await.unwrap();
-    assert_eq!(s.queues["wechat"].jobs_in, vec![7], "nothing lost, nothing twice");
+    assert_eq!(
+        s.queues["wechat"].jobs_in,
+        vec![7],
+        "nothing lost, nothing twice"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -424,7 +424,10 @@ mod tests {
         assert!(out.contains(r#"data-max="200""#), "{out}");
         assert!(out.contains(r#"class="alert-mark""#), "{out}");
         assert!(out.contains("00:00") && out.contains("00:02"), "UTC labels");
-        assert!(out.contains(r#"role="img""#) && out.contains("<title"), "accessible");
+        assert!(
+            out.contains(r#"role="img""#) && out.contains("<title"),
+            "accessible"
+        );
         let y_threshold = format!(r#"y1="{}""#, y_of(100.0, 200.0));
         assert!(out.contains(&y_threshold), "{out}");
     }

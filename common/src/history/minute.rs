@@ -145,7 +145,10 @@ impl Minute {
             }
             for (i, n) in c.latency.nonzero() {
                 push(
-                    format!("provider:{p}:le:{}", buckets::label(SLOW_LATENCY_BUCKETS, i)),
+                    format!(
+                        "provider:{p}:le:{}",
+                        buckets::label(SLOW_LATENCY_BUCKETS, i)
+                    ),
                     n,
                 );
             }

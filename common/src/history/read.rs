@@ -125,15 +125,12 @@ pub fn series(first_minute: u64, minutes: &[Minute]) -> Series {
     }
     for (i, m) in minutes.iter().enumerate() {
         for (name, c) in &m.queues {
-            let q = s
-                .queues
-                .entry(name.clone())
-                .or_insert_with(|| QueueSeries {
-                    jobs_in: vec![0; n],
-                    completed: vec![0; n],
-                    failures: vec![0; n],
-                    dead: vec![0; n],
-                });
+            let q = s.queues.entry(name.clone()).or_insert_with(|| QueueSeries {
+                jobs_in: vec![0; n],
+                completed: vec![0; n],
+                failures: vec![0; n],
+                dead: vec![0; n],
+            });
             q.jobs_in[i] += c.jobs_in;
             q.completed[i] += c.completed;
             q.failures[i] += c.retried + c.dead;

@@ -86,6 +86,10 @@ fn missing_minutes_are_zeros_and_the_ratio_and_p95_are_computed_per_minute() {
     assert_eq!(s.wechat.requests, vec![0, 100, 0]);
     assert_eq!(s.wechat.error_ratio, vec![0.0, 0.1, 0.0]);
     // All in (0.05, 0.1]: the 95th of 100 is 95 % into it.
-    assert!((s.wechat.p95_secs[1] - 0.0975).abs() < 1e-9, "{:?}", s.wechat.p95_secs);
+    assert!(
+        (s.wechat.p95_secs[1] - 0.0975).abs() < 1e-9,
+        "{:?}",
+        s.wechat.p95_secs
+    );
     assert_eq!(s.wechat.p95_secs[0], 0.0);
 }
