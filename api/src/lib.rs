@@ -46,7 +46,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::get;
 use axum::serve::ListenerExt;
-use ferry_common::alerts::{AlertEvaluator, AlertLog};
+use ferry_common::alerts::{AlertEvaluator, AlertLog, AlertState};
 use tokio_util::sync::CancellationToken;
 
 pub use auth::Authenticator;
@@ -88,7 +88,10 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::health_router(Arc::clone(&state.ops)))
         .merge(metrics)
         .route_layer(middleware::from_fn_with_state(
-            Arc::clone(&state.alerts),
+            metrics::http::Tracked {
+                alerts: Arc::clone(&state.alerts),
+                history: Arc::clone(state.queue.store().history()),
+            },
             metrics::http::track,
         ))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
@@ -122,6 +125,14 @@ pub async fn serve(
         AlertLog::new(state.queue.store().clone()),
         shutdown.clone(),
     ));
+    // The fleet history's counts (/wechat, jobs in, alerts), added to Redis
+    // every few seconds; the last flush after the final request.
+    let history_stop = CancellationToken::new();
+    let history = tokio::spawn(Arc::clone(state.queue.store().history()).flush_every(
+        state.queue.store().clone(),
+        ferry_common::history::FLUSH_EVERY,
+        history_stop.clone().cancelled_owned(),
+    ));
     // Small request/response pairs on keep-alive connections: never wait
     // for Nagle's algorithm.
     let listener = listener.tap_io(|tcp| {
@@ -137,6 +148,8 @@ pub async fn serve(
     .await;
     drainer_stop.cancel();
     let _ = drainer.await;
+    history_stop.cancel();
+    let _ = history.await;
     served
 }
 
@@ -152,6 +165,9 @@ async fn evaluate_alerts(alerts: Arc<AlertEvaluator>, log: AlertLog, shutdown: C
             _ = shutdown.cancelled() => return,
             _ = every.tick() => {
                 for event in alerts.evaluate() {
+                    if event.state == AlertState::Firing {
+                        log.store().history().alert_fired(event.alert.name());
+                    }
                     if let Err(e) = log.append(&event, &process).await {
                         tracing::debug!(error = %e, "could not record an alert event in Redis");
                     }

@@ -349,7 +349,8 @@ pub fn worker_counting(
         .with_gates(|name| {
             (name != ECHO_PROVIDER)
                 .then(|| ProviderGate::new(queue.store(), name, config.gate(name)))
-        });
+        })
+        .with_history(Arc::clone(queue.store().history()));
     // Every key of each provider, used in turn; SIGHUP replaces them.
     let reloadable = Reloadable::for_worker(config, &router);
     let memory = ConversationMemory::new(

@@ -232,6 +232,14 @@ impl Keys {
         self.user(UserKey::LimitNotice, openid)
     }
 
+    /// Hash of one minute of the fleet's history (`minute`: minutes since
+    /// the Unix epoch, UTC): counts every process adds to, expiring after a
+    /// day (`common/src/history/`). All minutes share the `history` tag, so
+    /// a window is read in one single-slot pipeline.
+    pub fn history_minute(&self, minute: u64) -> String {
+        self.tagged("history", &format!("m:{minute}"))
+    }
+
     /// Stream of alert events (firing, resolved) from every api process,
     /// capped: the dashboard's and `ferry status`'s recent alerts.
     pub fn alerts(&self) -> String {
@@ -502,6 +510,7 @@ mod tests {
             vec![keys.schema(), keys.migrate_lock(), keys.partitions_seen()],
             keys.provider("deepseek").all().to_vec(),
             vec![keys.wechat_token(), keys.wechat_token_lock()],
+            (0..1440).map(|m| keys.history_minute(m)).collect(),
             vec![
                 keys.api_key_limit("ci"),
                 keys.api_key_files("ci"),
@@ -523,6 +532,7 @@ mod tests {
             keys.admin_session("h"),
             keys.wechat_token(),
             keys.alerts(),
+            keys.history_minute(1),
             keys.provider("deepseek").breaker(),
             keys.schema(),
         ]

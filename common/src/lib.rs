@@ -13,6 +13,7 @@ pub mod connection;
 pub mod embedded_redis;
 pub mod fleet;
 pub mod functions;
+pub mod history;
 pub mod host;
 pub mod job;
 pub mod key_ring;

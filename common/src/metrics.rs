@@ -101,6 +101,23 @@ pub const ALERTS_ACTIVE: &str = "ferry_alerts_active";
 /// rollback go through the fleet.
 pub const BUILD_INFO: &str = "ferry_build_info";
 
+/// `ferry_history_dropped_minutes_total`: minutes of fleet history a
+/// process gave up on because Redis stayed away longer than it keeps them
+/// (`common/src/history/`).
+pub const HISTORY_DROPPED: &str = "ferry_history_dropped_minutes_total";
+
+/// Latency bucket bounds (seconds) of `/wechat`-like requests: the
+/// Prometheus histogram of [`HTTP_DURATION`] and the fleet history's
+/// per-minute p95. 5 is a bound on purpose (`RESPONSE_TIME_THRESHOLD`'s
+/// default), and the steps around it are fine enough to place a p95.
+pub const HTTP_LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.5, 5.0, 10.0,
+];
+/// Latency bucket bounds (seconds) of AI calls and jobs, which take
+/// seconds to minutes.
+pub const SLOW_LATENCY_BUCKETS: &[f64] =
+    &[0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0];
+
 /// Every name above (the deploy files' test checks their expressions
 /// against it).
 pub const ALL: &[&str] = &[
@@ -134,6 +151,7 @@ pub const ALL: &[&str] = &[
     WORKERS_LIVE,
     ALERTS_ACTIVE,
     BUILD_INFO,
+    HISTORY_DROPPED,
 ];
 
 /// Breaker state as a gauge value.

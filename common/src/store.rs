@@ -7,6 +7,9 @@
 //! ([`crate::connection`]).
 
 use crate::connection::{self, Conn, ConnectionError, RedisTarget, Shared};
+use std::sync::Arc;
+
+use crate::history::History;
 use crate::keys::Keys;
 
 /// Redis failed: no connection, a command refused, or a reply Ferry could
@@ -28,6 +31,10 @@ pub struct Store {
     target: RedisTarget,
     shared: Shared,
     keys: Keys,
+    /// This deployment's per-minute counts not yet in Redis, shared by
+    /// every clone, so each part built from the store counts into one
+    /// place and one flusher adds them up (`crate::history`).
+    history: Arc<History>,
 }
 
 impl Store {
@@ -43,6 +50,7 @@ impl Store {
             target: target.clone(),
             shared: connection::shared(target, pool_size)?,
             keys,
+            history: Arc::default(),
         })
     }
 
@@ -54,6 +62,12 @@ impl Store {
     /// ([`connection::dedicated`]).
     pub fn target(&self) -> &RedisTarget {
         &self.target
+    }
+
+    /// The fleet history's counter of this process (see
+    /// [`crate::history`]): record into it, flush it in the background.
+    pub fn history(&self) -> &Arc<History> {
+        &self.history
     }
 
     /// A connection for a few short commands.

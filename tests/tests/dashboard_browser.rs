@@ -119,3 +119,98 @@ async fn an_operator_signs_in_watches_a_queue_fill_replays_a_dead_job_and_resets
     assert_eq!(breaker[0].state, "closed");
     ferry.stop().await;
 }
+
+/// The history charts (issue 20): the test writes a known hour of fleet
+/// history (two processes' counts through `History` with a clock of its
+/// own, flushed to Redis), and `tests/browser/charts.mjs` checks the
+/// charts draw those points; screenshots go to `target/screenshots/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_sees_the_last_hour_and_the_last_day_as_charts() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use ferry_common::history::{Clock, History, JobEnd};
+
+    struct At(AtomicU64);
+    impl Clock for At {
+        fn now_ms(&self) -> u64 {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
+    assert!(
+        browser_dir.join("node_modules/playwright-core").exists()
+            && Path::new("/usr/bin/chromium").exists(),
+        "run scripts/install-deps first (chromium, playwright-core)"
+    );
+    let redis = RedisServer::start();
+    let hash = hash_hex(ADMIN_TOKEN);
+    let ferry = TestFerry::start(
+        &redis,
+        &[
+            ("FERRY_ADMIN_TOKEN", &hash),
+            ("FERRY_PROVIDERS", "deepseek"),
+            ("DEEPSEEK_API_KEY", "sk-browser-test"),
+            ("RATE_LIMIT_THRESHOLD", "100"),
+            ("API_ERROR_RATE_THRESHOLD", "0.05"),
+            ("RESPONSE_TIME_THRESHOLD", "5"),
+        ],
+        Parts {
+            api: true,
+            worker: false,
+        },
+    )
+    .await;
+    let store = ferry.queue.store().clone();
+    let now = store.history().now_minute();
+    // 40 minutes of traffic, one minute at 150 requests (over the
+    // 100/min threshold) with an alert firing; the same minutes written by
+    // two "processes".
+    const PEAK: u64 = 150;
+    let clock = Arc::new(At(AtomicU64::new(0)));
+    let (api, worker) = (History::new(clock.clone()), History::new(clock.clone()));
+    for back in 0..40u64 {
+        let minute = now - back;
+        clock.0.store(minute * 60_000, Ordering::SeqCst);
+        let requests = if back == 10 { PEAK } else { 20 + back };
+        for n in 0..requests {
+            api.wechat_request(Duration::from_millis(30 + n), n % 25 == 0);
+        }
+        api.jobs_in(WECHAT, requests);
+        worker.jobs_ended(WECHAT, JobEnd::Completed, requests - 1);
+        worker.jobs_ended(WECHAT, JobEnd::Retried, 1);
+        worker.provider_call("deepseek", "success", Duration::from_millis(900));
+        if back == 10 {
+            api.alert_fired("high_request_rate");
+        }
+        api.flush(&store).await.unwrap();
+        worker.flush(&store).await.unwrap();
+    }
+
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let output = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new("node")
+            .arg(browser_dir.join("charts.mjs"))
+            .arg(&ferry.api_url)
+            .arg(ADMIN_TOKEN)
+            .arg(PEAK.to_string())
+            .arg(&shots)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the browser script finished within 2 minutes")
+    .expect("node runs");
+    assert!(
+        output.status.success(),
+        "charts.mjs failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(shots.join("charts-1h.png").exists() && shots.join("charts-24h.png").exists());
+    ferry.stop().await;
+}

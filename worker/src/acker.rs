@@ -20,6 +20,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::mpsc;
 
 use ferry_common::connection::{self, Dedicated, RedisTarget};
+use ferry_common::history::JobEnd;
 use ferry_common::job::Delivery;
 use ferry_common::queue::{JobQueue, Outcome, QueueError};
 
@@ -84,6 +85,7 @@ pub async fn run(
                     outage.ok();
                     for (f, changed) in batch.iter().zip(changed) {
                         log_outcome(&f.delivery, &f.outcome, changed);
+                        count_outcome(&queue, &f.delivery, &f.outcome, changed);
                     }
                     for f in batch {
                         in_flight.remove(&f.delivery.id, &f.delivery.entry_id);
@@ -116,6 +118,18 @@ async fn record(queue: JobQueue, mut conn: Dedicated, batch: Vec<Finished>) -> R
         queue.record_on(&mut conn, &pairs).await
     };
     (batch, result)
+}
+
+/// Counts a recorded outcome in the fleet's history (jobs out, failures).
+fn count_outcome(queue: &JobQueue, job: &Delivery, outcome: &Outcome, changed: bool) {
+    let end = match outcome {
+        _ if !changed => return,
+        Outcome::Succeeded { .. } => JobEnd::Completed,
+        Outcome::Retry { .. } => JobEnd::Retried,
+        Outcome::Dead { .. } => JobEnd::Dead,
+        Outcome::HandBack => return,
+    };
+    queue.store().history().jobs_ended(job.id.queue(), end, 1);
 }
 
 fn log_outcome(job: &Delivery, outcome: &Outcome, changed: bool) {

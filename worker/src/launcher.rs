@@ -142,6 +142,13 @@ impl Worker {
                 s.queues.clone(),
                 background.clone(),
             )),
+            // The fleet history's counts (outcomes, provider calls), added
+            // to Redis every few seconds and once more at the end.
+            tokio::spawn(Arc::clone(self.queue.store().history()).flush_every(
+                self.queue.store().clone(),
+                ferry_common::history::FLUSH_EVERY,
+                background.clone().cancelled_owned(),
+            )),
         ];
         let fetcher = Fetcher {
             queue: self.queue.clone(),

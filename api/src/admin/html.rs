@@ -98,6 +98,7 @@ fn layout(title: &str, session: Option<&Session>, body: Markup) -> Markup {
                     strong { "Ferry" }
                     @if let Some(s) = session {
                         a href="/admin" { "Overview" }
+                        a href="/admin/charts" { "History" }
                         a href="/admin/dlq/wechat" { "Dead letters: wechat" }
                         a href="/admin/dlq/batch" { "batch" }
                         form method="post" action="/admin/logout" {
@@ -111,6 +112,12 @@ fn layout(title: &str, session: Option<&Session>, body: Markup) -> Markup {
             }
         }
     }
+}
+
+/// A signed-in page around `body` (for pages rendered elsewhere, such as
+/// [`super::charts`]).
+pub(super) fn layout_page(title: &str, s: &Session, body: Markup) -> Markup {
+    layout(title, Some(s), body)
 }
 
 fn csrf(s: &Session) -> Markup {
@@ -166,6 +173,7 @@ pub fn overview(o: &Overview, batches: &[BatchInfo], local: &Local<'_>, s: &Sess
                     @else { @for (i, a) in o.firing.iter().enumerate() { @if i > 0 { ", " } (a.alert) } }
                 }
             }
+            p { a href="/admin/charts" { "History: charts of the last hour and 24 h" } }
             h2 { "Queues" }
             table #queues {
                 tr { th { "queue" } th { "partitions" } th { "depth" } th { "pending" } th { "in flight" } th { "delayed" }

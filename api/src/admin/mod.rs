@@ -12,6 +12,7 @@
 //! changes are logged under the `security` target.
 
 pub mod actions;
+pub mod charts;
 pub mod html;
 pub mod pages;
 pub mod session;
@@ -98,6 +99,9 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/admin", get(pages::overview))
         .route("/admin/api/overview", get(pages::overview_json))
+        .route("/admin/charts", get(charts::page))
+        .route("/admin/charts/fragment", get(charts::fragment))
+        .route("/admin/static/charts.js", get(charts::script))
         .route("/admin/dlq/{queue}", get(pages::dead_letters))
         .route("/admin/retries/{queue}", get(pages::retries))
         .route("/admin/held/{queue}", get(pages::held))

@@ -9,6 +9,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use ferry_common::alerts::AlertEvaluator;
+use ferry_common::history::History;
 use ferry_common::metrics as names;
 
 use crate::wechat::hold::HeldFor;
@@ -16,9 +17,17 @@ use crate::wechat::hold::HeldFor;
 /// The route whose responses the alert rules judge.
 pub const ALERTED_ROUTE: &str = "/wechat";
 
+/// What each request is counted into: `/wechat`'s alert evaluator and the
+/// fleet history (both in memory; neither calls Redis per request).
+#[derive(Clone)]
+pub struct Tracked {
+    pub alerts: Arc<AlertEvaluator>,
+    pub history: Arc<History>,
+}
+
 /// Middleware: counts and times each request.
 pub async fn track(
-    State(alerts): State<Arc<AlertEvaluator>>,
+    State(Tracked { alerts, history }): State<Tracked>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -38,10 +47,12 @@ pub async fn track(
         // A push held for its passive answer: the wait is the AI's, and
         // the 503 after WeChat gave up on a try is how WeChat is made to
         // try again. The rules judge Ferry's own part.
-        match response.extensions().get::<HeldFor>() {
-            Some(HeldFor(held)) => alerts.observe(elapsed.saturating_sub(*held), false),
-            None => alerts.observe(elapsed, status.is_server_error()),
-        }
+        let (judged, server_error) = match response.extensions().get::<HeldFor>() {
+            Some(HeldFor(held)) => (elapsed.saturating_sub(*held), false),
+            None => (elapsed, status.is_server_error()),
+        };
+        alerts.observe(judged, server_error);
+        history.wechat_request(judged, server_error);
     }
     metrics::counter!(
         names::HTTP_REQUESTS,

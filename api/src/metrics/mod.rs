@@ -18,11 +18,10 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 /// Latency buckets in seconds. 5 is a boundary on purpose: the
 /// slow-responses rule (`RESPONSE_TIME_THRESHOLD`, default 5 s) reads the
 /// share of requests above it from the `le="5"` bucket.
-const HTTP_BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.5, 5.0, 10.0,
-];
+/// The fleet history's p95 uses the same bounds.
+const HTTP_BUCKETS: &[f64] = names::HTTP_LATENCY_BUCKETS;
 /// AI calls and jobs take seconds to minutes.
-const SLOW_BUCKETS: &[f64] = &[0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0];
+const SLOW_BUCKETS: &[f64] = names::SLOW_LATENCY_BUCKETS;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

@@ -42,6 +42,10 @@ impl AlertLog {
         Self { store }
     }
 
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Appends `event` as seen by `process`.
     pub async fn append(&self, event: &AlertEvent, process: &str) -> Result<(), RedisError> {
         let mut conn = self.store.conn().await?;

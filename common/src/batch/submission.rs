@@ -55,6 +55,7 @@ impl Batches {
                 reason: e.to_string(),
             })?;
         Ok(if code == 1 {
+            self.store.history().jobs_in(BATCH, 1);
             Submitted::Created(id)
         } else {
             Submitted::Existing(id)
@@ -150,6 +151,7 @@ impl Batches {
                 reason: "the batch is no longer being enqueued".into(),
             });
         }
+        self.store.history().jobs_in(BATCH, jobs.len() as u64);
         Ok(())
     }
 

@@ -57,6 +57,11 @@ impl JobQueue {
             self.add_enqueue(&mut pipe, job.borrow())?;
         }
         let replies: Vec<(String, i32)> = run(conn, &pipe).await?;
+        for (job, (_, created)) in jobs.iter().zip(&replies) {
+            if *created == 1 {
+                self.store().history().jobs_in(&job.borrow().queue, 1);
+            }
+        }
         replies
             .into_iter()
             .map(|(id, created)| {

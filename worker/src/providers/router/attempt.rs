@@ -84,11 +84,14 @@ impl Router {
             Ok(result) => result.map_err(Failure::Provider),
             Err(_) => Err(Failure::budget_cut(provider.name())),
         };
-        record_call(
+        let outcome = record_call(
             provider.name(),
             result.as_ref().map_err(Failure::error),
             started.elapsed(),
         );
+        if let Some(history) = &self.history {
+            history.provider_call(provider.name(), outcome, started.elapsed());
+        }
         match &result {
             Ok(answer) => debug!(
                 provider = provider.name(),
@@ -105,8 +108,13 @@ impl Router {
 }
 
 /// Counts one call that was made (or cut at the deadline) for `/metrics`:
-/// its outcome, latency, and the tokens the provider reported.
-fn record_call(provider: &str, result: Result<&Answer, &ProviderError>, elapsed: Duration) {
+/// its outcome, latency, and the tokens the provider reported. Returns the
+/// outcome label.
+fn record_call(
+    provider: &str,
+    result: Result<&Answer, &ProviderError>,
+    elapsed: Duration,
+) -> &'static str {
     let provider = provider.to_owned();
     let outcome = match result {
         Ok(answer) => {
@@ -128,4 +136,5 @@ fn record_call(provider: &str, result: Result<&Answer, &ProviderError>, elapsed:
         .increment(1);
     metrics::histogram!(names::PROVIDER_LATENCY, "provider" => provider)
         .record(elapsed.as_secs_f64());
+    outcome
 }

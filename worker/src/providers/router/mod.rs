@@ -21,10 +21,12 @@ mod retry;
 mod tests;
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferry_common::config::ProviderConfig;
 use ferry_common::fleet::ProviderGate;
+use ferry_common::history::History;
 use tracing::warn;
 
 use super::{Answer, ChatRequest, FailureClass, Provider, ProviderError};
@@ -38,6 +40,8 @@ pub use policy::{Allowance, CallPolicy};
 pub struct Router {
     chain: Vec<Link>,
     policy: CallPolicy,
+    /// Where each call is counted for the fleet's history (charts).
+    history: Option<Arc<History>>,
 }
 
 /// One provider of the chain and the fleet gate its calls pass (`None`:
@@ -57,7 +61,17 @@ impl Router {
                 gate: None,
             })
             .collect();
-        Self { chain, policy }
+        Self {
+            chain,
+            policy,
+            history: None,
+        }
+    }
+
+    /// Counts every call (outcome, latency) in the fleet's history.
+    pub fn with_history(mut self, history: Arc<History>) -> Self {
+        self.history = Some(history);
+        self
     }
 
     /// Puts every call through the fleet's gate of its provider (rate
@@ -90,6 +104,7 @@ impl Router {
         Some(Router {
             chain: vec![link.clone()],
             policy: self.policy,
+            history: self.history.clone(),
         })
     }
 
