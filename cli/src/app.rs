@@ -34,10 +34,13 @@ use crate::reload::Reloadable;
 /// `FERRY_APOLOGY_TEXT`; it lives with the configuration).
 pub use ferry_common::config::DEFAULT_APOLOGY;
 
-/// Loads configuration and installs logging. Keep the guard alive.
+/// Loads configuration and installs logging (and traces, when an OTLP
+/// endpoint is set). Keep the guard alive: its drop flushes both.
 pub fn init() -> anyhow::Result<(Config, ferry_common::telemetry::LogGuard)> {
     let config = Config::from_env()?;
-    let guard = telemetry::init(&config.log).map_err(anyhow::Error::msg)?;
+    // The subcommand (`api`, `worker`, ...) names the service in traces.
+    let role = std::env::args().nth(1).unwrap_or_else(|| "cli".to_owned());
+    let guard = telemetry::init(&config.log, &role).map_err(anyhow::Error::msg)?;
     if let Some(report) = &config.secrets_file_report {
         report.log();
     }

@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod counting;
 pub mod eventually;
+pub mod fake_otlp;
 pub mod fake_provider;
 pub mod fake_webhook;
 pub mod fake_wechat;

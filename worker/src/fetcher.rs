@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -132,6 +132,8 @@ impl Fetcher {
         } else {
             0
         };
+        // Traces on only: the round's timing for each job's `fetch` span.
+        let started = ferry_common::telemetry::traces::on().then(SystemTime::now);
         // The fast path: read and start in one call per partition.
         let mut deliveries = Vec::new();
         let offered = if serves(WECHAT) { free - reserve } else { 0 };
@@ -162,7 +164,8 @@ impl Fetcher {
         if permits.num_permits() > deliveries.len() {
             drop(permits.split(permits.num_permits() - deliveries.len()));
         }
-        self.processor.dispatch(deliveries, permits);
+        let fetched = started.map(|from| (from, SystemTime::now()));
+        self.processor.dispatch(deliveries, permits, fetched);
         Ok(true)
     }
 

@@ -4,14 +4,16 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tracing::Instrument as _;
 
 use ferry_common::job::Delivery;
 use ferry_common::metrics as names;
 use ferry_common::queue::Outcome;
+use ferry_common::telemetry::traces;
 
 use crate::acker::Finished;
 use crate::handler::{HandlerError, Handlers};
@@ -52,8 +54,15 @@ impl Processor {
     }
 
     /// Starts every delivery on its own task; `permits` holds one slot per
-    /// delivery (more are returned).
-    pub fn dispatch(&self, deliveries: Vec<Delivery>, mut permits: OwnedSemaphorePermit) {
+    /// delivery (more are returned). `fetched`: when the fetch round that
+    /// read them started and ended (traces on only), for their `fetch` spans.
+    pub fn dispatch(
+        &self,
+        deliveries: Vec<Delivery>,
+        mut permits: OwnedSemaphorePermit,
+        fetched: Option<FetchRound>,
+    ) {
+        let jobs = deliveries.len();
         for delivery in deliveries {
             let Some(permit) = permits.split(1) else {
                 tracing::error!("dispatch called with fewer slots than jobs; this is a bug");
@@ -61,7 +70,8 @@ impl Processor {
             };
             self.inner.in_flight.add(&delivery.id, &delivery.entry_id);
             let this = self.clone();
-            tokio::spawn(async move { this.run(delivery, permit).await });
+            let span = job_span(&delivery, fetched, jobs);
+            tokio::spawn(async move { this.run(delivery, permit).instrument(span).await });
         }
     }
 
@@ -76,9 +86,13 @@ impl Processor {
             None => Some(Outcome::Dead {
                 reason: format!("no handler for job kind {:?} in this worker", delivery.kind),
             }),
-            Some((_, handler)) => match AssertUnwindSafe(handler.handle(&delivery, notes))
-                .catch_unwind()
-                .await
+            Some((_, handler)) => match AssertUnwindSafe(
+                handler
+                    .handle(&delivery, notes)
+                    .instrument(attempt_span(&delivery)),
+            )
+            .catch_unwind()
+            .await
             {
                 Ok(Ok(result)) => Some(Outcome::Succeeded { result }),
                 Ok(Err(error)) => self.inner.policy.decide(&delivery, error),
@@ -97,6 +111,9 @@ impl Processor {
             return;
         };
         record(&delivery, kind, &outcome, started.elapsed());
+        if traces::on() {
+            tracing::Span::current().record("ferry.job.outcome", outcome_label(&outcome));
+        }
         let finished = Finished {
             delivery,
             outcome,
@@ -107,6 +124,51 @@ impl Processor {
                 "the acker is gone; the job will be taken over after the visibility timeout"
             );
         }
+    }
+}
+
+/// When one fetch round started and ended.
+pub type FetchRound = (SystemTime, SystemTime);
+
+/// The job's span for this delivery (traces on only): a child of the
+/// push's span through the job's traceparent, with the fetch round that
+/// read it as a `fetch` child (one round reads many jobs: each job's trace
+/// gets the shared round's timing and how many it brought).
+fn job_span(delivery: &Delivery, fetched: Option<FetchRound>, jobs: usize) -> tracing::Span {
+    let span = ferry_common::otel_span!(
+        "job",
+        ferry.job.id = %delivery.id,
+        ferry.job.kind = %delivery.kind,
+        ferry.job.attempt = delivery.attempt,
+        ferry.job.outcome = tracing::field::Empty
+    );
+    if traces::on() {
+        if let Some(tp) = delivery.traceparent() {
+            traces::follow(&span, tp);
+        }
+        if let Some((from, to)) = fetched {
+            traces::record_fetch(&span, from, to, jobs);
+        }
+    }
+    span
+}
+
+/// The handler's run of this attempt; provider calls and sends are its
+/// children.
+fn attempt_span(delivery: &Delivery) -> tracing::Span {
+    ferry_common::otel_span!(
+        "attempt",
+        ferry.job.attempt = delivery.attempt,
+        ferry.job.max_attempts = delivery.max_attempts
+    )
+}
+
+fn outcome_label(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Succeeded { .. } => "succeeded",
+        Outcome::Retry { .. } => "retried",
+        Outcome::Dead { .. } => "dead",
+        Outcome::HandBack => "handed_back",
     }
 }
 

@@ -294,7 +294,7 @@ impl Recoverer {
             drop(permits.split(permits.num_permits() - deliveries.len()));
         }
         if !deliveries.is_empty() {
-            self.processor.dispatch(deliveries, permits);
+            self.processor.dispatch(deliveries, permits, None);
         }
         Ok(())
     }

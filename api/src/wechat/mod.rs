@@ -33,6 +33,8 @@ use crate::client_ip::ClientIp;
 use crate::error::ApiError;
 use crate::handoff;
 use crate::state::AppState;
+use ferry_common::telemetry::traces;
+use tracing::Instrument as _;
 
 fn caller<'a>(state: &'a AppState, client: Option<Extension<ClientIp>>) -> Caller<'a> {
     Caller {
@@ -91,6 +93,17 @@ async fn record_action(state: &AppState, openid: &str) {
     }
 }
 
+/// The push's kind for its span (a fixed set: nothing the sender wrote).
+fn msg_type(kind: &IncomingKind) -> &'static str {
+    match kind {
+        IncomingKind::Text { .. } => "text",
+        IncomingKind::Voice { .. } => "voice",
+        IncomingKind::Image { .. } => "image",
+        IncomingKind::Event { .. } => "event",
+        IncomingKind::Other { .. } => "other",
+    }
+}
+
 /// A pushed message or event.
 pub async fn receive(
     State(state): State<AppState>,
@@ -98,6 +111,13 @@ pub async fn receive(
     request: Request,
 ) -> Result<Response, ApiError> {
     let arrived = tokio::time::Instant::now();
+    // Traces (issue 20): `Span::none()` unless an OTLP endpoint is set.
+    let push = ferry_common::otel_span!(
+        "wechat.push",
+        wechat.msg_type = tracing::field::Empty,
+        ferry.handed = tracing::field::Empty
+    );
+    let verifying = ferry_common::otel_span!(parent: &push, "verify");
     let caller = caller(&state, client);
     let ingress = &state.wechat;
     let candidates = ingress.credentials.candidates();
@@ -113,28 +133,31 @@ pub async fn receive(
         }
     })?;
     let message = verify::open(&signed, &body, &caller)?;
+    drop(verifying);
+    push.record("wechat.msg_type", msg_type(&message.kind));
     if resets_allowance(&message) {
         record_action(&state, &message.from_user).await;
     }
     match dispatch(&message, ingress) {
         Action::Answer(mut job) => {
-            let push = state
+            job.carry_trace(traces::traceparent(&push));
+            let reply = state
                 .passive
                 .is_on()
                 .then(|| serde_json::from_value::<WeChatReply>(job.payload.clone()).ok())
                 .flatten();
-            let Some(push) = push else {
-                handoff::enqueue(&state, job).await?;
+            let Some(reply) = reply else {
+                enqueue(&state, job, &push).await?;
                 return Ok(passive::success());
             };
             job.payload["passive"] = true.into();
-            let hand_off = async { handoff::enqueue(&state, job).await.map(|_| ()) };
+            let hand_off = async { enqueue(&state, job, &push).await.map(|_| ()) };
             let held = state
                 .passive
                 .hold(
-                    &push.openid,
-                    &push.push_key(),
-                    push.create_time,
+                    &reply.openid,
+                    &reply.push_key(),
+                    reply.create_time,
                     arrived,
                     hand_off,
                 )
@@ -154,4 +177,26 @@ pub async fn receive(
         }
         Action::Acknowledge => Ok(passive::success()),
     }
+}
+
+/// [`handoff::enqueue`] in an `enqueue` span under the push (where the
+/// job went: `redis`, `duplicate` or `spooled`).
+async fn enqueue(
+    state: &AppState,
+    job: ferry_common::job::NewJob,
+    push: &tracing::Span,
+) -> Result<handoff::Handed, ApiError> {
+    let span = ferry_common::otel_span!(parent: push, "enqueue");
+    let handed = handoff::enqueue(state, job).instrument(span).await?;
+    if traces::on() {
+        push.record(
+            "ferry.handed",
+            match handed {
+                handoff::Handed::Redis { created: true } => "redis",
+                handoff::Handed::Redis { created: false } => "duplicate",
+                handoff::Handed::Spooled => "spooled",
+            },
+        );
+    }
+    Ok(handed)
 }

@@ -26,6 +26,19 @@ pub const FERRY_SECRETS_FILE: &str = "FERRY_SECRETS_FILE";
 pub const LOG_LEVEL: &str = "LOG_LEVEL";
 pub const LOG_FILE: &str = "LOG_FILE";
 pub const LOG_FORMAT: &str = "LOG_FORMAT";
+/// OpenTelemetry's standard variables (issue 20): traces are exported over
+/// OTLP/HTTP only when one of the two endpoints is set. The exporter reads
+/// the endpoints, `OTEL_EXPORTER_OTLP_HEADERS` and `_TIMEOUT` itself.
+pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+pub const OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
+/// Only `http/protobuf` (the OTLP/HTTP default) is built in.
+pub const OTEL_EXPORTER_OTLP_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_PROTOCOL";
+pub const OTEL_EXPORTER_OTLP_HEADERS: &str = "OTEL_EXPORTER_OTLP_HEADERS";
+pub const OTEL_EXPORTER_OTLP_TIMEOUT: &str = "OTEL_EXPORTER_OTLP_TIMEOUT";
+/// Default `ferry-<subcommand>` (`ferry-api`, `ferry-worker`, `ferry-dev`).
+pub const OTEL_SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
+/// Extra resource attributes, `key=value,...` (read by the SDK).
+pub const OTEL_RESOURCE_ATTRIBUTES: &str = "OTEL_RESOURCE_ATTRIBUTES";
 pub const API_ERROR_RATE_THRESHOLD: &str = "API_ERROR_RATE_THRESHOLD";
 pub const RESPONSE_TIME_THRESHOLD: &str = "RESPONSE_TIME_THRESHOLD";
 pub const RATE_LIMIT_THRESHOLD: &str = "RATE_LIMIT_THRESHOLD";
@@ -120,6 +133,13 @@ pub const ALL: &[&str] = &[
     LOG_LEVEL,
     LOG_FILE,
     LOG_FORMAT,
+    OTEL_EXPORTER_OTLP_ENDPOINT,
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+    OTEL_EXPORTER_OTLP_PROTOCOL,
+    OTEL_EXPORTER_OTLP_HEADERS,
+    OTEL_EXPORTER_OTLP_TIMEOUT,
+    OTEL_SERVICE_NAME,
+    OTEL_RESOURCE_ATTRIBUTES,
     API_ERROR_RATE_THRESHOLD,
     RESPONSE_TIME_THRESHOLD,
     RATE_LIMIT_THRESHOLD,

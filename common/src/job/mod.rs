@@ -189,6 +189,21 @@ pub struct NewJob {
     pub idempotency: Option<Idempotency>,
 }
 
+/// The payload key of the W3C traceparent a job carries when traces are on
+/// ([`crate::telemetry::traces`]): in the payload JSON, so no Lua or record
+/// change, and the spool keeps it. Absent when traces are off.
+pub const TRACEPARENT: &str = "traceparent";
+
+impl NewJob {
+    /// Puts the producer's span context on the job (nothing for `None` or
+    /// a payload that is not an object).
+    pub fn carry_trace(&mut self, traceparent: Option<String>) {
+        if let (Some(tp), Some(payload)) = (traceparent, self.payload.as_object_mut()) {
+            payload.insert(TRACEPARENT.to_owned(), tp.into());
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Idempotency {
     pub key: String,
@@ -207,6 +222,13 @@ pub struct Delivery {
     pub attempt: u32,
     pub max_attempts: u32,
     pub created_at: DateTime<Utc>,
+}
+
+impl Delivery {
+    /// The traceparent the producer put on the job, if any.
+    pub fn traceparent(&self) -> Option<&str> {
+        self.payload.get(TRACEPARENT)?.as_str()
+    }
 }
 
 #[cfg(test)]

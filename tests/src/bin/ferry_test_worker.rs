@@ -14,7 +14,7 @@ use std::io::Write;
 #[tokio::main]
 async fn main() {
     let config = Config::from_env().expect("configuration");
-    let _guard = ferry_common::telemetry::init(&config.log).expect("logging");
+    let _guard = ferry_common::telemetry::init(&config.log, "test-worker").expect("logging");
     let keys = Keys::new(&config.prefix).with_partitions(config.queue.partitions.clone());
     let store = ferry_common::store::Store::new(&config.redis, 16, keys).expect("store");
     let queue = JobQueue::new(store.clone(), config.queue.retention);

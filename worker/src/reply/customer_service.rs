@@ -21,6 +21,7 @@
 
 use serde::Deserialize;
 use serde_json::json;
+use tracing::Instrument as _;
 
 use ferry_common::fleet::{TokenCache, TokenError};
 
@@ -113,7 +114,24 @@ impl CustomerService {
 
     pub async fn send_text(&self, openid: &str, content: &str) -> Result<(), SendError> {
         let body = json!({"touser": openid, "msgtype": "text", "text": {"content": content}});
-        self.call("/cgi-bin/message/custom/send", &body).await?;
+        // Traces: the path only (the URL's query holds the access token),
+        // never the openid; `wechat.errcode` of WeChat's last answer.
+        let span = ferry_common::otel_span!(
+            "wechat.send",
+            otel.kind = "client",
+            url.path = "/cgi-bin/message/custom/send",
+            http.response.status_code = tracing::field::Empty,
+            wechat.errcode = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let sent = self
+            .call("/cgi-bin/message/custom/send", &body)
+            .instrument(span.clone())
+            .await;
+        if sent.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        sent?;
         self.counters.part_sent();
         Ok(())
     }
@@ -132,6 +150,9 @@ impl CustomerService {
                 self.counters.unanswered();
             })?;
             let code = reply.errcode;
+            if ferry_common::telemetry::traces::on() {
+                tracing::Span::current().record("wechat.errcode", code);
+            }
             if code == 0 {
                 return Ok(());
             }
@@ -174,6 +195,9 @@ impl CustomerService {
             .await
             .map_err(|e| SendError::Retry(format!("cannot reach WeChat: {}", e.without_url())))?;
         let status = response.status();
+        if ferry_common::telemetry::traces::on() {
+            tracing::Span::current().record("http.response.status_code", status.as_u16());
+        }
         if !status.is_success() {
             return Err(SendError::Retry(format!("WeChat answered HTTP {status}")));
         }

@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use tracing::debug;
+use tracing::{Instrument as _, debug};
+
+use ferry_common::telemetry::traces;
 
 use super::{Link, Router};
 use crate::providers::gate;
@@ -49,6 +51,24 @@ impl Router {
     /// One call to one provider, cut at the deadline. Every call passes
     /// here: the one place the fleet's gate admits and settles it.
     pub(super) async fn attempt(
+        &self,
+        link: &Link,
+        req: &ChatRequest,
+        deadline: Instant,
+        attempt: u32,
+    ) -> Result<Answer, ProviderError> {
+        let span = provider_span(&link.provider, req, attempt);
+        let result = self
+            .gated(link, req, deadline, attempt)
+            .instrument(span.clone())
+            .await;
+        if traces::on() {
+            record_outcome(&span, &result);
+        }
+        result
+    }
+
+    async fn gated(
         &self,
         link: &Link,
         req: &ChatRequest,
@@ -104,6 +124,55 @@ impl Router {
             }
         }
         result
+    }
+}
+
+/// A `provider.call` span (traces on only), with OpenTelemetry's GenAI
+/// names: `gen_ai.system` (the provider's configured name),
+/// `gen_ai.request.model`; the outcome fills in the rest.
+fn provider_span(provider: &Provider, req: &ChatRequest, attempt: u32) -> tracing::Span {
+    if !traces::on() {
+        return tracing::Span::none();
+    }
+    let model = req
+        .overrides
+        .model
+        .as_deref()
+        .or(if req.image.is_some() {
+            provider.vision_model()
+        } else {
+            None
+        })
+        .unwrap_or(provider.model());
+    ferry_common::otel_span!(
+        "provider.call",
+        otel.kind = "client",
+        gen_ai.operation.name = "chat",
+        gen_ai.system = provider.name(),
+        gen_ai.request.model = model,
+        ferry.provider.attempt = attempt,
+        ferry.provider.class = tracing::field::Empty,
+        gen_ai.response.model = tracing::field::Empty,
+        gen_ai.usage.input_tokens = tracing::field::Empty,
+        gen_ai.usage.output_tokens = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    )
+}
+
+/// The call's class (`ok` or a [`FailureClass`] name) and, on an answer,
+/// the model that answered and the tokens the provider reported.
+fn record_outcome(span: &tracing::Span, result: &Result<Answer, ProviderError>) {
+    match result {
+        Ok(answer) => {
+            span.record("ferry.provider.class", "ok");
+            span.record("gen_ai.response.model", answer.model.as_str());
+            span.record("gen_ai.usage.input_tokens", answer.usage.prompt_tokens);
+            span.record("gen_ai.usage.output_tokens", answer.usage.completion_tokens);
+        }
+        Err(err) => {
+            span.record("ferry.provider.class", err.class.as_str());
+            span.record("otel.status_code", "ERROR");
+        }
     }
 }
 

@@ -1,15 +1,20 @@
-//! Logging and tracing set-up: `LOG_LEVEL`, `LOG_FILE`, `LOG_FORMAT`.
+//! Logging and tracing set-up: `LOG_LEVEL`, `LOG_FILE`, `LOG_FORMAT`, and
+//! OpenTelemetry traces when an OTLP endpoint is set ([`traces`]).
 //!
 //! One subscriber per process, installed by the `ferry` binary before
 //! anything else runs. JSON lines when not on a terminal (what log shippers
 //! want), readable text on a terminal. Fields that could hold secrets are
 //! never recorded: secrets are [`crate::Secret`]s, which print redacted.
 
+pub mod traces;
+
 use std::io::IsTerminal;
 
 use tracing_appender::non_blocking::WorkerGuard;
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
 
 use crate::config::{LogConfig, LogFormat};
 
@@ -30,12 +35,23 @@ pub fn parse_level(level: &str) -> Result<EnvFilter, String> {
     EnvFilter::try_new(&directive).map_err(|e| format!("invalid filter {level:?}: {e}"))
 }
 
-/// Installs the global subscriber. Keep the returned guard alive for the
-/// life of the process: dropping it flushes and stops the log writer.
-pub use tracing_appender::non_blocking::WorkerGuard as LogGuard;
+/// Keep it alive for the life of the process: dropping it flushes and
+/// stops the log writer, and the trace exporter (its last spans sent).
+pub struct LogGuard {
+    // Dropped first: the exporter may still log through the writer.
+    _traces: traces::Flush,
+    _log: WorkerGuard,
+}
 
-pub fn init(config: &LogConfig) -> Result<WorkerGuard, String> {
-    let filter = parse_level(&config.level)?;
+/// Installs the global subscriber for the `ferry <role>` process (`role`
+/// names the service in traces: `ferry-api`, `ferry-worker`).
+pub fn init(config: &LogConfig, role: &str) -> Result<LogGuard, String> {
+    // The exported spans stay out of the log lines.
+    let filter = parse_level(&config.level)?.add_directive(
+        format!("{}=off", traces::SPAN_TARGET)
+            .parse()
+            .map_err(|e| format!("{e}"))?,
+    );
     let (writer, guard, terminal) = match &config.file {
         Some(path) => {
             let file = std::fs::OpenOptions::new()
@@ -57,17 +73,27 @@ pub fn init(config: &LogConfig) -> Result<WorkerGuard, String> {
     } else {
         LogFormat::Json
     });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
-    let result = match format {
-        LogFormat::Json => builder
+    let log = match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(false)
-            .try_init(),
-        LogFormat::Text => builder.with_ansi(terminal).try_init(),
+            .with_writer(writer)
+            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(terminal)
+            .with_writer(writer)
+            .boxed(),
     };
-    result.map_err(|e| format!("cannot install the log subscriber: {e}"))?;
-    Ok(guard)
+    let provider = traces::start(role)?;
+    let otel = provider.as_ref().map(traces::layer);
+    tracing_subscriber::registry()
+        .with(log.with_filter(filter))
+        .with(otel)
+        .try_init()
+        .map_err(|e| format!("cannot install the log subscriber: {e}"))?;
+    Ok(LogGuard {
+        _traces: traces::Flush(provider),
+        _log: guard,
+    })
 }
