@@ -17,14 +17,20 @@ use tokio_util::sync::CancellationToken;
 
 const ADMIN_TOKEN: &str = "admin-token-for-the-browser-test";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_signs_in_watches_a_queue_fill_replays_a_dead_job_and_resets_a_breaker() {
-    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
+/// `tests/browser`, once scripts/install-deps has put the browser there.
+fn browser_dir() -> std::path::PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
     assert!(
-        browser_dir.join("node_modules/playwright-core").exists()
+        dir.join("node_modules/playwright-core").exists()
             && Path::new("/usr/bin/chromium").exists(),
         "run scripts/install-deps first (chromium, playwright-core)"
     );
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_signs_in_watches_a_queue_fill_replays_a_dead_job_and_resets_a_breaker() {
+    let browser_dir = browser_dir();
     let redis = RedisServer::start();
     let hash = hash_hex(ADMIN_TOKEN);
     let ferry = TestFerry::start(
@@ -138,12 +144,7 @@ async fn an_operator_sees_the_last_hour_and_the_last_day_as_charts() {
         }
     }
 
-    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
-    assert!(
-        browser_dir.join("node_modules/playwright-core").exists()
-            && Path::new("/usr/bin/chromium").exists(),
-        "run scripts/install-deps first (chromium, playwright-core)"
-    );
+    let browser_dir = browser_dir();
     let redis = RedisServer::start();
     let hash = hash_hex(ADMIN_TOKEN);
     let ferry = TestFerry::start(
