@@ -94,7 +94,7 @@ async fn get(base: &str, path: &str, cookie: &str) -> (u16, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_retried_reply_shows_its_attempts_parts_and_outcome_everywhere() {
+async fn a_retried_reply_shows_its_attempts_each_part_and_outcome_everywhere() {
     let redis = RedisServer::start();
     let wechat = FakeWeChat::start(APP_ID, APP_SECRET).await;
     let provider = FakeProvider::start(FakeKind::OpenAi, PROVIDER_KEY, "deepseek-chat").await;
@@ -139,6 +139,7 @@ async fn a_retried_reply_shows_its_attempts_parts_and_outcome_everywhere() {
             (RetryScheduled, Some(1)),
             (Started, Some(2)),
             (PartsSent, None),
+            (PartsSent, None),
             (Succeeded, Some(2)),
         ],
         "{:#?}",
@@ -146,7 +147,15 @@ async fn a_retried_reply_shows_its_attempts_parts_and_outcome_everywhere() {
     );
     let retry = &found.timeline[2];
     assert!(retry.detail.contains("500"), "{}", retry.detail);
-    assert!(found.timeline[4].detail.starts_with("2 part"));
+    // Each part at the time WeChat accepted it, after the attempt that
+    // sent it started.
+    for (n, part) in [(1, &found.timeline[4]), (2, &found.timeline[5])] {
+        assert_eq!(
+            part.detail,
+            format!("part {n} of the answer accepted by WeChat")
+        );
+        assert!(part.at >= found.timeline[3].at, "{:#?}", found.timeline);
+    }
     assert_eq!(found.notes["parts_sent"], "2");
     assert!(
         found.notes["answer"].ends_with("more characters)"),
@@ -165,7 +174,8 @@ async fn a_retried_reply_shows_its_attempts_parts_and_outcome_everywhere() {
         "started #1",
         "retry scheduled #1",
         "started #2",
-        "parts sent",
+        "part sent",
+        "part 2 of the answer accepted by WeChat",
         "succeeded #2",
         "parts_sent: 2",
         OPENID,
@@ -176,7 +186,7 @@ async fn a_retried_reply_shows_its_attempts_parts_and_outcome_everywhere() {
     assert!(ok, "{err}");
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(json["record"]["id"], id.to_string());
-    assert_eq!(json["timeline"].as_array().unwrap().len(), 6);
+    assert_eq!(json["timeline"].as_array().unwrap().len(), 7);
     assert_eq!(json["timeline"][2]["kind"], "retry_scheduled");
     for (arg, says) in [(UNKNOWN, "no such job"), (GARBLED, "not a job id")] {
         let (ok, out, err) = ferry_jobs_show(&redis, &[arg]);
@@ -211,7 +221,7 @@ async fn a_retried_reply_shows_its_attempts_parts_and_outcome_everywhere() {
         assert_eq!(status, 200, "{path}: {page}");
         for expected in [
             r#"data-event="retry scheduled""#,
-            r#"data-event="parts sent""#,
+            r#"data-event="part sent""#,
             r#"data-event="succeeded""#,
             "tell me a story &lt;b&gt;",
             "parts_sent",

@@ -60,6 +60,21 @@ pub struct WeChatReply {
     pub passive: bool,
 }
 
+/// The note of a [`WECHAT_REPLY`] job counting the parts of its answer
+/// WeChat accepted, rewritten after each one: a retry resumes after it, the
+/// job lookup shows it.
+pub const NOTE_PARTS_SENT: &str = "parts_sent";
+
+/// The note of when WeChat accepted part `n` (from 1) of the answer, unix
+/// milliseconds by the worker's clock: written in the same `HSET` as
+/// [`NOTE_PARTS_SENT`], so a count never lacks its times.
+pub fn note_part_sent_ms(n: usize) -> String {
+    format!("{PART_SENT_MS}{n}")
+}
+
+/// What [`note_part_sent_ms`] names start with, the part number after it.
+pub const PART_SENT_MS: &str = "part_sent_ms:";
+
 impl WeChatReply {
     /// Names the push among the user's (its `MsgId`): the passive reply
     /// slot of the push is keyed by it, for the api and the worker alike.

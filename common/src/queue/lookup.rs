@@ -6,8 +6,10 @@
 //! of each of its first attempts and the retry each failed one scheduled
 //! (the attempt log `ferry_queue.lua` writes in the same `HSET` as the
 //! state change it belongs to), a replay, and the outcome with its time and
-//! error. Parts sent to WeChat are a noted count (`parts_sent`), without
-//! times: the timeline says how many, not when.
+//! error. Each part of an answer WeChat accepted is noted with its time
+//! (`part_sent_ms:<n>`, by the worker's clock, in the same write as the
+//! `parts_sent` count); a record noted before those times existed shows
+//! the count alone.
 //!
 //! Payloads, results and notes can be long and personal (what a user wrote,
 //! the answer): every text is cut to [`SHOWN_CHARS`]. The record holds no
@@ -22,15 +24,16 @@ use serde::Serialize;
 
 use super::inspect::parse_record;
 use super::{JobQueue, QUEUES, QueueError};
+use crate::job::kinds::{NOTE_PARTS_SENT, PART_SENT_MS, note_part_sent_ms};
 use crate::job::{JobId, JobRecord, JobState, from_millis};
 
 /// The most characters of any one text shown (a payload's string, a note,
 /// an error).
 pub const SHOWN_CHARS: usize = 300;
 
-/// The note of a WeChat reply counting the parts WeChat accepted
-/// (`worker/src/handlers/wechat_reply`).
-const NOTE_PARTS_SENT: &str = "parts_sent";
+/// The most parts shown one by one (a WeChat answer has a handful; a
+/// record edited by hand could claim any count).
+const MAX_PARTS_SHOWN: usize = 64;
 
 /// A job, as the lookup shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -46,8 +49,9 @@ pub struct JobLookup {
 /// One thing that happened to a job.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Event {
-    /// When, by Redis's clock; `None` when the record keeps no time for it
-    /// (parts sent).
+    /// When, by Redis's clock (a part sent: by the sending worker's);
+    /// `None` when the record keeps no time for it (parts sent before
+    /// their times were noted).
     pub at: Option<DateTime<Utc>>,
     pub kind: EventKind,
     /// The attempt it belongs to, from 1.
@@ -67,7 +71,7 @@ pub enum EventKind {
     Started,
     /// An attempt failed and a retry was scheduled.
     RetryScheduled,
-    /// WeChat accepted this many parts of the answer.
+    /// WeChat accepted a part of the answer (or, untimed, this many).
     PartsSent,
     Succeeded,
     Dead,
@@ -81,7 +85,7 @@ impl EventKind {
             EventKind::Replayed => "replayed",
             EventKind::Started => "started",
             EventKind::RetryScheduled => "retry scheduled",
-            EventKind::PartsSent => "parts sent",
+            EventKind::PartsSent => "part sent",
             EventKind::Succeeded => "succeeded",
             EventKind::Dead => "dead",
             EventKind::Cancelled => "cancelled",
@@ -132,6 +136,8 @@ pub fn build(id: &JobId, fields: &HashMap<String, String>) -> Result<JobLookup, 
     let notes = fields
         .iter()
         .filter_map(|(k, v)| k.strip_prefix("note:").map(|n| (n.to_owned(), clip(v))))
+        // A part's time is in the timeline already.
+        .filter(|(n, _)| !n.starts_with(PART_SENT_MS))
         .collect();
     Ok(JobLookup {
         record,
@@ -229,15 +235,37 @@ fn timeline(r: &JobRecord, f: &HashMap<String, String>) -> Vec<Event> {
         ));
     }
     if let Some(parts) = f.get(&format!("note:{NOTE_PARTS_SENT}")) {
-        out.push(event(
-            None,
-            EventKind::PartsSent,
-            None,
-            format!(
-                "{} part(s) accepted by WeChat (noted as each was sent)",
-                clip(parts)
-            ),
-        ));
+        let count = parts.parse::<usize>().unwrap_or(0);
+        let mut untimed = 0;
+        for n in 1..=count.min(MAX_PARTS_SHOWN) {
+            let at = f
+                .get(&format!("note:{}", note_part_sent_ms(n)))
+                .and_then(|v| v.parse::<i64>().ok());
+            match at {
+                Some(ms) => out.push(event(
+                    Some(from_millis(ms)),
+                    EventKind::PartsSent,
+                    None,
+                    format!("part {n} of the answer accepted by WeChat"),
+                )),
+                None => untimed += 1,
+            }
+        }
+        if untimed > 0 || count == 0 {
+            out.push(event(
+                None,
+                EventKind::PartsSent,
+                None,
+                format!(
+                    "{} part(s) accepted by WeChat (noted as each was sent, without its time)",
+                    if count == 0 {
+                        clip(parts)
+                    } else {
+                        untimed.to_string()
+                    }
+                ),
+            ));
+        }
     }
     let outcome = match r.state {
         JobState::Succeeded => Some((EventKind::Succeeded, String::new())),
@@ -326,6 +354,8 @@ mod tests {
             ("started_ms", "2300"),
             ("finished_ms", "2500"),
             ("note:parts_sent", "2"),
+            ("note:part_sent_ms:1", "2400"),
+            ("note:part_sent_ms:2", "2450"),
         ]);
         let l = build(&id, &f).unwrap();
         use EventKind::*;
@@ -337,12 +367,52 @@ mod tests {
                 (RetryScheduled, Some(1)),
                 (Started, Some(2)),
                 (PartsSent, None),
+                (PartsSent, None),
                 (Succeeded, Some(2)),
             ]
         );
         assert!(l.timeline[2].detail.contains("provider answered 500"));
         assert!(l.timeline[0].detail.contains("wechat:3"));
+        assert_eq!(l.timeline[4].at, Some(from_millis(2400)));
+        assert_eq!(l.timeline[5].at, Some(from_millis(2450)));
+        assert_eq!(
+            l.timeline[5].detail,
+            "part 2 of the answer accepted by WeChat"
+        );
         assert_eq!(l.notes["parts_sent"], "2");
+        assert!(!l.notes.contains_key("part_sent_ms:1"), "{:?}", l.notes);
+    }
+
+    #[test]
+    fn parts_noted_without_times_are_counted_untimed() {
+        let id: JobId = "wechat:01ARZ3NDEKTSV4RRFFQ69G5FAV".parse().unwrap();
+        let f = fields(&[
+            ("state", "succeeded"),
+            ("attempts", "1"),
+            ("created_ms", "1000"),
+            ("attempt:1", "1100 w1"),
+            ("finished_ms", "1500"),
+            ("note:parts_sent", "3"),
+            ("note:part_sent_ms:1", "1200"),
+        ]);
+        let l = build(&id, &f).unwrap();
+        use EventKind::*;
+        assert_eq!(
+            kinds(&l),
+            [
+                (Enqueued, None),
+                (Started, Some(1)),
+                (PartsSent, None),
+                (PartsSent, None),
+                (Succeeded, Some(1)),
+            ]
+        );
+        assert_eq!(l.timeline[3].at, None);
+        assert!(
+            l.timeline[3].detail.starts_with("2 part(s)"),
+            "{}",
+            l.timeline[3].detail
+        );
     }
 
     #[test]

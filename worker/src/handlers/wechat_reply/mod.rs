@@ -41,7 +41,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use ferry_common::job::Delivery;
-use ferry_common::job::kinds::WeChatReply;
+use ferry_common::job::kinds::{NOTE_PARTS_SENT, WeChatReply};
 use ferry_common::queue::JobQueue;
 
 use crate::handler::{Handler, HandlerError, JobNotes};
@@ -62,7 +62,6 @@ pub use user_limit::UserLimit;
 const NOTE_ANSWER: &str = "answer";
 /// Who answered, as JSON ([`AnsweredBy`]).
 const NOTE_ANSWERED_BY: &str = "answered_by";
-const NOTE_PARTS_SENT: &str = "parts_sent";
 /// `allowed` or `limited`: the per-user limit's verdict on this message.
 const NOTE_USER_LIMIT: &str = "user_limit";
 const NOTE_APOLOGY_SENT: &str = "apology_sent";

@@ -15,7 +15,7 @@
 use ferry_common::config::ReplyMode;
 use ferry_common::fleet::cs_quota::AFTER_MESSAGE;
 use ferry_common::job::Delivery;
-use ferry_common::job::kinds::WeChatReply;
+use ferry_common::job::kinds::{WeChatReply, note_part_sent_ms};
 
 use super::{
     NOTE_ALLOWANCE, NOTE_KEPT, NOTE_PARTS_SENT, Notes, WeChatReplyHandler, action_ms, store_error,
@@ -135,10 +135,15 @@ impl WeChatReplyHandler {
                 .await
                 .map_err(|e| (i, e))?;
             // Noted the moment WeChat's answer is read, before anything
-            // else: the one window in which a crash resends this part.
-            book.write(&[(NOTE_PARTS_SENT, &(i + 1).to_string())])
-                .await
-                .map_err(|e| (i + 1, SendError::Retry(e.to_string())))?;
+            // else: the one window in which a crash resends this part. Its
+            // time goes in the same write, for the job's timeline.
+            let sent_at = chrono::Utc::now().timestamp_millis().to_string();
+            book.write(&[
+                (NOTE_PARTS_SENT, &(i + 1).to_string()),
+                (&note_part_sent_ms(i + 1), &sent_at),
+            ])
+            .await
+            .map_err(|e| (i + 1, SendError::Retry(e.to_string())))?;
         }
         Ok(())
     }
