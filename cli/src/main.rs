@@ -11,6 +11,18 @@ use ferry_cli::commands;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's own figures for /metrics (`ferry_allocator_*_bytes`): its
+/// statistics are cached until the epoch advances, so each read advances
+/// it first.
+fn jemalloc_bytes() -> Option<ferry_api::metrics::AllocatorBytes> {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    epoch::advance().ok()?;
+    Some(ferry_api::metrics::AllocatorBytes {
+        allocated: stats::allocated::read().ok()? as u64,
+        resident: stats::resident::read().ok()? as u64,
+    })
+}
+
 #[derive(Parser)]
 #[command(
     name = "ferry",
@@ -63,6 +75,7 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    ferry_api::metrics::report_allocator(jemalloc_bytes);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -101,6 +101,16 @@ pub const ALERTS_ACTIVE: &str = "ferry_alerts_active";
 /// rollback go through the fleet.
 pub const BUILD_INFO: &str = "ferry_build_info";
 
+/// `ferry_allocator_allocated_bytes`: bytes the process's allocator has
+/// handed out and not had back (jemalloc's `stats.allocated`), read on
+/// scrape; absent when the binary allocates otherwise (tests).
+pub const ALLOCATOR_ALLOCATED: &str = "ferry_allocator_allocated_bytes";
+/// `ferry_allocator_resident_bytes`: bytes of the allocator's pages in
+/// physical memory (`stats.resident`): allocated plus what is freed but
+/// not yet given back, plus its own metadata. Beside the process's RSS it
+/// tells live data from allocator slack.
+pub const ALLOCATOR_RESIDENT: &str = "ferry_allocator_resident_bytes";
+
 /// `ferry_history_dropped_minutes_total`: minutes of fleet history a
 /// process gave up on because Redis stayed away longer than it keeps them
 /// (`common/src/history/`).
@@ -151,6 +161,8 @@ pub const ALL: &[&str] = &[
     WORKERS_LIVE,
     ALERTS_ACTIVE,
     BUILD_INFO,
+    ALLOCATOR_ALLOCATED,
+    ALLOCATOR_RESIDENT,
     HISTORY_DROPPED,
 ];
 

@@ -250,4 +250,10 @@ async fn a_worker_serves_metrics_and_health_on_its_admin_port() {
         scrape.contains(r#"ferry_queue_depth{queue="wechat"} 0"#),
         "{scrape}"
     );
+    // The `ferry` binary's allocator (jemalloc) reports what it holds: some
+    // live data, in no fewer resident bytes.
+    let allocated = value(&scrape, "ferry_allocator_allocated_bytes").expect("allocated");
+    let resident = value(&scrape, "ferry_allocator_resident_bytes").expect("resident");
+    assert!(allocated > 100_000.0, "{allocated}");
+    assert!(resident >= allocated, "{resident} < {allocated}");
 }

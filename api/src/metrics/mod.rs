@@ -77,8 +77,33 @@ fn spawn_upkeep(handle: PrometheusHandle) {
     }
 }
 
+/// What the process's allocator holds, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllocatorBytes {
+    /// Handed out and not had back.
+    pub allocated: u64,
+    /// In the allocator's resident pages.
+    pub resident: u64,
+}
+
+/// Reads the allocator's figures; `None` when they cannot be read.
+pub type AllocatorReader = fn() -> Option<AllocatorBytes>;
+
+static ALLOCATOR: OnceLock<AllocatorReader> = OnceLock::new();
+
+/// Set by the binary that chose the global allocator (`ferry`'s main, for
+/// jemalloc): /metrics then reports its figures. The libraries never pick
+/// an allocator, so they cannot read one.
+pub fn report_allocator(reader: AllocatorReader) {
+    let _ = ALLOCATOR.set(reader);
+}
+
 /// The current metrics, rendered.
 pub fn render(handle: &PrometheusHandle) -> String {
+    if let Some(bytes) = ALLOCATOR.get().and_then(|read| read()) {
+        ::metrics::gauge!(names::ALLOCATOR_ALLOCATED).set(bytes.allocated as f64);
+        ::metrics::gauge!(names::ALLOCATOR_RESIDENT).set(bytes.resident as f64);
+    }
     handle.run_upkeep();
     handle.render()
 }

@@ -21,7 +21,10 @@
 //!    (and another 10 s after that, for information).
 //!
 //! Samples are `VmRSS` (and `VmHWM`, `RssAnon`, `Threads`) from
-//! `/proc/<pid>/status`. The goals: at most 50 MB (50,000,000 bytes) in
+//! `/proc/<pid>/status`, and the allocator's own figures from the worker's
+//! /metrics (`ferry_allocator_allocated_bytes`: live data;
+//! `ferry_allocator_resident_bytes`: the allocator's resident pages), which
+//! tell what the jobs hold from what the allocator keeps. The goals: at most 50 MB (50,000,000 bytes) in
 //! flight; after, within 10% of idle.
 //!
 //!     cargo build --release -p ferry-cli -p ferry-bench
@@ -94,6 +97,9 @@ struct Sample {
     threads: u64,
     /// Open file descriptors (sockets to Redis, the provider, WeChat).
     fds: u64,
+    /// jemalloc's allocated and resident bytes (0: not read).
+    allocated: u64,
+    resident: u64,
 }
 
 impl Sample {
@@ -112,18 +118,41 @@ impl Sample {
             anon: field("RssAnon") * 1024,
             threads: field("Threads"),
             fds: std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64),
+            allocated: 0,
+            resident: 0,
         })
+    }
+
+    /// [`Sample::read`] and the allocator's figures from `metrics_url`.
+    async fn take(pid: u32, metrics_url: &str) -> anyhow::Result<Self> {
+        let mut s = Self::read(pid)?;
+        if let Ok(r) = reqwest::get(metrics_url).await
+            && let Ok(text) = r.text().await
+        {
+            let gauge = |name: &str| -> u64 {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .map_or(0, |v| v as u64)
+            };
+            s.allocated = gauge(ferry_common::metrics::ALLOCATOR_ALLOCATED);
+            s.resident = gauge(ferry_common::metrics::ALLOCATOR_RESIDENT);
+        }
+        Ok(s)
     }
 
     fn show(&self) -> String {
         format!(
-            "VmRSS {:.1} MB ({:.1} MiB), RssAnon {:.1} MB, VmHWM {:.1} MB, {} threads, {} open fds",
+            "VmRSS {:.1} MB ({:.1} MiB), RssAnon {:.1} MB, VmHWM {:.1} MB, {} threads, {} open fds, \
+             allocator: {:.1} MB allocated, {:.1} MB resident",
             self.rss as f64 / MB,
             self.rss as f64 / 1_048_576.0,
             self.anon as f64 / MB,
             self.hwm as f64 / MB,
             self.threads,
-            self.fds
+            self.fds,
+            self.allocated as f64 / MB,
+            self.resident as f64 / MB,
         )
     }
 }
@@ -197,6 +226,8 @@ async fn main() -> anyhow::Result<ExitCode> {
     let answer = "这是一个用于测量内存的回答。".repeat(12);
     provider.set_default(Some(Reply::text(answer.clone())));
 
+    let admin = ferry_tests::leaks::free_addr();
+    let metrics_url = format!("http://{admin}/metrics");
     let stall = Duration::from_secs(args.stall_s);
     let budget = (stall * 3).max(Duration::from_secs(30));
     let env: Vec<(String, String)> = vec![
@@ -217,6 +248,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         ),
         ("FERRY_USER_MESSAGES_PER_MINUTE".into(), "0".into()),
         ("FERRY_MEMORY_TURNS".into(), args.memory_turns.to_string()),
+        ("FERRY_WORKER_ADMIN_LISTEN".into(), admin.clone()),
     ];
     let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     println!("# worker_memory: ferry binary {}", binary.display());
@@ -248,7 +280,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let started = Sample::read(pid)?;
+    let started = Sample::take(pid, &metrics_url).await?;
     println!("started:              {}", started.show());
 
     // Warm-up: a few quick jobs, so connections, token and caches exist.
@@ -271,7 +303,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         "the warm-up jobs were not answered within 60 s"
     );
     tokio::time::sleep(Duration::from_secs(args.settle_s)).await;
-    let idle = Sample::read(pid)?;
+    let idle = Sample::take(pid, &metrics_url).await?;
     println!("idle (after warm-up): {}", idle.show());
 
     // In flight: every answer now stalls.
@@ -294,7 +326,7 @@ async fn main() -> anyhow::Result<ExitCode> {
     let mut peak_all_open = Sample::default();
     let mut timeline: Vec<(Duration, u64, usize)> = Vec::new();
     let done = loop {
-        let s = Sample::read(pid)?;
+        let s = Sample::take(pid, &metrics_url).await?;
         samples += 1;
         let open = provider.count() - provider.answered();
         max_open = max_open.max(open);
@@ -369,14 +401,14 @@ async fn main() -> anyhow::Result<ExitCode> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_secs(args.settle_s)).await;
-    let after = Sample::read(pid)?;
+    let after = Sample::take(pid, &metrics_url).await?;
     println!(
         "after ({} s after the drain): {}",
         args.settle_s,
         after.show()
     );
     tokio::time::sleep(Duration::from_secs(args.later_s)).await;
-    let later = Sample::read(pid)?;
+    let later = Sample::take(pid, &metrics_url).await?;
     println!(
         "later ({} s after the drain): {}",
         args.settle_s + args.later_s,
@@ -399,8 +431,10 @@ async fn main() -> anyhow::Result<ExitCode> {
     let after_ok = after.rss as f64 <= idle.rss as f64 * 1.10;
     let verdict = |ok: bool| if ok { "pass" } else { "FAIL" };
     println!();
-    println!("| sample | VmRSS MB | RssAnon MB | VmHWM MB | threads | open fds |");
-    println!("| --- | --- | --- | --- | --- | --- |");
+    println!(
+        "| sample | VmRSS MB | RssAnon MB | VmHWM MB | threads | open fds | allocated MB | allocator resident MB |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     for (name, s) in [
         ("started".to_owned(), started),
         (format!("idle (after {} quick jobs)", args.warmup), idle),
@@ -416,12 +450,14 @@ async fn main() -> anyhow::Result<ExitCode> {
         (format!("after, +{} s", args.settle_s + args.later_s), later),
     ] {
         println!(
-            "| {name} | {:.1} | {:.1} | {:.1} | {} | {} |",
+            "| {name} | {:.1} | {:.1} | {:.1} | {} | {} | {:.1} | {:.1} |",
             s.rss as f64 / MB,
             s.anon as f64 / MB,
             s.hwm as f64 / MB,
             s.threads,
-            s.fds
+            s.fds,
+            s.allocated as f64 / MB,
+            s.resident as f64 / MB,
         );
     }
     println!();
