@@ -4,6 +4,14 @@ pub mod floor;
 pub mod push_load;
 pub mod redis_benchmark;
 
+/// The `ferry` binary's allocator (cli/src/main.rs), so that what these
+/// programs run in-process (the api, a worker, the floor beside them) pays
+/// for allocation what production pays: under glibc's malloc the api's
+/// threads spent 14% of their time in malloc and free (bench/RESULTS.md,
+/// "Speed near the floor").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Reading one Redis node's own counters and settings (any node: a plain
 /// `redis-server` or one node of a cluster), over plain synchronous
 /// connections to that node alone, and setting up the loopback cluster of

@@ -6,8 +6,9 @@ use ferry_cli::commands;
 
 /// jemalloc, with its background purging thread: memory freed after a
 /// burst (a worker's 1,000 open provider calls) goes back to the system
-/// within its decay time (10 s), where glibc's malloc kept the peak
-/// resident (bench/RESULTS.md, "Worker memory").
+/// within its decay time (1 s, built in from `.cargo/config.toml`), where
+/// glibc's malloc kept the peak resident (bench/RESULTS.md, "Worker
+/// memory").
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -128,7 +128,7 @@ impl ConnectionError {
 /// Redis is down and recovers by itself when it comes back.
 #[derive(Clone)]
 pub enum Shared {
-    Single(Pool),
+    Single(TrimmedPool),
     Cluster(std::sync::Arc<OwnConnection>),
 }
 
@@ -147,13 +147,105 @@ impl Shared {
 /// Builds the shared handle (`size` pooled connections to one Redis).
 pub fn shared(target: &RedisTarget, size: usize) -> Result<Shared, ConnectionError> {
     match target {
-        RedisTarget::Single(url) => Ok(Shared::Single(pool(url, size)?)),
+        RedisTarget::Single(url) => Ok(Shared::Single(TrimmedPool::new(
+            pool(url, size)?,
+            PoolTrim::DEFAULT,
+        ))),
         RedisTarget::Cluster(_) => {
             cluster_client(target, COMMAND_TIMEOUT)?;
             Ok(Shared::Cluster(std::sync::Arc::new(OwnConnection::new(
                 target.clone(),
             ))))
         }
+    }
+}
+
+/// When a pool closes connections a burst opened and no longer uses.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolTrim {
+    /// Connections unused this long are closed...
+    pub idle: Duration,
+    /// ...down to this many (kept open whatever their age).
+    pub kept: usize,
+    /// How often a checkout looks for them.
+    pub every: Duration,
+}
+
+impl PoolTrim {
+    /// A burst (a worker's 1,000 jobs writing their notes at once) opens
+    /// the pool up to its size, and deadpool never closes a connection by
+    /// itself: each holds its buffers and its driver task for good (about
+    /// 2.5 MB for 64, bench/RESULTS.md, "Worker memory"). Reconnecting
+    /// costs one round trip, so 15 s without use is long enough.
+    pub const DEFAULT: PoolTrim = PoolTrim {
+        idle: Duration::from_secs(15),
+        kept: 4,
+        every: Duration::from_secs(5),
+    };
+}
+
+/// A pool of connections to one Redis that closes its idle ones
+/// ([`PoolTrim`]), checked on a checkout (no task of its own: a process
+/// that uses Redis keeps checking out, a heartbeat at least).
+#[derive(Clone)]
+pub struct TrimmedPool {
+    pool: Pool,
+    trim: PoolTrim,
+    last_trim: std::sync::Arc<std::sync::Mutex<std::time::Instant>>,
+}
+
+impl TrimmedPool {
+    pub fn new(pool: Pool, trim: PoolTrim) -> Self {
+        TrimmedPool {
+            pool,
+            trim,
+            last_trim: std::sync::Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
+        }
+    }
+
+    /// A pooled connection.
+    ///
+    /// The checkout is boxed: its future holds a connect and a recycle
+    /// (several KB), and every future that awaits a Redis command would
+    /// otherwise carry that space for its whole life, such as a job waiting
+    /// 10 s on a provider (bench/RESULTS.md, "Worker memory"). One
+    /// short-lived allocation per checkout instead.
+    pub async fn get(&self) -> Result<deadpool_redis::Connection, deadpool_redis::PoolError> {
+        let conn = Box::pin(self.pool.get()).await?;
+        self.trim_if_due();
+        Ok(conn)
+    }
+
+    /// Open connections, idle or in use.
+    pub fn size(&self) -> usize {
+        self.pool.status().size
+    }
+
+    /// Closes the connections idle for longer than `trim.idle`, keeping
+    /// `trim.kept`, at most once per `trim.every` (a checkout that finds
+    /// another one trimming goes on).
+    fn trim_if_due(&self) {
+        let Ok(mut last) = self.last_trim.try_lock() else {
+            return;
+        };
+        if last.elapsed() < self.trim.every {
+            return;
+        }
+        *last = std::time::Instant::now();
+        drop(last);
+        let (idle, kept) = (self.trim.idle, self.trim.kept);
+        // Idle connections queue oldest first (the pool hands out the last
+        // one returned): the last `kept` are the most recently used. The
+        // count is read just before (a checkout in between only moves the
+        // line by one).
+        let available = self.pool.status().available;
+        let mut seen = 0;
+        // The closed connections are dropped with the result, outside the
+        // pool's lock.
+        drop(self.pool.retain(|_, metrics| {
+            seen += 1;
+            seen + kept > available || metrics.last_used() < idle
+        }));
     }
 }
 
@@ -167,7 +259,11 @@ pub fn pool(url: &Secret, size: usize) -> Result<Pool, ConnectionError> {
             create: Some(CONNECT_TIMEOUT),
             recycle: Some(COMMAND_TIMEOUT),
         },
-        ..PoolConfig::default()
+        // The connection used last is handed out next, so the ones a burst
+        // opened stay unused and [`TrimmedPool`] can close them: first in,
+        // first out would rotate every checkout through all of them and
+        // keep each one fresh.
+        queue_mode: deadpool_redis::QueueMode::Lifo,
     });
     // The URL may hold a password: say what is wrong without echoing it.
     config
@@ -629,7 +725,9 @@ impl OwnConnection {
         if let Some(c) = conn.as_ref() {
             return Ok(c.clone());
         }
-        let c = dedicated(&self.target, Duration::ZERO).await?;
+        // Boxed: the connect future is large and rarely run; inline, every
+        // caller's future would carry its size (see `Shared::get`).
+        let c = Box::pin(dedicated(&self.target, Duration::ZERO)).await?;
         *conn = Some(c.clone());
         Ok(c)
     }
@@ -647,6 +745,62 @@ impl OwnConnection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A burst's connections are closed once idle, down to the kept ones,
+    /// and the pool still serves (and reopens) afterwards.
+    #[tokio::test]
+    async fn a_pool_closes_what_a_burst_opened_once_it_is_idle() {
+        let dir = tempfile::tempdir().unwrap();
+        let redis = crate::embedded_redis::RedisProcess::start(dir.path(), false).unwrap();
+        let trim = PoolTrim {
+            idle: Duration::from_millis(200),
+            kept: 2,
+            every: Duration::ZERO,
+        };
+        let pool = TrimmedPool::new(pool(&Secret::new(redis.url()), 8).unwrap(), trim);
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            held.push(pool.get().await.unwrap());
+        }
+        drop(held);
+        assert_eq!(pool.size(), 8);
+        // Then one command at a time, for longer than the idle limit: one
+        // connection serves them all, and the other 7 go stale.
+        // (First in, first out would hand each of the 8 out in turn, every
+        // 80 ms or so, and none would ever be idle for 200 ms.)
+        for _ in 0..40 {
+            let mut conn = pool.get().await.unwrap();
+            let _: String = redis::cmd("PING").query_async(&mut *conn).await.unwrap();
+            drop(conn);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The checkouts trimmed the 7 stale ones down to 2 (plus the one in
+        // use).
+        assert_eq!(pool.size(), 3);
+        let clients = || async {
+            let mut conn = pool.get().await.unwrap();
+            let list: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .query_async(&mut *conn)
+                .await
+                .unwrap();
+            list.lines().count()
+        };
+        let mut conn = pool.get().await.unwrap();
+        let pong: String = redis::cmd("PING").query_async(&mut *conn).await.unwrap();
+        assert_eq!(pong, "PONG");
+        drop(conn);
+        // Redis sees the closed ones go (it counts its clients itself).
+        let mut left = 0;
+        for _ in 0..50 {
+            left = clients().await;
+            if left <= 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(left <= 3, "Redis still has {left} clients");
+    }
 
     #[test]
     fn routing_keys_of_the_commands_ferry_pipelines() {

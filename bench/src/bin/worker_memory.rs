@@ -86,6 +86,10 @@ struct Args {
     /// The `ferry` binary (default: the one next to this program).
     #[arg(long)]
     ferry_bin: Option<PathBuf>,
+    /// jemalloc options for the worker at run time (`_RJEM_MALLOC_CONF`,
+    /// e.g. `dirty_decay_ms:1000`), to try a setting before building it in.
+    #[arg(long)]
+    malloc_conf: Option<String>,
 }
 
 /// One reading of `/proc/<pid>/status`, bytes.
@@ -230,7 +234,7 @@ async fn main() -> anyhow::Result<ExitCode> {
     let metrics_url = format!("http://{admin}/metrics");
     let stall = Duration::from_secs(args.stall_s);
     let budget = (stall * 3).max(Duration::from_secs(30));
-    let env: Vec<(String, String)> = vec![
+    let mut env: Vec<(String, String)> = vec![
         ("FERRY_PROVIDERS".into(), "deepseek".into()),
         ("DEEPSEEK_API_KEY".into(), API_KEY.into()),
         ("DEEPSEEK_BASE_URL".into(), provider.base_url()),
@@ -250,6 +254,9 @@ async fn main() -> anyhow::Result<ExitCode> {
         ("FERRY_MEMORY_TURNS".into(), args.memory_turns.to_string()),
         ("FERRY_WORKER_ADMIN_LISTEN".into(), admin.clone()),
     ];
+    if let Some(conf) = &args.malloc_conf {
+        env.push(("_RJEM_MALLOC_CONF".into(), conf.clone()));
+    }
     let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     println!("# worker_memory: ferry binary {}", binary.display());
     println!(
