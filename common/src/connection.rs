@@ -174,9 +174,10 @@ pub struct PoolTrim {
 impl PoolTrim {
     /// A burst (a worker's 1,000 jobs writing their notes at once) opens
     /// the pool up to its size, and deadpool never closes a connection by
-    /// itself: each holds its buffers and its driver task for good (about
-    /// 2.5 MB for 64, bench/RESULTS.md, "Worker memory"). Reconnecting
-    /// costs one round trip, so 15 s without use is long enough.
+    /// itself: each holds its buffers and its driver task for good (with
+    /// the burst's idle HTTP connections, 2.7 MB over idle after the burst,
+    /// bench/RESULTS.md, "Worker memory"). Reconnecting costs one round
+    /// trip, so 15 s without use is long enough.
     pub const DEFAULT: PoolTrim = PoolTrim {
         idle: Duration::from_secs(15),
         kept: 4,
@@ -185,8 +186,9 @@ impl PoolTrim {
 }
 
 /// A pool of connections to one Redis that closes its idle ones
-/// ([`PoolTrim`]), checked on a checkout (no task of its own: a process
-/// that uses Redis keeps checking out, a heartbeat at least).
+/// ([`PoolTrim`]), checked on a checkout (no task of its own: a worker
+/// checks out every second for its heartbeat, `fleet::workers::BEAT_EVERY`;
+/// a pool nobody uses keeps its connections until its next checkout).
 #[derive(Clone)]
 pub struct TrimmedPool {
     pool: Pool,
@@ -747,7 +749,7 @@ mod tests {
     use super::*;
 
     /// A burst's connections are closed once idle, down to the kept ones,
-    /// and the pool still serves (and reopens) afterwards.
+    /// and the pool still serves afterwards.
     #[tokio::test]
     async fn a_pool_closes_what_a_burst_opened_once_it_is_idle() {
         let dir = tempfile::tempdir().unwrap();
@@ -774,8 +776,8 @@ mod tests {
             drop(conn);
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        // The checkouts trimmed the 7 stale ones down to 2 (plus the one in
-        // use).
+        // The checkouts trimmed the 7 stale ones down to the 2 kept, beside
+        // the one the loop kept using.
         assert_eq!(pool.size(), 3);
         let clients = || async {
             let mut conn = pool.get().await.unwrap();
