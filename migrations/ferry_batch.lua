@@ -39,6 +39,12 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+local function now_text()
+  local t = redis.call('TIME')
+  local us = t[2]
+  return t[1] .. string.sub(string.rep('0', 6 - #us) .. us, 1, 3)
+end
+
 local function finished(state)
   return state == 'succeeded' or state == 'dead' or state == 'cancelled' -- batch was: return state == 'succeeded' or state == 'dead'
 end
@@ -295,17 +301,16 @@ end
 -- ferry_complete, counting. KEYS: stream, records...; ARGV: group,
 -- retention, then per job: entry id, result.
 local function complete(keys, args)
-  local now = now_ms()
+  local now = now_text()
   local entries = {}
   local out = {}
   for i = 2, #keys do
     local base = (i - 2) * 2 + 3
     entries[#entries + 1] = args[base]
-    local r = redis.call('HMGET', keys[i], 'state', 'due_ms')
-    local state = r[1]
+    local state = redis.call('HGET', keys[i], 'state')
     if state and not finished(state) then
       redis.call('HSET', keys[i], 'state', 'succeeded', 'result', args[base + 1], 'finished_ms', now, 'updated_ms', now)
-      if r[2] then
+      if state == 'retrying' then
         redis.call('HDEL', keys[i], 'due_ms')
       end
       redis.call('EXPIRE', keys[i], args[2])

@@ -25,9 +25,32 @@ States: queued -> running -> succeeded | retrying | dead; retrying -> running.
 -- max_attempts times FERRY_MAX_DELIVERIES, so this is a bound, not a cut.
 local ATTEMPTS_LOGGED = 32
 
+-- Numbers written on the hot paths are passed to Redis as text made once:
+-- Lua turns a number into text with printf's float formatting, and that
+-- was about a sixth of Redis's work per job in a drain (instructions
+-- counted with callgrind, bench/RESULTS.md). The attempt after n, and the
+-- log field of each logged attempt, keyed by the text Redis returns:
+local NEXT_ATTEMPT = {}
+local ATTEMPT_FIELD = {}
+for n = 0, ATTEMPTS_LOGGED do
+  NEXT_ATTEMPT[n .. ''] = (n + 1) .. ''
+  ATTEMPT_FIELD[(n + 1) .. ''] = 'attempt:' .. (n + 1)
+end
+
+-- A fetch's answer: this many items per entry (see fetch).
+local FETCH_STRIDE = 8
+
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- now_ms() as text, for writing: TIME's seconds followed by the first three
+-- digits of its (zero-padded) microseconds, with no number conversion.
+local function now_text()
+  local t = redis.call('TIME')
+  local us = t[2]
+  return t[1] .. string.sub(string.rep('0', 6 - #us) .. us, 1, 3)
 end
 
 local function finished(state)
@@ -59,9 +82,10 @@ local function enqueue(keys, args)
   end
   -- The smallest record a queued job needs: `attempts` (0) and
   -- `updated_ms` (the creation) are implied until the job first runs.
-  redis.call('HSET', keys[2], 'id', args[1], 'kind', args[2], 'queue', args[3],
-    'payload', args[4], 'state', 'queued', 'max_attempts', args[5],
-    'created_ms', now_ms())
+  -- Hashes this small are listpacks, searched from the front: the fields
+  -- every start and completion reads come first.
+  redis.call('HSET', keys[2], 'state', 'queued', 'kind', args[2], 'payload', args[4],
+    'max_attempts', args[5], 'created_ms', now_text(), 'id', args[1], 'queue', args[3])
   redis.call('XADD', keys[1], '*', 'job', args[1])
   return {args[1], 1}
 end
@@ -69,9 +93,11 @@ end
 -- Marks one job running and counts the attempt, writing the answer into
 -- `out` after its first `n` items (fetch puts the entry and job ids first;
 -- building the row in place spares a copy per job on the hot path).
+-- `now` is now_text().
 -- -> out[n+1..]: {status, kind, payload, attempts, max_attempts, created_ms};
 --    status 'run', 'missing' (record gone, e.g. purged) or 'finished'
---    (already succeeded or dead: a late duplicate).
+--    (already succeeded or dead: a late duplicate); after 'missing' or
+--    'finished' nothing is written.
 local function start_one(key, worker, now, out, n)
   local r = redis.call('HMGET', key, 'state', 'kind', 'payload', 'attempts', 'max_attempts', 'created_ms')
   if not r[1] then
@@ -85,13 +111,19 @@ local function start_one(key, worker, now, out, n)
   -- One write for the whole start: the attempt is counted in the same HSET
   -- (the record is only ever changed inside these functions, so the read
   -- above is still current).
-  local attempts = (tonumber(r[4]) or 0) + 1
-  if attempts <= ATTEMPTS_LOGGED then
+  local attempts = NEXT_ATTEMPT[r[4] or '0'] or ((tonumber(r[4]) or 0) + 1) .. ''
+  local logged = ATTEMPT_FIELD[attempts]
+  if logged then
     -- The attempt log's entry rides on the same HSET: no extra command.
     redis.call('HSET', key, 'state', 'running', 'attempts', attempts, 'started_ms', now, 'updated_ms', now, 'worker', worker,
-      'attempt:' .. attempts, now .. ' ' .. worker)
+      logged, now .. ' ' .. worker)
   else
     redis.call('HSET', key, 'state', 'running', 'attempts', attempts, 'started_ms', now, 'updated_ms', now, 'worker', worker)
+  end
+  -- A due time belongs to a job waiting for its retry, and to no other
+  -- (so a completion need not look for one).
+  if r[1] == 'retrying' then
+    redis.call('HDEL', key, 'due_ms')
   end
   out[n + 1] = 'run'
   out[n + 2] = r[2]
@@ -106,7 +138,7 @@ end
 -- ARGV: worker id
 -- -> one start_one answer per key.
 local function start(keys, args)
-  local now = now_ms()
+  local now = now_text()
   local out = {}
   for i, key in ipairs(keys) do
     out[i] = start_one(key, args[1], now, {}, 0)
@@ -118,23 +150,44 @@ end
 -- busy worker: one round trip per batch instead of two).
 -- KEYS: stream
 -- ARGV: group, consumer (worker id), count, job record key prefix
--- -> per entry {entry id, job id, start_one answer...}. Stale entries (job
---    missing or finished) are acknowledged and deleted here.
-local function fetch(keys, args)
+-- -> one flat list, FETCH_STRIDE items per entry: entry id, job id, then
+--    start_one's answer (padded with false, which Redis sends as nil, after
+--    'missing' or 'finished'). Flat, because a table per entry was a
+--    measurable share of a drain's work. Stale entries (job missing or
+--    finished) are acknowledged and deleted here.
+local function fetch_flat(keys, args)
   local reply = redis.call('XREADGROUP', 'GROUP', args[1], args[2], 'COUNT', args[3], 'STREAMS', keys[1], '>')
   if not reply then
     return {}
   end
-  local now = now_ms()
+  local now = now_text()
   local out = {}
   local stream, group, worker, prefix = keys[1], args[1], args[2], args[4]
   for i, entry in ipairs(reply[1][2]) do
     local job_id = entry[2][2]
-    local row = start_one(prefix .. job_id, worker, now, {entry[1], job_id}, 2)
-    if row[3] ~= 'run' then
+    local base = (i - 1) * FETCH_STRIDE
+    out[base + 1] = entry[1]
+    out[base + 2] = job_id
+    start_one(prefix .. job_id, worker, now, out, base + 2)
+    if out[base + 3] ~= 'run' then
       release(stream, group, entry[1])
+      for k = base + 4, base + FETCH_STRIDE do
+        out[k] = false
+      end
     end
-    out[i] = row
+  end
+  return out
+end
+
+-- fetch_flat with schema 9's answer, a list per entry: what `ferry_fetch`
+-- answers binaries of schema 9 and before, which a rollback may run
+-- against this library (only the current binary calls fetch_flat).
+local function fetch(keys, args)
+  local flat = fetch_flat(keys, args)
+  local out = {}
+  for i = 1, #flat / FETCH_STRIDE do
+    local base = (i - 1) * FETCH_STRIDE
+    out[i] = {unpack(flat, base + 1, base + FETCH_STRIDE)}
   end
   return out
 end
@@ -145,18 +198,18 @@ end
 --    finished. One call for the whole batch: the acknowledgement of many
 --    jobs costs one XACK and one XDEL.
 local function complete(keys, args)
-  local now = now_ms()
+  local now = now_text()
   local entries = {}
   local out = {}
   for i = 2, #keys do
     local base = (i - 2) * 2 + 3
     entries[#entries + 1] = args[base]
-    local r = redis.call('HMGET', keys[i], 'state', 'due_ms')
-    local state = r[1]
+    local state = redis.call('HGET', keys[i], 'state')
     if state and not finished(state) then
       redis.call('HSET', keys[i], 'state', 'succeeded', 'result', args[base + 1], 'finished_ms', now, 'updated_ms', now)
-      -- Only a job that was retried has a due time to forget.
-      if r[2] then
+      -- Only a job waiting for its retry has a due time to forget (a late
+      -- success can find it there; a start forgets it otherwise).
+      if state == 'retrying' then
         redis.call('HDEL', keys[i], 'due_ms')
       end
       redis.call('EXPIRE', keys[i], args[2])
@@ -346,6 +399,7 @@ redis.register_function('ferry_enqueue', enqueue)
 redis.register_function('ferry_hand_back', hand_back)
 redis.register_function('ferry_start', start)
 redis.register_function('ferry_fetch', fetch)
+redis.register_function('ferry_fetch_flat', fetch_flat)
 redis.register_function('ferry_complete', complete)
 redis.register_function('ferry_retry', retry)
 redis.register_function('ferry_dead_letter', dead_letter)

@@ -76,6 +76,9 @@ async fn a_late_success_from_a_lost_delivery_finishes_the_job_once() {
     let third = fetch_one(&queue, "w3").await;
     assert_eq!(third.attempt, 3);
     assert_ne!(third.entry_id, stalled.entry_id);
+    let record = queue.job(&id).await.unwrap().unwrap();
+    assert_eq!(record.state, JobState::Running);
+    assert_eq!(record.due_at, None, "a running job has no due time");
 
     // w1 wakes up and reports its success: the job was unfinished, so this
     // is its one success (the handler ran to the end; at-least-once allows
@@ -146,4 +149,54 @@ async fn the_first_of_two_holders_to_succeed_wins_and_the_other_changes_nothing(
         record.result,
         Some(serde_json::json!({ "answer": "first" }))
     );
+}
+
+#[tokio::test]
+async fn a_late_success_while_the_retry_waits_finishes_the_job_and_the_retry_never_runs() {
+    let redis = RedisServer::start();
+    let queue = redis.job_queue().await;
+    let id = queue.enqueue(&noop()).await.unwrap().id;
+
+    // w1 stalls; w2 takes the entry over and schedules a retry.
+    let stalled = fetch_one(&queue, "w1").await;
+    let taken = queue
+        .reclaim("w2", &Partition::first(WECHAT), Duration::ZERO, 10, 10)
+        .await
+        .unwrap();
+    let second = queue.start(taken.fetched, "w2").await.unwrap().remove(0);
+    let retry = Outcome::Retry {
+        error: "provider timed out".into(),
+        delay: Duration::ZERO,
+    };
+    assert_eq!(queue.record(&[(&second, &retry)]).await.unwrap(), [true]);
+
+    // w1's success lands while the retry still waits in the delayed set:
+    // the job succeeds with it and forgets its due time.
+    let late = queue
+        .record(&[(&stalled, &succeeded("late"))])
+        .await
+        .unwrap();
+    assert_eq!(late, [true]);
+    let record = queue.job(&id).await.unwrap().unwrap();
+    assert_eq!(record.state, JobState::Succeeded);
+    assert_eq!(record.due_at, None, "a finished job has no due time");
+
+    // The retry comes due and goes back to the stream, but the fetch finds
+    // the job finished: it is not started again, and its entry is gone.
+    assert_eq!(
+        queue
+            .promote_due(&Partition::first(WECHAT), 10)
+            .await
+            .unwrap(),
+        1
+    );
+    let mut conn = queue.store().conn().await.unwrap();
+    let again = queue.fetch_any(&mut conn, "w3", WECHAT, 10).await.unwrap();
+    assert!(again.is_empty(), "a finished job is never started again");
+    let record = queue.job(&id).await.unwrap().unwrap();
+    assert_eq!((record.state, record.attempts), (JobState::Succeeded, 2));
+    let mut conn = redis.conn();
+    let key = queue.keys().queue(WECHAT).stream();
+    let len: u64 = redis::cmd("XLEN").arg(&key).query(&mut conn).unwrap();
+    assert_eq!(len, 0);
 }

@@ -35,6 +35,7 @@ const BATCH: &str = include_str!(concat!(
 /// namesakes.
 const COPIES: &[&str] = &[
     "now_ms",
+    "now_text",
     "finished",
     "release",
     "complete",

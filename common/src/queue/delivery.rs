@@ -101,7 +101,7 @@ impl JobQueue {
     }
 
     /// Reads up to `count` new entries of one partition and starts their
-    /// jobs in ONE function call (`ferry_fetch`): the fast path while there
+    /// jobs in ONE function call (`ferry_fetch_flat`): the fast path while there
     /// is work. Never blocks; use [`JobQueue::wait_for_new`] to wait.
     pub async fn fetch<C: ConnectionLike>(
         &self,
@@ -114,12 +114,12 @@ impl JobQueue {
         let stream = q.stream();
         let record_prefix = q.job("");
         let mut pipe = Pipeline::new();
-        fcall(&mut pipe, "ferry_fetch", &[&stream])
+        fcall(&mut pipe, "ferry_fetch_flat", &[&stream])
             .arg(CONSUMER_GROUP)
             .arg(consumer)
             .arg(count)
             .arg(&record_prefix);
-        let (reply,): (Vec<Vec<redis::Value>>,) = match run(conn, &pipe).await {
+        let (reply,): (Vec<redis::Value>,) = match run(conn, &pipe).await {
             Err(e) if e.code() == Some("NOGROUP") || e.to_string().contains("NOGROUP") => {
                 tracing::warn!("consumer group missing (Redis lost its data?): recreating it");
                 crate::schema::ensure_group(conn, &stream).await?;
@@ -127,9 +127,14 @@ impl JobQueue {
             }
             other => other?,
         };
-        let mut deliveries = Vec::with_capacity(reply.len());
+        let mut deliveries = Vec::with_capacity(reply.len() / FETCH_STRIDE);
         let mut corrupt = Pipeline::new();
-        for entry in reply {
+        let mut items = reply.into_iter();
+        loop {
+            let entry: Vec<redis::Value> = items.by_ref().take(FETCH_STRIDE).collect();
+            if entry.is_empty() {
+                break;
+            }
             let mut it = entry.into_iter();
             let entry_id: String = redis::from_redis_value(it.next().unwrap_or(redis::Value::Nil))?;
             let job_id: String = redis::from_redis_value(it.next().unwrap_or(redis::Value::Nil))?;
@@ -140,7 +145,7 @@ impl JobQueue {
             };
             match parse_started(&f, it.collect()) {
                 Ok(Some(d)) => deliveries.push(d),
-                Ok(None) => {} // acknowledged by ferry_fetch
+                Ok(None) => {} // acknowledged by ferry_fetch_flat
                 Err(e) => {
                     tracing::error!(job = %f.job_id, error = %e, "unreadable job record: dead-lettering it");
                     self.add_outcome(
@@ -442,6 +447,10 @@ fn group_by_partition<'a, T>(
     }
     groups
 }
+
+/// Items per entry in `ferry_fetch_flat`'s answer (`FETCH_STRIDE` in
+/// `ferry_queue.lua`): entry id, job id, then `ferry_start`'s answer.
+const FETCH_STRIDE: usize = 8;
 
 /// `ferry_start`'s answer for one job: a delivery, or `None` for a stale
 /// entry (job gone or already finished).
