@@ -30,6 +30,8 @@ use ferry_common::Secret;
 use ferry_common::config::{ProviderConfig, ProviderKind};
 use serde_json::{Map, Value, json};
 
+use crate::tls_server::TlsServer;
+
 /// Which wire format the fake speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FakeKind {
@@ -247,12 +249,59 @@ pub struct FakeProvider {
     kind: FakeKind,
     addr: SocketAddr,
     inner: Shared,
+    /// Set when the fake is served over TLS ([`FakeProvider::start_tls`]).
+    tls: Option<Arc<TlsServer>>,
 }
 
 impl FakeProvider {
     /// Starts a fake on 127.0.0.1 (a free port) that accepts only
-    /// `expected_key` and `expected_model`.
+    /// `expected_key` and `expected_model`, over plain HTTP/1.1.
     pub async fn start(kind: FakeKind, expected_key: &str, expected_model: &str) -> Self {
+        let (inner, app) = Self::app(kind, expected_key, expected_model);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.ok();
+        });
+        Self {
+            kind,
+            addr,
+            inner,
+            tls: None,
+        }
+    }
+
+    /// [`start`](Self::start), served over TLS as the real providers are:
+    /// HTTP/2 for a client that offers it, with at most `max_streams` calls
+    /// at once on one connection. The client must trust [`ca_file`](Self::ca_file).
+    pub async fn start_tls(
+        kind: FakeKind,
+        expected_key: &str,
+        expected_model: &str,
+        max_streams: u32,
+    ) -> Self {
+        let (inner, app) = Self::app(kind, expected_key, expected_model);
+        let server = TlsServer::start(app, max_streams).await;
+        Self {
+            kind,
+            addr: server.addr,
+            inner,
+            tls: Some(Arc::new(server)),
+        }
+    }
+
+    /// The CA that issued a TLS fake's certificate (PEM), for
+    /// `FERRY_EXTRA_CA_FILE`; `None` for a plain-HTTP fake.
+    pub fn ca_file(&self) -> Option<&std::path::Path> {
+        self.tls.as_ref().map(|t| t.ca_file.path())
+    }
+
+    /// Connections a TLS fake accepted so far; `None` for a plain-HTTP fake.
+    pub fn tls_connections(&self) -> Option<usize> {
+        self.tls.as_ref().map(|t| t.connections())
+    }
+
+    fn app(kind: FakeKind, expected_key: &str, expected_model: &str) -> (Shared, Router) {
         let inner = Arc::new(Mutex::new(Inner {
             kind,
             key: expected_key.into(),
@@ -264,19 +313,18 @@ impl FakeProvider {
             answered: 0,
         }));
         let app = Router::new().fallback(handle).with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            axum::serve(listener, app).await.ok();
-        });
-        Self { kind, addr, inner }
+        (inner, app)
     }
 
     /// The base URL with its version path (`<P>_BASE_URL`).
     pub fn base_url(&self) -> String {
+        let origin = match &self.tls {
+            Some(tls) => tls.origin(),
+            None => format!("http://{}", self.addr),
+        };
         match self.kind {
-            FakeKind::OpenAi => format!("http://{}/v1", self.addr),
-            FakeKind::Gemini => format!("http://{}/v1beta", self.addr),
+            FakeKind::OpenAi => format!("{origin}/v1"),
+            FakeKind::Gemini => format!("{origin}/v1beta"),
         }
     }
 

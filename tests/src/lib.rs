@@ -15,6 +15,7 @@ pub mod log_capture;
 pub mod redis_cluster;
 pub mod redis_server;
 pub mod staged_jobs;
+pub mod tls_server;
 pub mod wechat_push;
 pub mod worker_process;
 

@@ -10,11 +10,8 @@ use ferry_common::config::Config;
 use ferry_worker::providers::{
     CallPolicy, ChatMessage, ChatRequest, FailureClass, HttpSettings, Router, build_client,
 };
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::rustls::ServerConfig;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 /// An HTTPS server on 127.0.0.1 whose certificate is issued by a CA of its
 /// own; it answers every request with one OpenAI-shaped chat completion.
@@ -35,32 +32,9 @@ const ANSWER: &str = r#"{"id":"c1","object":"chat.completion","model":"private-m
 
 /// `names`: what the server's certificate is valid for.
 async fn private_upstream(names: &[&str]) -> PrivateUpstream {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "Ferry test private CA");
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
-
-    let leaf_key = KeyPair::generate().unwrap();
-    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    let leaf = CertificateParams::new(names)
-        .unwrap()
-        .signed_by(&leaf_key, &issuer)
-        .unwrap();
-
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![CertificateDer::from(leaf.der().to_vec())],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
-        )
-        .unwrap();
+    let (mut config, ca_pem) = ferry_tests::tls_server::server_config(names);
+    // The upstream below speaks HTTP/1.1 only.
+    config.alpn_protocols.clear();
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://{}", listener.local_addr().unwrap());
@@ -79,7 +53,7 @@ async fn private_upstream(names: &[&str]) -> PrivateUpstream {
         }
     });
     let ca_file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(ca_file.path(), ca_cert.pem()).unwrap();
+    std::fs::write(ca_file.path(), ca_pem).unwrap();
     PrivateUpstream { url, ca_file, task }
 }
 
@@ -213,4 +187,40 @@ async fn a_provider_behind_a_private_ca_answers_only_with_ferry_extra_ca_file() 
     assert!(!refused.to_string().contains("sk-test"));
     assert_eq!(answered.text, "hello over TLS");
     assert_eq!(answered.model, "private-model");
+}
+
+/// The TLS fake provider (the test support's, used by `worker_memory
+/// --tls`) speaks HTTP/2 to Ferry's provider client, as the real providers
+/// do: once a connection is up, calls made at once share it. (Calls made
+/// before any connection is up each open one: the client cannot know the
+/// server speaks HTTP/2 until a handshake has said so.)
+#[tokio::test]
+async fn the_tls_fake_provider_carries_concurrent_calls_on_one_http2_connection() {
+    use ferry_tests::fake_provider::{FakeKind, FakeProvider, Reply};
+    let fake = FakeProvider::start_tls(FakeKind::OpenAi, "sk-tls", "m", 100).await;
+    fake.set_default(Some(Reply::text("over h2")));
+    let client = build_client(&settings(fake.ca_file())).unwrap();
+    let url = format!("{}/chat/completions", fake.base_url());
+    let call = || {
+        client
+            .post(&url)
+            .bearer_auth("sk-tls")
+            .json(&serde_json::json!({
+                "model": "m",
+                "stream": false,
+                "messages": [{"role": "user", "content": "hi"}]
+            }))
+            .send()
+    };
+    let first = call().await.unwrap();
+    assert_eq!(first.version(), reqwest::Version::HTTP_2);
+    first.text().await.unwrap();
+    for response in futures::future::join_all((0..20).map(|_| call())).await {
+        let response = response.unwrap();
+        assert_eq!(response.version(), reqwest::Version::HTTP_2);
+        assert_eq!(response.status(), 200);
+        assert!(response.text().await.unwrap().contains("over h2"));
+    }
+    assert_eq!(fake.answered(), 21);
+    assert_eq!(fake.tls_connections(), Some(1));
 }

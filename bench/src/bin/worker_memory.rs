@@ -86,6 +86,15 @@ struct Args {
     /// The `ferry` binary (default: the one next to this program).
     #[arg(long)]
     ferry_bin: Option<PathBuf>,
+    /// Serve the fake provider over TLS with HTTP/2, as the real providers
+    /// serve theirs (the worker trusts its CA through FERRY_EXTRA_CA_FILE):
+    /// the calls share a connection instead of one HTTP/1.1 connection each.
+    #[arg(long)]
+    tls: bool,
+    /// With `--tls`: the HTTP/2 streams the provider allows on one
+    /// connection (SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[arg(long, default_value_t = 1000)]
+    h2_streams: u32,
     /// jemalloc options for the worker at run time (`_RJEM_MALLOC_CONF`,
     /// e.g. `dirty_decay_ms:1000`), to try a setting before building it in.
     #[arg(long)]
@@ -226,7 +235,11 @@ async fn main() -> anyhow::Result<ExitCode> {
         .get_multiplexed_async_connection()
         .await?;
     let wechat = FakeWeChat::start(APP_ID, APP_SECRET).await;
-    let provider = FakeProvider::start(FakeKind::OpenAi, API_KEY, MODEL).await;
+    let provider = if args.tls {
+        FakeProvider::start_tls(FakeKind::OpenAi, API_KEY, MODEL, args.h2_streams).await
+    } else {
+        FakeProvider::start(FakeKind::OpenAi, API_KEY, MODEL).await
+    };
     let answer = "这是一个用于测量内存的回答。".repeat(12);
     provider.set_default(Some(Reply::text(answer.clone())));
 
@@ -254,11 +267,21 @@ async fn main() -> anyhow::Result<ExitCode> {
         ("FERRY_MEMORY_TURNS".into(), args.memory_turns.to_string()),
         ("FERRY_WORKER_ADMIN_LISTEN".into(), admin.clone()),
     ];
+    if let Some(ca) = provider.ca_file() {
+        env.push(("FERRY_EXTRA_CA_FILE".into(), ca.display().to_string()));
+    }
     if let Some(conf) = &args.malloc_conf {
         env.push(("_RJEM_MALLOC_CONF".into(), conf.clone()));
     }
     let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     println!("# worker_memory: ferry binary {}", binary.display());
+    match provider.ca_file() {
+        Some(_) => println!(
+            "# provider: TLS, HTTP/2 when offered, at most {} streams per connection",
+            args.h2_streams
+        ),
+        None => println!("# provider: plain HTTP/1.1 (a connection per open call)"),
+    }
     println!(
         "# one `ferry worker`: {}; plus LOG_LEVEL=warn, FERRY_FETCH_BLOCK_MS=100 (the test support's); \
          provider stalls {} s per slow answer ({} chars); {} slow jobs, one distinct user each",
@@ -381,6 +404,9 @@ async fn main() -> anyhow::Result<ExitCode> {
         args.sample_ms,
         peak.show()
     );
+    if let Some(n) = provider.tls_connections() {
+        println!("  TLS connections the provider accepted so far (warm-up included): {n}");
+    }
     println!(
         "  provider calls open at the peak sample: {open_at_peak}; most open at once: {max_open}{}; \
          {slow_calls} slow calls; enqueued in {:.2} s; every user answered {:.1} s after the enqueue{}",
