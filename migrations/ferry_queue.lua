@@ -34,7 +34,9 @@ local NEXT_ATTEMPT = {}
 local ATTEMPT_FIELD = {}
 for n = 0, ATTEMPTS_LOGGED do
   NEXT_ATTEMPT[n .. ''] = (n + 1) .. ''
-  ATTEMPT_FIELD[(n + 1) .. ''] = 'attempt:' .. (n + 1)
+end
+for n = 1, ATTEMPTS_LOGGED do
+  ATTEMPT_FIELD[n .. ''] = 'attempt:' .. n
 end
 
 -- A fetch's answer: this many items per entry (see fetch).
