@@ -171,7 +171,7 @@ pub fn follow(span: &tracing::Span, traceparent: &str) {
     let _ = span.set_parent(parent);
 }
 
-/// Records a finished `fetch` span under `job`: one `ferry_fetch` round
+/// Records a finished `fetch` span under `job`: one `ferry_fetch_flat` round
 /// reads many jobs, so each job's trace gets its own copy of the shared
 /// call's timing, with how many jobs it brought.
 pub fn record_fetch(job: &tracing::Span, started: SystemTime, ended: SystemTime, jobs: usize) {
