@@ -12,6 +12,7 @@ pub mod fake_wechat;
 pub mod ferry;
 pub mod leaks;
 pub mod log_capture;
+pub mod lua_source;
 pub mod redis_cluster;
 pub mod redis_server;
 pub mod staged_jobs;

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use ferry_common::job::{Delivery, JobState, NewJob};
+use ferry_common::job::{Delivery, JobId, JobState, NewJob};
 use ferry_common::keys::Partition;
 use ferry_common::queue::{JobQueue, Outcome, WECHAT};
 use ferry_tests::RedisServer;
@@ -31,6 +31,43 @@ async fn fetch_one(queue: &JobQueue, consumer: &str) -> Delivery {
     got.pop().unwrap()
 }
 
+/// A job taken over: w1 fetched it and stalled past the visibility
+/// timeout, and w2 took the same entry over and started attempt 2.
+/// -> the job, w1's delivery, w2's.
+async fn taken_over(queue: &JobQueue) -> (JobId, Delivery, Delivery) {
+    let id = queue.enqueue(&noop()).await.unwrap().id;
+    let stalled = fetch_one(queue, "w1").await;
+    let taken = queue
+        .reclaim("w2", &Partition::first(WECHAT), Duration::ZERO, 10, 10)
+        .await
+        .unwrap();
+    assert_eq!(taken.fetched.len(), 1);
+    let second = queue.start(taken.fetched, "w2").await.unwrap().remove(0);
+    assert_eq!((second.attempt, &second.entry_id), (2, &stalled.entry_id));
+    (id, stalled, second)
+}
+
+/// A retry due at once.
+fn retry_now() -> Outcome {
+    Outcome::Retry {
+        error: "provider timed out".into(),
+        delay: Duration::ZERO,
+    }
+}
+
+/// No entry is left on the stream, pending or not.
+fn assert_stream_empty(redis: &RedisServer, queue: &JobQueue) {
+    let mut conn = redis.conn();
+    let key = queue.keys().queue(WECHAT).stream();
+    let len: u64 = redis::cmd("XLEN").arg(&key).query(&mut conn).unwrap();
+    let (pending, ..): (u64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
+        .arg(&key)
+        .arg(ferry_common::keys::CONSUMER_GROUP)
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!((len, pending), (0, 0));
+}
+
 fn succeeded(answer: &str) -> Outcome {
     Outcome::Succeeded {
         result: serde_json::json!({ "answer": answer }),
@@ -41,23 +78,14 @@ fn succeeded(answer: &str) -> Outcome {
 async fn a_late_success_from_a_lost_delivery_finishes_the_job_once() {
     let redis = RedisServer::start();
     let queue = redis.job_queue().await;
-    let id = queue.enqueue(&noop()).await.unwrap().id;
 
-    // w1 takes the job, then stalls past the visibility timeout: w2 takes
-    // the same entry over and its attempt fails with a retry.
-    let stalled = fetch_one(&queue, "w1").await;
-    let taken = queue
-        .reclaim("w2", &Partition::first(WECHAT), Duration::ZERO, 10, 10)
-        .await
-        .unwrap();
-    assert_eq!(taken.fetched.len(), 1);
-    let second = queue.start(taken.fetched, "w2").await.unwrap().remove(0);
-    assert_eq!((second.attempt, &second.entry_id), (2, &stalled.entry_id));
-    let retry = Outcome::Retry {
-        error: "provider timed out".into(),
-        delay: Duration::ZERO,
-    };
-    assert_eq!(queue.record(&[(&second, &retry)]).await.unwrap(), [true]);
+    // w1 takes the job, then stalls: w2 takes the same entry over and its
+    // attempt fails with a retry.
+    let (id, stalled, second) = taken_over(&queue).await;
+    assert_eq!(
+        queue.record(&[(&second, &retry_now())]).await.unwrap(),
+        [true]
+    );
     let record = queue.job(&id).await.unwrap().unwrap();
     assert_eq!(record.state, JobState::Retrying);
     assert!(
@@ -102,30 +130,16 @@ async fn a_late_success_from_a_lost_delivery_finishes_the_job_once() {
     assert_eq!(record.due_at, None, "a finished job has no due time");
 
     // Every entry was acknowledged and deleted: nothing left to take over.
-    let mut conn = redis.conn();
-    let key = queue.keys().queue(WECHAT).stream();
-    let len: u64 = redis::cmd("XLEN").arg(&key).query(&mut conn).unwrap();
-    let (pending, ..): (u64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
-        .arg(&key)
-        .arg(ferry_common::keys::CONSUMER_GROUP)
-        .query(&mut conn)
-        .unwrap();
-    assert_eq!((len, pending), (0, 0));
+    assert_stream_empty(&redis, &queue);
 }
 
 #[tokio::test]
 async fn the_first_of_two_holders_to_succeed_wins_and_the_other_changes_nothing() {
     let redis = RedisServer::start();
     let queue = redis.job_queue().await;
-    let id = queue.enqueue(&noop()).await.unwrap().id;
 
     // Both w1 and (after a takeover) w2 run the same delivery.
-    let first = fetch_one(&queue, "w1").await;
-    let taken = queue
-        .reclaim("w2", &Partition::first(WECHAT), Duration::ZERO, 10, 10)
-        .await
-        .unwrap();
-    let second = queue.start(taken.fetched, "w2").await.unwrap().remove(0);
+    let (id, first, second) = taken_over(&queue).await;
 
     // The original holder finishes first: its success counts although the
     // entry had moved to w2, and w2's later one is a duplicate.
@@ -155,20 +169,13 @@ async fn the_first_of_two_holders_to_succeed_wins_and_the_other_changes_nothing(
 async fn a_late_success_while_the_retry_waits_finishes_the_job_and_the_retry_never_runs() {
     let redis = RedisServer::start();
     let queue = redis.job_queue().await;
-    let id = queue.enqueue(&noop()).await.unwrap().id;
 
     // w1 stalls; w2 takes the entry over and schedules a retry.
-    let stalled = fetch_one(&queue, "w1").await;
-    let taken = queue
-        .reclaim("w2", &Partition::first(WECHAT), Duration::ZERO, 10, 10)
-        .await
-        .unwrap();
-    let second = queue.start(taken.fetched, "w2").await.unwrap().remove(0);
-    let retry = Outcome::Retry {
-        error: "provider timed out".into(),
-        delay: Duration::ZERO,
-    };
-    assert_eq!(queue.record(&[(&second, &retry)]).await.unwrap(), [true]);
+    let (id, stalled, second) = taken_over(&queue).await;
+    assert_eq!(
+        queue.record(&[(&second, &retry_now())]).await.unwrap(),
+        [true]
+    );
 
     // w1's success lands while the retry still waits in the delayed set:
     // the job succeeds with it and forgets its due time.
@@ -195,8 +202,5 @@ async fn a_late_success_while_the_retry_waits_finishes_the_job_and_the_retry_nev
     assert!(again.is_empty(), "a finished job is never started again");
     let record = queue.job(&id).await.unwrap().unwrap();
     assert_eq!((record.state, record.attempts), (JobState::Succeeded, 2));
-    let mut conn = redis.conn();
-    let key = queue.keys().queue(WECHAT).stream();
-    let len: u64 = redis::cmd("XLEN").arg(&key).query(&mut conn).unwrap();
-    assert_eq!(len, 0);
+    assert_stream_empty(&redis, &queue);
 }

@@ -22,6 +22,8 @@
 //! Every function `ferry_batch.lua` shares a name with must be listed either
 //! in [`COPIES`] or in [`NOT_COPIES`], so a new copy cannot go unchecked.
 
+use ferry_tests::lua_source::lua_function;
+
 const QUEUE: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../migrations/ferry_queue.lua"
@@ -57,28 +59,6 @@ const CHANGED: &str = "-- batch was:";
 struct Line {
     number: usize,
     text: String,
-}
-
-/// The lines of `local function <name>(` ... `end`, with their 1-based
-/// numbers.
-fn function<'a>(source: &'a str, file: &str, name: &str) -> Result<Vec<(usize, &'a str)>, String> {
-    let header = format!("local function {name}(");
-    let mut lines = source.lines().enumerate();
-    let start = lines
-        .by_ref()
-        .find(|(_, l)| l.starts_with(&header))
-        .ok_or_else(|| format!("{file}: no `{header}` at the start of a line"))?;
-    let mut body = vec![(start.0 + 1, start.1)];
-    for (i, l) in lines {
-        body.push((i + 1, l));
-        if l == "end" {
-            return Ok(body);
-        }
-    }
-    Err(format!(
-        "{file}: `{name}` (line {}) has no closing `end` at column 0",
-        start.0 + 1
-    ))
 }
 
 /// Names of the top-level `local function`s of a library.
@@ -207,13 +187,13 @@ fn diff(original: &[Line], copy: &[Line]) -> String {
 /// Compares one copied function; `Err` carries the report.
 fn compare(queue: &str, batch: &str, name: &str) -> Result<(), String> {
     let original = comparable(
-        &function(queue, "ferry_queue.lua", name)?,
+        &lua_function(queue, "ferry_queue.lua", name)?,
         "ferry_queue.lua",
         name,
         false,
     )?;
     let copy = comparable(
-        &function(batch, "ferry_batch.lua", name)?,
+        &lua_function(batch, "ferry_batch.lua", name)?,
         "ferry_batch.lua",
         name,
         true,

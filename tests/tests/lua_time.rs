@@ -5,22 +5,17 @@
 //! run from the library's own source.
 
 use ferry_tests::RedisServer;
+use ferry_tests::lua_source::lua_function;
 
 const QUEUE: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../migrations/ferry_queue.lua"
 ));
 
-/// `local function <name>(` ... the first line that is exactly `end`.
+/// The text of `local function <name>(` ... `end` in ferry_queue.lua.
 fn function(name: &str) -> String {
-    let header = format!("local function {name}(");
-    let start = QUEUE
-        .find(&header)
-        .unwrap_or_else(|| panic!("ferry_queue.lua has no `{header}`"));
-    let len = QUEUE[start..]
-        .find("\nend\n")
-        .unwrap_or_else(|| panic!("`{name}` has no closing `end`"));
-    QUEUE[start..start + len + "\nend".len()].to_owned()
+    let lines = lua_function(QUEUE, "ferry_queue.lua", name).unwrap();
+    lines.iter().map(|(_, l)| *l).collect::<Vec<_>>().join("\n")
 }
 
 #[test]

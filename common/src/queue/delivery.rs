@@ -130,20 +130,22 @@ impl JobQueue {
         let mut deliveries = Vec::with_capacity(reply.len() / FETCH_STRIDE);
         let mut corrupt = Pipeline::new();
         let mut items = reply.into_iter();
-        loop {
-            let entry: Vec<redis::Value> = items.by_ref().take(FETCH_STRIDE).collect();
-            if entry.is_empty() {
-                break;
-            }
-            let mut it = entry.into_iter();
-            let entry_id: String = redis::from_redis_value(it.next().unwrap_or(redis::Value::Nil))?;
-            let job_id: String = redis::from_redis_value(it.next().unwrap_or(redis::Value::Nil))?;
+        while let Some(entry_id) = items.next() {
+            let entry_id: String = redis::from_redis_value(entry_id)?;
+            let job_id: String =
+                redis::from_redis_value(items.next().unwrap_or(redis::Value::Nil))?;
             let f = Fetched {
                 partition: partition.clone(),
                 entry_id,
                 job_id,
             };
-            match parse_started(&f, it.collect()) {
+            // Read in place, no list per entry; what a stale entry's answer
+            // leaves unread (its padding) is skipped, so the next entry
+            // starts where it should.
+            let mut fields = items.by_ref().take(FETCH_STRIDE - 2);
+            let parsed = parse_started(&f, fields.by_ref());
+            fields.for_each(drop);
+            match parsed {
                 Ok(Some(d)) => deliveries.push(d),
                 Ok(None) => {} // acknowledged by ferry_fetch_flat
                 Err(e) => {
@@ -454,7 +456,10 @@ const FETCH_STRIDE: usize = 8;
 
 /// `ferry_start`'s answer for one job: a delivery, or `None` for a stale
 /// entry (job gone or already finished).
-fn parse_started(f: &Fetched, fields: Vec<redis::Value>) -> Result<Option<Delivery>, QueueError> {
+fn parse_started(
+    f: &Fetched,
+    fields: impl IntoIterator<Item = redis::Value>,
+) -> Result<Option<Delivery>, QueueError> {
     let corrupt = |reason: &str| QueueError::Corrupt {
         id: f.job_id.clone(),
         reason: reason.to_owned(),
